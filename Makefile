@@ -1,0 +1,53 @@
+# SimplePO: every target creates .venv when it is missing and installs the kit into it.
+# CPU torch first (the wheel pinned below), then the package with its dev extra.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.simplepo-installed
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
+export HF_HUB_OFFLINE ?= 1
+export TRL_EXPERIMENTAL_SILENCE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: venv test unit notebooks-test lint run lab data clean-cache
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade --quiet pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+## make test: lint, unit tests, notebooks executed by nbval, stripped-output check
+test: venv lint unit notebooks-test
+
+lint: venv
+	$(BIN)/ruff check simplepo_helpers tests benchmarks
+
+unit: venv
+	$(BIN)/python -m pytest tests
+
+notebooks-test: venv
+ifneq ($(NOTEBOOKS),)
+	$(BIN)/nbstripout --verify $(NOTEBOOKS)
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider $(NOTEBOOKS)
+endif
+
+## make run: execute every notebook headlessly into build/
+run: venv
+	$(BIN)/python -m simplepo_helpers.run_notebooks $(NOTEBOOKS)
+
+## make lab: JupyterLab on notebooks/
+lab: venv
+	$(BIN)/jupyter lab notebooks/
+
+## make data: rebuild data/ byte-identically and the cached reference model
+data: venv
+	$(BIN)/python -m simplepo_helpers.world.build
+
+clean-cache:
+	$(BIN)/python -c "import shutil, simplepo_helpers.world as w; shutil.rmtree(w.cache_dir(), ignore_errors=True); print('removed', w.cache_dir())"
