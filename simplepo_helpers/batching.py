@@ -1,0 +1,315 @@
+"""Preference examples -> token ids, labels and one stacked ``[2B, T]`` batch.
+
+Rules (see also docs/architecture.md):
+
+- **Formats.** Standard rows (``prompt``/``chosen``/``rejected`` strings) are tokenised as plain text;
+  conversational rows go through ``tokenizer.apply_chat_template``: the prompt with
+  ``add_generation_prompt=True`` (so the assistant header belongs to the prompt, as in TRL), prompt+response
+  as a whole conversation. Rows are checked first with ``data.row_problem``.
+- **Exact split.** The prompt tokens are the tokens of the prompt text alone. When the tokens of
+  prompt+response start with them, the response tokens are the rest; when BPE merges characters across the
+  boundary they do not, and the response text is then tokenised on its own and appended. Either way the
+  prompt part decodes to the prompt and the response part to the response. (TRL instead cuts at the common
+  prefix, which drops the prompt's last token from the training sequence.)
+- **BOS.** Standard rows get the BOS only if the tokenizer itself adds one (its post-processor); chat rows
+  get what the template writes and nothing more (as ``apply_chat_template`` does). A doubled leading BOS is
+  reduced to one. A tokenizer without BOS (e.g. SmolLM2) gets none.
+- **EOS.** Every response ends with exactly one ``eos_token_id``, which is labelled (the model learns to
+  stop). When the chat template already closes the turn with the eos token, nothing is added and what the
+  template writes after it (ChatML's ``"\\n"``) is dropped: the model stops at EOS and never produces it.
+  TRL keeps that newline as a completion token (with ChatML templates the only difference from TRL's
+  tokenisation besides the boundary-merge case above).
+  An eos token inside the response text is an error.
+- **Truncation** (``max_prompt_length``, then ``max_length`` for prompt+response): the prompt is cut from
+  the left (its end, with the assistant header, is kept; a leading BOS stays), down to the BOS plus one
+  token; only then are both responses cut from the right to fit. A cut response loses its EOS (the model is
+  not taught to stop mid-answer). A row that cannot keep one response token raises ValueError.
+  ``validate_preferences(..., max_length=...)`` rejects rows whose responses would be cut at all.
+- **Batch.** Rows ``0..B-1`` chosen, ``B..2B-1`` rejected, right-padded with ``pad_token_id`` (the eos id
+  when the tokenizer has no pad token); ``labels`` are ``input_ids`` on response tokens and -100 elsewhere,
+  not shifted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from .data import check_limits, row_format, row_problem
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+IGNORE_INDEX = -100
+TOKEN_KEYS = ("prompt_ids", "chosen_ids", "rejected_ids")
+
+
+def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _added_bos(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """``[bos_token_id]`` if the tokenizer puts a BOS in front of plain text by itself, else ``[]``."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return []
+    with_special = tokenizer("a")["input_ids"]
+    return [bos] if with_special[:1] == [bos] and _encode(tokenizer, "a")[:1] != [bos] else []
+
+
+def _response_ids(
+    tokenizer: PreTrainedTokenizerBase, prompt_text: str, full_text: str, prompt_ids: list[int]
+) -> list[int]:
+    """Tokens of ``full_text[len(prompt_text):]``, split exactly at the prompt/response boundary."""
+    if not full_text.startswith(prompt_text):
+        raise ValueError(
+            "the chat template renders the prompt differently when a response follows; "
+            "cannot split prompt and response exactly"
+        )
+    full_ids = _encode(tokenizer, full_text)
+    if full_ids[: len(prompt_ids)] == prompt_ids:
+        return full_ids[len(prompt_ids) :]
+    return _encode(tokenizer, full_text[len(prompt_text) :])  # tokens merged across the boundary
+
+
+def _end_with_one_eos(tokenizer: PreTrainedTokenizerBase, ids: list[int], name: str) -> list[int]:
+    """Make ``ids`` end with exactly one EOS; drop a whitespace-only template tail after the end-of-turn EOS."""
+    eos = tokenizer.eos_token_id
+    if eos not in ids:
+        return ids + [eos]
+    end = ids.index(eos) + 1
+    if tokenizer.decode(ids[end:]).strip():
+        raise ValueError(f"{name} contains the eos token {tokenizer.eos_token!r} before its end")
+    return ids[:end]
+
+
+def _one_bos(ids: list[int], bos: int | None) -> list[int]:
+    return ids[1:] if bos is not None and ids[:2] == [bos, bos] else ids
+
+
+def tokenize_preference(
+    example: Mapping[str, Any],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    max_length: int | None = None,
+    max_prompt_length: int | None = None,
+) -> dict[str, list[int]]:
+    """One preference row -> ``{"prompt_ids", "chosen_ids", "rejected_ids"}`` (responses end with EOS).
+
+    Raises ValueError with the reason for a row that cannot be tokenised (see the module docstring).
+    """
+    problem = row_problem(example)
+    if problem is not None:
+        raise ValueError(f"{problem[0]}: {problem[1]}")
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no eos_token; set one so responses can end")
+    if row_format(example) == "standard":
+        prefix = _added_bos(tokenizer)
+        prompt_text = example["prompt"]
+        full_texts = [prompt_text + example[name] for name in ("chosen", "rejected")]
+    else:
+        prefix = []
+        prompt = list(example["prompt"])
+        prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        full_texts = [
+            tokenizer.apply_chat_template(prompt + list(example[name]), tokenize=False)
+            for name in ("chosen", "rejected")
+        ]
+    prompt_ids = _encode(tokenizer, prompt_text)
+    chosen_ids, rejected_ids = (
+        _end_with_one_eos(tokenizer, _response_ids(tokenizer, prompt_text, full, prompt_ids), name)
+        for full, name in zip(full_texts, ("chosen", "rejected"), strict=True)
+    )
+    tokens = {
+        "prompt_ids": _one_bos(prefix + prompt_ids, tokenizer.bos_token_id),
+        "chosen_ids": chosen_ids,
+        "rejected_ids": rejected_ids,
+    }
+    return truncate_preference(
+        tokens,
+        max_length=max_length,
+        max_prompt_length=max_prompt_length,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+
+
+def _keep_prompt_end(prompt_ids: list[int], n: int, bos: int | None) -> list[int]:
+    """The last ``n`` tokens of the prompt, a leading BOS kept in front (it counts in ``n``)."""
+    if len(prompt_ids) <= n:
+        return prompt_ids
+    if bos is not None and prompt_ids[0] == bos:
+        return [bos] + prompt_ids[len(prompt_ids) - (n - 1) :]
+    return prompt_ids[len(prompt_ids) - n :]
+
+
+def truncate_preference(
+    tokens: Mapping[str, list[int]],
+    *,
+    max_length: int | None = None,
+    max_prompt_length: int | None = None,
+    bos_token_id: int | None = None,
+) -> dict[str, list[int]]:
+    """Cut the prompt (keep its end and BOS), then the responses' ends, so prompt+response <= max_length."""
+    check_limits(max_length=max_length, max_prompt_length=max_prompt_length)
+    prompt, chosen, rejected = (list(tokens[key]) for key in TOKEN_KEYS)
+    has_bos = bos_token_id is not None and prompt[:1] == [bos_token_id]
+    min_prompt = min(len(prompt), 1 + has_bos)  # the BOS and the prompt's last token
+    if max_prompt_length is not None:
+        if max_prompt_length < min_prompt:
+            raise ValueError(
+                f"max_prompt_length={max_prompt_length} cannot keep the BOS and one prompt token"
+            )
+        prompt = _keep_prompt_end(prompt, max_prompt_length, bos_token_id)
+    if max_length is not None:
+        longest = max(len(chosen), len(rejected))
+        if len(prompt) + longest > max_length:
+            prompt = _keep_prompt_end(prompt, max(max_length - longest, min_prompt), bos_token_id)
+            room = max_length - len(prompt)
+            if room < 1:
+                raise ValueError(
+                    f"max_length={max_length} leaves no room for a response token after a "
+                    f"{len(prompt)}-token prompt (its minimum)"
+                )
+            chosen, rejected = chosen[:room], rejected[:room]
+    return {"prompt_ids": prompt, "chosen_ids": chosen, "rejected_ids": rejected}
+
+
+def _check_tokens(tokens: Mapping[str, Any]) -> None:
+    """Refuse pre-tokenised rows with missing keys, non-integer ids or an empty part."""
+    for key in TOKEN_KEYS:
+        ids = tokens.get(key)
+        if not isinstance(ids, Sequence) or not all(isinstance(i, int) for i in ids):
+            raise ValueError(f"{key!r} must be a list of token ids")
+        if not ids:
+            raise ValueError(f"{key!r} is empty")
+
+
+class PreferenceCollator:
+    """Raw rows or ``tokenize_preference`` dicts -> ``input_ids``, ``attention_mask``, ``labels`` ``[2B, T]``."""
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        max_length: int | None = None,
+        max_prompt_length: int | None = None,
+        pad_to_multiple_of: int | None = None,
+    ):
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if pad is None:
+            raise ValueError("the tokenizer has neither a pad_token nor an eos_token to pad with")
+        check_limits(
+            max_length=max_length, max_prompt_length=max_prompt_length, pad_to_multiple_of=pad_to_multiple_of
+        )
+        self.tokenizer = tokenizer
+        self.pad_token_id = pad
+        self.max_length = max_length
+        self.max_prompt_length = max_prompt_length
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def _tokens(self, example: Mapping[str, Any]) -> dict[str, list[int]]:
+        limits = {"max_length": self.max_length, "max_prompt_length": self.max_prompt_length}
+        if "prompt_ids" not in example:
+            return tokenize_preference(example, self.tokenizer, **limits)
+        _check_tokens(example)
+        return truncate_preference(example, bos_token_id=self.tokenizer.bos_token_id, **limits)
+
+    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        if not examples:
+            raise ValueError("cannot collate an empty list of examples")
+        rows = []
+        for index, example in enumerate(examples):
+            try:
+                rows.append(self._tokens(example))
+            except ValueError as error:
+                raise ValueError(f"batch example {index}: {error}") from error
+        sequences = [(row["prompt_ids"], row[key]) for key in ("chosen_ids", "rejected_ids") for row in rows]
+        length = max(len(prompt) + len(response) for prompt, response in sequences)
+        if self.pad_to_multiple_of:
+            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        input_ids = torch.full((len(sequences), length), self.pad_token_id, dtype=torch.long)  # [2B, T]
+        labels = torch.full((len(sequences), length), IGNORE_INDEX, dtype=torch.long)  # [2B, T]
+        attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)  # [2B, T]
+        for row, (prompt, response) in enumerate(sequences):
+            n_prompt, n_total = len(prompt), len(prompt) + len(response)
+            input_ids[row, :n_total] = torch.tensor(prompt + response)
+            labels[row, n_prompt:n_total] = torch.tensor(response)
+            attention_mask[row, :n_total] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def _as_rows(**named: Any) -> list[list[int]]:
+    """Each argument as one 1-D row of ints, all of the same length."""
+    rows = []
+    for name, values in named.items():
+        values = values.tolist() if isinstance(values, torch.Tensor) else list(values)
+        if values and isinstance(values[0], list):
+            raise ValueError(f"{name} must be one row (1-D), not a batch")
+        rows.append(values)
+    lengths = {name: len(row) for name, row in zip(named, rows, strict=True)}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"rows of different lengths: {lengths}")
+    return rows
+
+
+def decode_masked(tokenizer: PreTrainedTokenizerBase, input_ids: Any, labels: Any) -> str:
+    """Decode exactly the tokens whose label is not -100 (one row); special tokens are shown."""
+    ids, labs = _as_rows(input_ids=input_ids, labels=labels)
+    selected = []
+    for position, (token, label) in enumerate(zip(ids, labs, strict=True)):
+        if label == IGNORE_INDEX:
+            continue
+        if label != token:
+            raise ValueError(
+                f"label {label} differs from input id {token} at position {position}: shifted labels?"
+            )
+        selected.append(token)
+    return tokenizer.decode(selected, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def _assistant_header_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Tokens the chat template adds for ``add_generation_prompt=True`` (e.g. ``<|im_start|>assistant\\n``)."""
+    if getattr(tokenizer, "chat_template", None) is None:
+        return []
+    probe = [{"role": "user", "content": "?"}]
+    try:
+        closed = tokenizer.apply_chat_template(probe, tokenize=False)
+        opened = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+    except Exception:  # display only: a template that refuses this probe just gets no header marking
+        return []
+    return _encode(tokenizer, opened[len(closed) :]) if opened.startswith(closed) else []
+
+
+def explain_tokens(
+    tokenizer: PreTrainedTokenizerBase, input_ids: Any, labels: Any, attention_mask: Any = None
+) -> list[tuple[str, str]]:
+    """Each token of one row as ``(text, role)``, role in bos / template / prompt / response / eos / padding.
+
+    "template" marks special tokens in the prompt (e.g. ``<|im_start|>``) and the assistant header that
+    ends a chat prompt; other text written by the template (``user\\n``) cannot be told apart from ids
+    alone and shows as "prompt".
+    """
+    if attention_mask is None:
+        attention_mask = [1] * len(labels)
+    ids, labs, mask = _as_rows(input_ids=input_ids, labels=labels, attention_mask=attention_mask)
+    prompt_end = next((i for i, label in enumerate(labs) if label != IGNORE_INDEX), sum(mask))
+    header = _assistant_header_ids(tokenizer)
+    header_start = prompt_end - len(header)
+    has_header = bool(header) and header_start >= 0 and ids[header_start:prompt_end] == header
+    special = set(tokenizer.all_special_ids)
+    explained = []
+    for position, (token, label, attended) in enumerate(zip(ids, labs, mask, strict=True)):
+        if not attended:
+            role = "padding"
+        elif label != IGNORE_INDEX:
+            role = "eos" if token == tokenizer.eos_token_id else "response"
+        elif position == 0 and token == tokenizer.bos_token_id:
+            role = "bos"
+        elif token in special or (has_header and header_start <= position < prompt_end):
+            role = "template"
+        else:
+            role = "prompt"
+        explained.append((tokenizer.decode([token], skip_special_tokens=False), role))
+    return explained

@@ -1,0 +1,364 @@
+"""Loading a preference dataset (a Dataset, a list of dicts or a JSONL file) and checking it row by row.
+
+Every bad row is reported with its index (and, for JSONL, its line number) and one reason; good rows are
+kept in order, extra columns included. Reasons, checked in this order (the first one found is reported):
+
+- ``invalid_json``: a JSONL line that does not parse, or is not a JSON object.
+- ``missing_field``: ``prompt``, ``chosen`` or ``rejected`` is absent or null.
+- ``wrong_type``: a field is neither a string nor a list of ``{"role": str, "content": str}`` messages.
+- ``mixed_formats``: a row mixes strings and message lists, or its format differs from the first good row.
+- ``wrong_roles``: roles outside system/user/assistant, a prompt that does not end with a user turn, or a
+  chosen/rejected that is not exactly one assistant message.
+- ``empty_prompt`` / ``empty_response``: a prompt or response that is empty or only whitespace.
+- ``identical_responses``: chosen equals rejected (nothing to prefer).
+- ``untokenisable`` (tokenizer given): ``tokenize_preference`` refuses the row, e.g. the eos token inside a
+  response or a chat template that renders the prompt differently when a response follows.
+- ``too_long`` (tokenizer and ``max_length`` given): the responses cannot be kept whole, even with the
+  prompt cut to its minimum (the BOS and its last token). The collator would cut the response and its EOS,
+  biasing the length-normalised SimPO reward, so the validator rejects such rows instead.
+
+JSONL files are parsed line by line here (not with ``datasets.load_dataset("json")``) so that a broken line
+is reported with its number and rows of mixed types never reach Arrow's schema inference; blank lines are
+skipped. The good rows then become a ``datasets.Dataset``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # heavy imports, only needed by the loader
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerBase
+
+FIELDS = ("prompt", "chosen", "rejected")
+ROLES = ("system", "user", "assistant")
+REASONS = (
+    "invalid_json",
+    "missing_field",
+    "wrong_type",
+    "mixed_formats",
+    "wrong_roles",
+    "empty_prompt",
+    "empty_response",
+    "identical_responses",
+    "untokenisable",
+    "too_long",
+)
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """One rejected row: its 0-based index in the input, the reason code and a readable message."""
+
+    index: int
+    reason: str
+    message: str
+    line: int | None = None  # 1-based line number for JSONL input
+
+    def __str__(self) -> str:
+        where = f"row {self.index}" + (f" (line {self.line})" if self.line is not None else "")
+        return f"{where}: {self.reason}: {self.message}"
+
+
+@dataclass
+class ValidationReport:
+    """What ``validate_preferences`` found: kept row indices, bad rows and counts."""
+
+    n_total: int
+    kept_indices: list[int]
+    bad_rows: list[BadRow]
+    format: str | None = None  # "standard" or "conversational" (the first good row's), None if no good row
+    n_prompt_truncated: int = 0  # kept rows whose prompt must be cut to fit max_length / max_prompt_length
+
+    @property
+    def n_kept(self) -> int:
+        return len(self.kept_indices)
+
+    @property
+    def n_bad(self) -> int:
+        return len(self.bad_rows)
+
+    @property
+    def reason_counts(self) -> dict[str, int]:
+        """Number of bad rows per reason, most frequent first."""
+        return dict(Counter(bad.reason for bad in self.bad_rows).most_common())
+
+    def summary(self, max_rows: int = 10) -> str:
+        lines = [
+            f"{self.n_total} rows: {self.n_kept} kept, {self.n_bad} bad"
+            + (f" ({self.format} format)" if self.format else "")
+        ]
+        if self.bad_rows:
+            lines.append(
+                "bad rows by reason: " + ", ".join(f"{r} {n}" for r, n in self.reason_counts.items())
+            )
+            lines += [f"  {bad}" for bad in self.bad_rows[:max_rows]]
+            if self.n_bad > max_rows:
+                lines.append(f"  ... and {self.n_bad - max_rows} more (see report.bad_rows)")
+        if self.n_prompt_truncated:
+            lines.append(f"{self.n_prompt_truncated} kept rows have their prompt cut (left) to fit")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def _repr_html_(self) -> str:
+        head = html.escape(self.summary(max_rows=0))
+        rows = "".join(
+            f"<tr><td>{b.index}</td><td>{'' if b.line is None else b.line}</td>"
+            f"<td>{html.escape(b.reason)}</td><td>{html.escape(b.message)}</td></tr>"
+            for b in self.bad_rows[:50]
+        )
+        table = (
+            f"<table><tr><th>row</th><th>line</th><th>reason</th><th>message</th></tr>{rows}</table>"
+            if rows
+            else ""
+        )
+        return f"<pre>{head}</pre>{table}"
+
+
+class PreferenceDataError(ValueError):
+    """Raised with ``strict=True`` when any row is bad; ``.report`` holds the full ValidationReport."""
+
+    def __init__(self, report: ValidationReport):
+        super().__init__("bad preference rows:\n" + report.summary(max_rows=20))
+        self.report = report
+
+
+@dataclass(frozen=True)
+class _BrokenLine:
+    """Stands in for a JSONL line that is not a JSON object."""
+
+    error: str
+
+
+@dataclass
+class _Checker:
+    """Holds what the row checks need across rows (the dataset format, the tokenizer settings)."""
+
+    tokenizer: PreTrainedTokenizerBase | None = None
+    max_length: int | None = None
+    max_prompt_length: int | None = None
+    format: str | None = None
+    format_row: int | None = None
+    n_prompt_truncated: int = 0
+    bad: list[BadRow] = field(default_factory=list)
+
+
+def check_limits(**limits: int | None) -> None:
+    """Refuse a length limit (``max_length=...``) that is set but not a positive integer."""
+    for name, value in limits.items():
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+
+
+def row_format(row: Mapping[str, Any]) -> str:
+    """``"standard"`` (string prompt) or ``"conversational"`` (message list) for a row that passed the checks."""
+    return "standard" if isinstance(row["prompt"], str) else "conversational"
+
+
+def row_problem(row: Any) -> tuple[str, str] | None:
+    """The first structural problem of one row as ``(reason, message)``, or None. No tokenizer needed."""
+    if isinstance(row, _BrokenLine):
+        return "invalid_json", row.error
+    if not isinstance(row, Mapping):
+        return "wrong_type", f"a row must be a dict, got {type(row).__name__}"
+    missing = [name for name in FIELDS if row.get(name) is None]
+    if missing:
+        return "missing_field", f"missing or null field(s): {', '.join(missing)}"
+    for name in FIELDS:
+        if not isinstance(row[name], (str, list, tuple)):
+            return (
+                "wrong_type",
+                f"{name!r} must be a string or a list of messages, got {type(row[name]).__name__}",
+            )
+    kinds = {name: isinstance(row[name], str) for name in FIELDS}
+    if len(set(kinds.values())) > 1:
+        strings = [name for name, is_str in kinds.items() if is_str]
+        lists = [name for name, is_str in kinds.items() if not is_str]
+        return "mixed_formats", f"{', '.join(strings)} are strings but {', '.join(lists)} are message lists"
+    if kinds["prompt"]:
+        return _standard_problem(row)
+    return _conversational_problem(row)
+
+
+def _standard_problem(row: Mapping[str, Any]) -> tuple[str, str] | None:
+    if not row["prompt"].strip():
+        return "empty_prompt", "the prompt is empty"
+    for name in ("chosen", "rejected"):
+        if not row[name].strip():
+            return "empty_response", f"{name!r} is empty"
+    if row["chosen"] == row["rejected"]:
+        return "identical_responses", "chosen and rejected are the same text"
+    return None
+
+
+def _conversational_problem(row: Mapping[str, Any]) -> tuple[str, str] | None:
+    for name in FIELDS:
+        for i, message in enumerate(row[name]):
+            if not (
+                isinstance(message, Mapping)
+                and isinstance(message.get("role"), str)
+                and isinstance(message.get("content"), str)
+            ):
+                return "wrong_type", f"{name}[{i}] must be a dict with string 'role' and 'content'"
+            if message["role"] not in ROLES:
+                return "wrong_roles", f"{name}[{i}] has role {message['role']!r}, expected one of {ROLES}"
+    prompt = row["prompt"]
+    if not prompt or prompt[-1]["role"] != "user":
+        last = prompt[-1]["role"] if prompt else "nothing"
+        return "wrong_roles", f"the prompt must end with a user turn, it ends with {last}"
+    for name in ("chosen", "rejected"):
+        roles = [message["role"] for message in row[name]]
+        if roles != ["assistant"]:
+            return "wrong_roles", f"{name!r} must be exactly one assistant message, got roles {roles}"
+    if not any(message["content"].strip() for message in prompt):
+        return "empty_prompt", "every prompt message is empty"
+    for name in ("chosen", "rejected"):
+        if not row[name][0]["content"].strip():
+            return "empty_response", f"{name!r} is empty"
+    if row["chosen"][0]["content"] == row["rejected"][0]["content"]:
+        return "identical_responses", "chosen and rejected have the same content"
+    return None
+
+
+def _check_row(checker: _Checker, index: int, row: Any) -> tuple[str, str] | None:
+    """All checks of one row, structural first, then format consistency, then tokenisation and length."""
+    problem = row_problem(row)
+    if problem is not None:
+        return problem
+    fmt = row_format(row)
+    if checker.format is None:
+        checker.format, checker.format_row = fmt, index
+    elif fmt != checker.format:
+        return "mixed_formats", f"the row is {fmt} but row {checker.format_row} is {checker.format}"
+    if checker.tokenizer is None:
+        return None
+    # imported here: batching imports this module for row_problem
+    from .batching import tokenize_preference, truncate_preference
+
+    try:
+        tokens = tokenize_preference(row, checker.tokenizer)
+    except ValueError as error:
+        return "untokenisable", str(error)
+    if checker.max_length is None and checker.max_prompt_length is None:
+        return None
+    try:
+        cut = truncate_preference(
+            tokens,
+            max_length=checker.max_length,
+            max_prompt_length=checker.max_prompt_length,
+            bos_token_id=checker.tokenizer.bos_token_id,
+        )
+    except ValueError as error:
+        return "too_long", str(error)
+    for name in ("chosen_ids", "rejected_ids"):
+        if len(cut[name]) < len(tokens[name]):
+            return "too_long", (
+                f"{name[:-4]} needs {len(tokens[name])} tokens but only {len(cut[name])} fit in "
+                f"max_length={checker.max_length} with the prompt cut to {len(cut['prompt_ids'])} tokens"
+            )
+    checker.n_prompt_truncated += len(cut["prompt_ids"]) < len(tokens["prompt_ids"])
+    return None
+
+
+def _validate(
+    rows: Iterable[Any], lines: Sequence[int] | None, checker: _Checker, strict: bool
+) -> ValidationReport:
+    if checker.tokenizer is None and (
+        checker.max_length is not None or checker.max_prompt_length is not None
+    ):
+        raise ValueError("max_length and max_prompt_length are checked in tokens: pass a tokenizer too")
+    check_limits(max_length=checker.max_length, max_prompt_length=checker.max_prompt_length)
+    kept: list[int] = []
+    n_total = 0
+    for index, row in enumerate(rows):
+        n_total += 1
+        problem = _check_row(checker, index, row)
+        if problem is None:
+            kept.append(index)
+        else:
+            line = None if lines is None else lines[index]
+            checker.bad.append(BadRow(index, problem[0], problem[1], line))
+    report = ValidationReport(n_total, kept, checker.bad, checker.format, checker.n_prompt_truncated)
+    if strict and report.bad_rows:
+        raise PreferenceDataError(report)
+    return report
+
+
+def validate_preferences(
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    max_length: int | None = None,
+    max_prompt_length: int | None = None,
+    strict: bool = False,
+) -> ValidationReport:
+    """Check every row (a Dataset or a list of dicts); ``strict=True`` raises PreferenceDataError on any bad row.
+
+    With a tokenizer each row must also tokenise; with ``max_length`` its responses must fit whole.
+    """
+    checker = _Checker(tokenizer, max_length, max_prompt_length)
+    return _validate(rows, None, checker, strict)
+
+
+def read_jsonl(path: str | os.PathLike) -> tuple[list[Any], list[int]]:
+    """Rows of a JSONL file and their 1-based line numbers; a broken line becomes a placeholder reported later."""
+    rows: list[Any] = []
+    lines: list[int] = []
+    with Path(path).open(encoding="utf-8") as handle:
+        for line_number, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue  # a blank line holds no row
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as error:
+                row = _BrokenLine(f"line {line_number} is not valid JSON ({error.msg}, column {error.colno})")
+            else:
+                if not isinstance(row, dict):
+                    row = _BrokenLine(f"line {line_number} is a JSON {type(row).__name__}, not an object")
+            rows.append(row)
+            lines.append(line_number)
+    return rows, lines
+
+
+def _dataset_from_rows(rows: list[Mapping[str, Any]]) -> Dataset:
+    """A Dataset with the union of all rows' columns (Dataset.from_list alone keeps the first row's keys)."""
+    from datasets import Dataset
+
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    return Dataset.from_list([{column: row.get(column) for column in columns} for row in rows])
+
+
+def load_preference_dataset(
+    source: Dataset | Sequence[Mapping[str, Any]] | str | os.PathLike,
+    *,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    max_length: int | None = None,
+    max_prompt_length: int | None = None,
+    strict: bool = False,
+) -> tuple[Dataset, ValidationReport]:
+    """Load preference rows from a Dataset, a list of dicts or a JSONL path; return (good rows, report)."""
+    from datasets import Dataset
+
+    checker = _Checker(tokenizer, max_length, max_prompt_length)
+    if isinstance(source, Dataset):
+        report = _validate(source, None, checker, strict)
+        return source.select(report.kept_indices), report
+    if isinstance(source, (str, os.PathLike)):
+        rows, lines = read_jsonl(source)
+    elif isinstance(source, Sequence):
+        rows, lines = list(source), None
+    else:
+        raise TypeError(
+            f"source must be a Dataset, a list of dicts or a JSONL path, got {type(source).__name__}"
+        )
+    report = _validate(rows, lines, checker, strict)
+    return _dataset_from_rows([rows[i] for i in report.kept_indices]), report
