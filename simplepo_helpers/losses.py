@@ -1,0 +1,169 @@
+"""SimPO and DPO losses, and two optional regularisers (an SFT/NLL term and a KL penalty to the reference).
+
+All pairwise losses return ``(losses [B], chosen_rewards [B], rejected_rewards [B])``: per-example losses
+(take ``.mean()`` for the batch loss) and beta-scaled, detached rewards as logged under ``rewards/chosen``
+and ``rewards/rejected``. They use ``F.logsigmoid`` / ``relu``, so huge margins give finite losses and
+gradients.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .logps import compute_dtype_for, require_response_tokens, shifted_targets, token_logps
+
+SIMPO_LOSS_TYPES = ("sigmoid", "hinge")
+DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo")
+KL_CHUNK_TOKENS = 1024  # response positions whose two [chunk, V] float32 log-softmaxes exist at once
+
+
+def _check_pair(**tensors: torch.Tensor) -> None:
+    """All inputs must be float tensors of the same shape [B]."""
+    shapes = {name: tuple(t.shape) for name, t in tensors.items()}
+    first = next(iter(tensors.values()))
+    if first.dim() != 1 or len(set(shapes.values())) != 1:
+        raise ValueError(f"expected float tensors of one shape [B], got shapes {shapes}")
+    for name, tensor in tensors.items():
+        if not tensor.is_floating_point():
+            raise ValueError(f"{name} must be a float tensor of log-probs, got {tensor.dtype}")
+
+
+def _check_options(beta: float, label_smoothing: float, loss_type: str, valid: tuple[str, ...]) -> None:
+    if loss_type not in valid:
+        raise ValueError(f"unknown loss_type {loss_type!r}; valid loss types: {', '.join(valid)}")
+    if not beta > 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    if not 0.0 <= label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
+    if label_smoothing and loss_type != "sigmoid":
+        raise ValueError(f"label_smoothing applies to loss_type 'sigmoid' only, not {loss_type!r}")
+
+
+def _pairwise_loss(z: torch.Tensor, label_smoothing: float, loss_type: str) -> torch.Tensor:
+    """Loss of a preference logit z [B]: (conservative) logistic or hinge."""
+    if loss_type == "hinge":
+        return torch.relu(1.0 - z)
+    # -(1 - ls) * log sigma(z) - ls * log sigma(-z); logsigmoid is stable for any finite z
+    return -(1.0 - label_smoothing) * F.logsigmoid(z) - label_smoothing * F.logsigmoid(-z)
+
+
+def simpo_loss(
+    chosen_logps: torch.Tensor,
+    rejected_logps: torch.Tensor,
+    *,
+    beta: float,
+    gamma: float,
+    label_smoothing: float = 0.0,
+    loss_type: str = "sigmoid",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SimPO loss (Meng, Xia & Chen 2024, Eq. 6) from **average** per-token log-probs [B].
+
+    z = beta * (avg_w - avg_l) - gamma;
+    "sigmoid": -(1-ls) log sigma(z) - ls log sigma(-z);  "hinge": relu(1 - z).
+
+    ``gamma`` is the paper's **absolute** target margin, the same number as TRL's ``simpo_gamma``. The
+    authors' repository uses ``gamma_beta_ratio = gamma / beta`` instead: their beta=2.5,
+    gamma_beta_ratio=0.55 is ``simpo_loss(..., beta=2.5, gamma=1.375)`` here.
+
+    Returns ``(losses, chosen_rewards, rejected_rewards)``, each [B]; rewards are ``beta * avg``, detached.
+    """
+    _check_pair(chosen_logps=chosen_logps, rejected_logps=rejected_logps)
+    _check_options(beta, label_smoothing, loss_type, SIMPO_LOSS_TYPES)
+    z = beta * (chosen_logps - rejected_logps) - gamma  # [B]
+    losses = _pairwise_loss(z, label_smoothing, loss_type)
+    return losses, beta * chosen_logps.detach(), beta * rejected_logps.detach()
+
+
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    *,
+    beta: float,
+    label_smoothing: float = 0.0,
+    loss_type: str = "sigmoid",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """DPO loss (Rafailov et al. 2023) from **summed** log-probs [B] of the policy and the reference.
+
+    h = (policy_w - ref_w) - (policy_l - ref_l);
+    "sigmoid": -(1-ls) log sigma(beta h) - ls log sigma(-beta h)  (conservative DPO, as TRL CPOTrainer's
+    "sigmoid"; TRL 1.16 DPOTrainer's "sigmoid" ignores label_smoothing, so compare with it at ls=0);
+    "hinge": relu(1 - beta h) (SLiC, as TRL);  "ipo": (h - 1/(2 beta))^2 (IPO Eq. 17, as TRL).
+
+    IPO: TRL 1.16 divides each log-ratio by its completion length, i.e. uses per-token **averages**. To match
+    it, pass ``sequence_logps(..., average=True)`` for policy and reference; this function uses what it is
+    given.
+
+    Returns ``(losses, chosen_rewards, rejected_rewards)``, each [B]; rewards ``beta * (policy - ref)``,
+    detached.
+    """
+    _check_pair(
+        policy_chosen_logps=policy_chosen_logps,
+        policy_rejected_logps=policy_rejected_logps,
+        ref_chosen_logps=ref_chosen_logps,
+        ref_rejected_logps=ref_rejected_logps,
+    )
+    _check_options(beta, label_smoothing, loss_type, DPO_LOSS_TYPES)
+    chosen_logratios = policy_chosen_logps - ref_chosen_logps  # [B]
+    rejected_logratios = policy_rejected_logps - ref_rejected_logps  # [B]
+    logits = chosen_logratios - rejected_logratios  # [B]
+    if loss_type == "ipo":
+        losses = (logits - 1.0 / (2.0 * beta)) ** 2
+    else:
+        losses = _pairwise_loss(beta * logits, label_smoothing, loss_type)
+    return losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
+
+
+def sft_nll_loss(
+    chosen_logits: torch.Tensor, chosen_labels: torch.Tensor, *, ignore_index: int = -100
+) -> torch.Tensor:
+    """Token-weighted NLL of the chosen responses: -(sum of all response token log-probs) / (total tokens).
+
+    The authors' ``sft_weight`` term and TRL CPOTrainer's NLL term (``cpo_alpha``): ``CrossEntropyLoss``
+    over the shifted chosen logits, averaged over all response tokens of the batch (not per row). Scalar.
+    ``chosen_logits`` [B, T, V], ``chosen_labels`` [B, T] unshifted with ``ignore_index`` off the response.
+    """
+    per_token, mask = token_logps(chosen_logits, chosen_labels, ignore_index=ignore_index)  # [B, T-1] x2
+    counts = require_response_tokens(mask, ignore_index=ignore_index)  # [B]
+    return -per_token.sum() / counts.sum()
+
+
+def kl_penalty(
+    policy_logits: torch.Tensor,
+    ref_logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    ignore_index: int = -100,
+    chunk_tokens: int = KL_CHUNK_TOKENS,
+) -> torch.Tensor:
+    """Token-weighted mean of KL(policy || reference) of the next-token distributions at response positions.
+
+    Keeps the policy near the reference ("preserve base-model knowledge"). Positions are those whose next
+    label is a response token (the causal shift of :func:`~simplepo_helpers.logps.token_logps`). Only response
+    positions are scored, ``chunk_tokens`` at a time, in at least float32. ``ref_logits`` is detached: the
+    reference is frozen. Scalar; exactly 0 when the logits are equal.
+    """
+    if policy_logits.shape != ref_logits.shape:
+        raise ValueError(
+            f"policy_logits {tuple(policy_logits.shape)} and ref_logits {tuple(ref_logits.shape)} "
+            "differ in shape"
+        )
+    if chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
+    _, mask = shifted_targets(policy_logits, labels, ignore_index=ignore_index)  # [B, T-1]
+    counts = require_response_tokens(mask, ignore_index=ignore_index)  # [B]
+    batch, length, vocab = policy_logits.shape
+    dtype = compute_dtype_for(policy_logits)
+    # flat index b*T + t of every position t whose next label (t+1) is a response token
+    positions = F.pad(mask, (0, 1)).reshape(-1).nonzero().squeeze(-1)  # [N]
+    flat_policy = policy_logits.reshape(batch * length, vocab)  # [B*T, V] view
+    flat_ref = ref_logits.detach().reshape(batch * length, vocab)  # [B*T, V] view
+    total = policy_logits.new_zeros((), dtype=dtype)
+    for chunk in positions.split(chunk_tokens):
+        log_p = F.log_softmax(flat_policy.index_select(0, chunk).to(dtype), dim=-1)  # [n, V]
+        log_q = F.log_softmax(flat_ref.index_select(0, chunk).to(dtype), dim=-1)  # [n, V]
+        # kl_div(input=log q, target=log p, log_target=True) = p * (log p - log q)
+        total = total + F.kl_div(log_q, log_p, reduction="sum", log_target=True)
+    return total / counts.sum()
