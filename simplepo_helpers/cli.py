@@ -1,0 +1,463 @@
+"""Training entry point: the kit's SimPO/DPO training step, driven by a config file, on 1 or N processes.
+
+    python -m simplepo_helpers.cli --config configs/tiny_world_cpu.yaml train.max_steps=50 loss.name=dpo
+    accelerate launch --multi_gpu --num_processes 4 -m simplepo_helpers.cli --config configs/smollm2_gpu.yaml
+
+accelerate sets up the processes (DDP: each process holds the whole model and takes ``batch_size / N``
+pairs of every micro-batch; gradients are averaged across processes in ``backward``). Each optimizer step
+is ``training.training_step`` on the process's share, so with the same config and seed an N-process run
+follows the 1-process run up to float rounding (the preference loss is a mean over pairs, so the average of
+the per-process means is the global mean; the token-weighted ``sft_weight``/``kl_weight`` terms are
+weighted per process, as HF Trainer does). The data order is `train`'s seeded stream, so checkpoints
+resume on any number of processes. Logs: ``<output_dir>/metrics.jsonl``, one line per step with TRL's
+metric names (``eval_``-prefixed on evaluation steps). DDP only: FSDP and DeepSpeed are refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .batching import PreferenceCollator
+from .checkpoint import STATE_NAME, checkpoint_path, find_latest_checkpoint, save_checkpoint
+from .config import (
+    WORLD_DATA_PREFIX,
+    WORLD_MODEL,
+    ConfigError,
+    DataOptions,
+    ModelOptions,
+    RunConfig,
+    config_to_dict,
+    load_config,
+)
+from .device import DevicePolicy, select_device
+from .lora import adapter_disabled_reference, apply_lora
+from .training import (
+    TrainConfig,
+    TrainResult,
+    _build_optimizer,
+    _collate,
+    _resume,
+    _ShuffledStream,
+    preference_loss,
+    training_step,
+)
+
+METRICS_FILE = "metrics.jsonl"
+FINAL_DIR = "final"
+CANDIDATE_FACTOR = 2  # Hub subsets: validate up to 2 x n shuffled rows to find n that fit max_length
+_SAME_ON_ALL_PROCESSES = ("grad_norm", "lr")  # computed after the gradient all-reduce
+
+
+def resolve_policy(precision: str, device: torch.device) -> DevicePolicy:
+    """`select_device`'s policy for ``device``, with ``model.precision`` forcing fp32, bf16 or fp16."""
+    policy = select_device(device, verbose=False)
+    if precision == "auto":
+        return policy
+    if precision == "fp32":
+        return dataclasses.replace(
+            policy, autocast_dtype=None, use_grad_scaler=False, reason="model.precision=fp32"
+        )
+    if device.type != "cuda":
+        raise ConfigError(f"model.precision={precision} needs a CUDA GPU, this process runs on {device}")
+    if precision == "bf16":
+        major, minor = torch.cuda.get_device_capability(device)
+        if major < 8:
+            raise ConfigError(
+                f"model.precision=bf16: compute capability {major}.{minor} < 8 only emulates bf16; use fp16 or auto"
+            )
+        return dataclasses.replace(
+            policy, autocast_dtype=torch.bfloat16, use_grad_scaler=False, reason="model.precision=bf16"
+        )
+    return dataclasses.replace(
+        policy, autocast_dtype=torch.float16, use_grad_scaler=True, reason="model.precision=fp16 (GradScaler)"
+    )
+
+
+def load_model(options: ModelOptions, policy: DevicePolicy, *, progress: bool = True):
+    """(model, tokenizer): the world's reference model for ``world``, else `hub.load_hub_model`."""
+    if options.name_or_path == WORLD_MODEL:
+        from .world import load_reference_model
+
+        model, tokenizer = load_reference_model(progress=progress)
+        model = model.to(device=policy.device, dtype=policy.param_dtype)
+    else:
+        from .hub import load_hub_model
+
+        model, tokenizer = load_hub_model(options.name_or_path, policy)
+    if options.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model, tokenizer
+
+
+def load_rows(source: str, split: str, n: int | None, tokenizer, train: TrainConfig, seed: int, where: str):
+    """Valid preference rows (a ``datasets.Dataset``) and the validation report of one data source."""
+    from .data import load_preference_dataset
+
+    limits = {"tokenizer": tokenizer, "max_length": train.max_length, "max_prompt_length": train.max_prompt_length}
+    if source.startswith(WORLD_DATA_PREFIX):
+        from .world import data_file
+
+        rows, report = load_preference_dataset(data_file(source.removeprefix(WORLD_DATA_PREFIX)), **limits)
+    elif source.endswith(".jsonl"):
+        if not Path(source).is_file():
+            raise ConfigError(f"{where}: {source} not found")
+        rows, report = load_preference_dataset(source, **limits)
+    else:
+        from datasets import load_dataset
+
+        from .hub import ultrafeedback_to_preference
+
+        table = load_dataset(source, split=split)
+        if n is not None:
+            table = table.shuffle(seed=seed).select(range(min(len(table), CANDIDATE_FACTOR * n)))
+        if "prompt" not in table.column_names:  # implicit prompt (UltraFeedback): make it explicit
+            table = [ultrafeedback_to_preference(row, index) for index, row in enumerate(table)]
+        rows, report = load_preference_dataset(table, **limits)
+    if len(rows) == 0:
+        raise ValueError(f"{where}: no valid preference row in {source}:\n{report}")
+    if n is not None and len(rows) > n:
+        rows = rows.select(range(n))
+    return rows, report
+
+
+def _load_data(data: DataOptions, tokenizer, train: TrainConfig, say) -> dict[str, Any]:
+    """``{"train": rows}`` plus ``"eval"`` when ``data.eval`` is set; each validation report is printed."""
+    sources = {"train": (data.train, data.train_split, data.n_train)}
+    if data.eval is not None:
+        sources["eval"] = (data.eval, data.eval_split, data.n_eval)
+    rows = {}
+    for what, (source, split, n) in sources.items():
+        rows[what], report = load_rows(source, split, n, tokenizer, train, data.seed, f"data.{what}")
+        say(f"[simplepo] data.{what} ({source}): {report.summary(max_rows=5)}; using {len(rows[what])} rows")
+    return rows
+
+
+class ShardedBatches:
+    """`train`'s micro-batches (same seeded stream), each split into ``num_processes`` equal contiguous shards.
+
+    Step s, micro-batch m covers stream positions ``[(s-1)*E + m*B, ... + B)`` (E examples per step, B the
+    global ``batch_size``); process r collates positions ``r*B/N .. (r+1)*B/N`` of it.
+    """
+
+    def __init__(self, examples, collator: PreferenceCollator, config: TrainConfig, rank: int, world: int):
+        if config.batch_size % world:
+            raise ConfigError(
+                f"train.batch_size={config.batch_size} (pairs per micro-batch, all processes together) must be "
+                f"divisible by the number of processes ({world})"
+            )
+        self.examples, self.collator, self.config = examples, collator, config
+        self.rank, self.share = rank, config.batch_size // world
+        self.stream = _ShuffledStream(len(examples), config.seed)
+
+    def micro_batches(self, step: int) -> list[dict[str, torch.Tensor]]:
+        size, first = self.config.batch_size, (step - 1) * self.config.examples_per_step
+        batches = []
+        for micro in range(self.config.grad_accum_steps):
+            indices = self.stream.take(first + micro * size, size)
+            mine = indices[self.rank * self.share : (self.rank + 1) * self.share]
+            batches.append(_collate(self.collator, self.examples, mine, context=f"step {step}, process {self.rank}"))
+        return batches
+
+
+def _reduce(accelerator, values: Mapping[str, float], reduction: str) -> dict[str, float]:
+    """``values`` summed or averaged over all processes (same keys on every process)."""
+    if accelerator.num_processes == 1:
+        return dict(values)
+    names = sorted(values)
+    tensor = torch.tensor([values[name] for name in names], dtype=torch.float64, device=accelerator.device)
+    reduced = accelerator.reduce(tensor, reduction=reduction).tolist()
+    return dict(zip(names, reduced, strict=True))
+
+
+@torch.no_grad()
+def evaluate(model, rows, collator, loss_config, *, ref_model, policy, batch_size: int, accelerator) -> dict:
+    """Held-out metrics (TRL names with an ``eval_`` prefix), each a mean over all pairs of ``rows``.
+
+    Process r scores rows r, r+N, r+2N, ... in batches of ``batch_size / N``.
+    """
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if len(rows) < world:
+        raise ConfigError(f"data.eval has {len(rows)} rows, fewer than the {world} processes")
+    mine = list(range(rank, len(rows), world))
+    share = max(1, batch_size // world)
+    was_training = model.training
+    model.eval()
+    sums: dict[str, float] = {}
+    try:
+        for start in range(0, len(mine), share):
+            indices = mine[start : start + share]
+            batch = _collate(collator, rows, indices, context=f"evaluation, process {rank}")
+            with policy.autocast():
+                _, metrics = preference_loss(model, batch, loss_config, ref_model=ref_model)
+            for name, value in metrics.items():
+                sums[name] = sums.get(name, 0.0) + value * len(indices)
+    finally:
+        model.train(was_training)
+    totals = _reduce(accelerator, {**sums, "_pairs": float(len(mine))}, "sum")
+    pairs = totals.pop("_pairs")
+    return {f"eval_{name}": value / pairs for name, value in totals.items()}
+
+
+def _reference(config: RunConfig, model):
+    """DPO's (or the KL term's) reference: the adapter-disabled base under LoRA, else a frozen copy."""
+    if not config.loss.needs_reference:
+        return None
+    if config.lora.enabled:
+        return adapter_disabled_reference(model)
+    return copy.deepcopy(model).eval().requires_grad_(False)
+
+
+def _accelerator():
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType
+
+    launched = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate launch / torchrun
+    # without cpu=True accelerate would run N independent single-process copies on a machine without CUDA
+    cpu = launched > 1 and not torch.cuda.is_available()
+    accelerator = Accelerator(mixed_precision="no", cpu=cpu)  # precision comes from model.precision
+    if launched > 1 and accelerator.num_processes != launched:
+        raise RuntimeError(
+            f"{launched} processes were launched but accelerate set up {accelerator.num_processes} "
+            f"({accelerator.distributed_type.value}); refusing to run unsynchronised copies"
+        )
+    if accelerator.distributed_type in (
+        DistributedType.FSDP,
+        DistributedType.DEEPSPEED,
+        DistributedType.MEGATRON_LM,
+        DistributedType.XLA,
+    ):
+        raise ConfigError(
+            f"accelerate is set up for {accelerator.distributed_type.value}; this entry point runs DDP only "
+            "(launch with --multi_gpu, or torchrun)"
+        )
+    if os.environ.get("ACCELERATE_MIXED_PRECISION", "no") != "no" and accelerator.is_main_process:
+        print("[simplepo] accelerate's --mixed_precision is ignored: set model.precision in the config")
+    return accelerator
+
+
+def _resume_checkpoint(config: RunConfig) -> Path | None:
+    output_dir = Path(config.train.output_dir)
+    if config.resume is None:
+        existing = find_latest_checkpoint(output_dir)
+        if existing is not None:
+            raise ConfigError(
+                f"train.output_dir={output_dir} already holds {existing.name}: set resume=latest to continue "
+                "that run, or choose a new output_dir"
+            )
+        return None
+    if config.resume == "latest":
+        latest = find_latest_checkpoint(output_dir)
+        if latest is None:
+            raise ConfigError(f"resume=latest but {output_dir} holds no checkpoint-<step> folder")
+        return latest
+    path = Path(config.resume)
+    if not (path / STATE_NAME).is_file():
+        raise ConfigError(f"resume={config.resume}: not a checkpoint folder (no {STATE_NAME})")
+    return path
+
+
+class _MetricsLog:
+    """``metrics.jsonl`` on the main process: rewritten from the checkpoint's history on resume."""
+
+    def __init__(self, path: Path, history: list[dict], enabled: bool) -> None:
+        self.path, self.enabled = path, enabled
+        if enabled:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(json.dumps(row) + "\n" for row in history))
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        if self.enabled:
+            with self.path.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
+
+
+def _print_step(row: Mapping[str, Any], max_steps: int) -> None:
+    shown = ["loss", "rewards/accuracies", "rewards/margins", "eval_loss", "eval_rewards/accuracies"]
+    parts = [f"{name} {row[name]:.4f}" for name in shown if name in row]
+    print(f"step {row['step']}/{max_steps} | " + " | ".join(parts) + f" | lr {row['lr']:.2e}", flush=True)
+
+
+def _setup(config: RunConfig, policy: DevicePolicy, accelerator, say, progress: bool) -> tuple[Any, Any, dict]:
+    """(model, with adapters when LoRA is on; tokenizer; ``{"train": rows, "eval": rows}``) on this process."""
+    with accelerator.main_process_first():  # one process builds the world model / downloads, then the others
+        model, tokenizer = load_model(config.model, policy, progress=progress)
+        rows = _load_data(config.data, tokenizer, config.train, say)
+    if config.lora.enabled:
+        model = apply_lora(model, config.lora)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    say(f"[simplepo] trainable parameters: {trainable:,} of {sum(p.numel() for p in model.parameters()):,}")
+    return model, tokenizer, rows
+
+
+def _step_row(step, metrics, micro_batches, num_examples, config: TrainConfig, accelerator, started) -> dict:
+    """One line of the log: this step's metrics averaged over processes, tokens summed over them."""
+    shared = {name: metrics.pop(name) for name in _SAME_ON_ALL_PROCESSES}
+    tokens = sum(int(batch["attention_mask"].sum()) for batch in micro_batches)
+    return {
+        "step": step,
+        "epoch": step * config.examples_per_step / num_examples,
+        **_reduce(accelerator, metrics, "mean"),
+        **shared,
+        "tokens": int(_reduce(accelerator, {"tokens": tokens}, "sum")["tokens"]),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def run_training(config: RunConfig, *, progress: bool = True) -> TrainResult:
+    """Run ``config`` on the processes accelerate started (one when launched with plain ``python``)."""
+    from transformers import get_scheduler, set_seed
+
+    accelerator = _accelerator()
+    main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
+    say = print if (progress and main) else (lambda *args, **kwargs: None)
+    train_cfg, loss_cfg = config.train, config.loss
+    output_dir = Path(train_cfg.output_dir)
+    resume_from = _resume_checkpoint(config)
+    policy = resolve_policy(config.model.precision, accelerator.device)
+    say(f"[simplepo] {world} process(es) | {policy.describe()}")
+
+    set_seed(train_cfg.seed)  # the same on every process: LoRA init and dropout match the 1-process run
+    model, tokenizer, rows = _setup(config, policy, accelerator, say, progress and main)
+    ref_model = _reference(config, model)
+    collator = PreferenceCollator(
+        tokenizer, max_length=train_cfg.max_length, max_prompt_length=train_cfg.max_prompt_length
+    )
+    source = ShardedBatches(rows["train"], collator, train_cfg, rank, world)
+    say(
+        f"[simplepo] {train_cfg.batch_size} pairs per micro-batch ({source.share} per process) x "
+        f"{train_cfg.grad_accum_steps} accumulation = {train_cfg.examples_per_step} pairs per optimizer step"
+    )
+
+    unwrapped = model
+    model = accelerator.prepare_model(model)  # DDP when world > 1
+    optimizer, optimizer_impl = _build_optimizer(model, train_cfg)
+    scheduler = get_scheduler(
+        train_cfg.lr_scheduler_type,
+        optimizer,
+        num_warmup_steps=math.ceil(train_cfg.warmup_ratio * train_cfg.max_steps),
+        num_training_steps=train_cfg.max_steps,
+    )
+    grad_scaler = policy.make_grad_scaler()
+    state_objects = {"model": unwrapped, "optimizer": optimizer, "scheduler": scheduler, "grad_scaler": grad_scaler}
+    run_info = {
+        "num_examples": len(rows["train"]),
+        "optimizer_impl": optimizer_impl,
+        "device": policy.describe(),
+        "num_processes": world,
+        "run_config": config_to_dict(config),
+    }
+    start_step, history = 0, []
+    if resume_from is not None:
+        start_step, history = _resume(resume_from, run_info, train_cfg, **state_objects)
+        say(f"[simplepo] resumed from {resume_from} at step {start_step}")
+    log = _MetricsLog(output_dir / METRICS_FILE, history, enabled=main)
+    checkpoints: list[str] = []
+
+    def save(step: int) -> None:
+        accelerator.wait_for_everyone()
+        path = checkpoint_path(output_dir, step)
+        if main:
+            save_checkpoint(path, step=step, config=train_cfg, history=history, extra=run_info, **state_objects)
+        checkpoints.append(str(path))
+        accelerator.wait_for_everyone()
+
+    model.train()
+    for step in range(start_step + 1, train_cfg.max_steps + 1):
+        started = time.perf_counter()
+        micro_batches = source.micro_batches(step)
+        metrics = training_step(
+            model,
+            micro_batches,
+            optimizer,
+            scheduler,
+            loss_cfg,
+            ref_model=ref_model,
+            max_grad_norm=train_cfg.max_grad_norm,
+            policy=policy,
+            grad_scaler=grad_scaler,
+            step=step,
+        )
+        row = _step_row(step, metrics, micro_batches, len(rows["train"]), train_cfg, accelerator, started)
+        every = config.data.eval_every
+        if "eval" in rows and ((every and step % every == 0) or step == train_cfg.max_steps):
+            row.update(
+                evaluate(unwrapped, rows["eval"], collator, loss_cfg, ref_model=ref_model, policy=policy,
+                         batch_size=train_cfg.batch_size, accelerator=accelerator)
+            )
+        history.append(row)
+        log.write(row)
+        if progress and main and (step % train_cfg.log_every == 0 or step == train_cfg.max_steps):
+            _print_step(row, train_cfg.max_steps)
+        if train_cfg.save_every and step % train_cfg.save_every == 0:
+            save(step)
+    last_step = history[-1]["step"] if history else start_step
+    if not (train_cfg.save_every and last_step % train_cfg.save_every == 0):
+        save(last_step)
+    _export(config, unwrapped, tokenizer, output_dir / FINAL_DIR, accelerator)
+    say(f"[simplepo] done: checkpoints {checkpoints}, metrics {output_dir / METRICS_FILE}, model {output_dir / FINAL_DIR}")
+    unwrapped.eval()
+    final = {k: v for k, v in history[-1].items() if k != "seconds"} if history else {}
+    return TrainResult(history, final, optimizer_impl, policy.describe(), checkpoints)
+
+
+def _export(config: RunConfig, model, tokenizer, directory: Path, accelerator) -> None:
+    """Save the final model and tokenizer (LoRA: the adapter, or a merged plain model with merge_at_end)."""
+    if accelerator.is_main_process:
+        if config.lora.enabled and config.lora.merge_at_end:
+            model = model.merge_and_unload()  # folds the adapters into the base weights, in place
+        model.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+    accelerator.wait_for_everyone()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m simplepo_helpers.cli",
+        description="Train with SimPO or DPO from a YAML/JSON config (also under `accelerate launch`).",
+        epilog="example: python -m simplepo_helpers.cli --config configs/tiny_world_cpu.yaml "
+        "train.max_steps=20 loss.name=dpo loss.beta=0.1 resume=latest",
+    )
+    parser.add_argument("--config", help="a .yaml/.yml/.json config file (see configs/)")
+    parser.add_argument("overrides", nargs="*", metavar="section.field=value", help="overrides, parsed as YAML")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, run the training; 2 on a config error (message on stderr), 0 on success."""
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+        if args.print_config:
+            print(json.dumps(config_to_dict(config), indent=1))
+            return 0
+        run_training(config, progress=not args.quiet)
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        _end_processes()
+    return 0
+
+
+def _end_processes() -> None:
+    """Tear down the process group accelerate opened (a no-op in a single process)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
