@@ -1,0 +1,104 @@
+"""The reference model: cache keying and atomic builds (with a fake trainer), and the real cached model."""
+
+from __future__ import annotations
+
+import json
+from statistics import mean
+
+import pytest
+import torch
+from conftest import build_test_model, build_test_tokenizer
+from transformers import AutoModelForCausalLM
+
+from simplepo_helpers import generate_responses, judge, load_reference_model
+from simplepo_helpers.world import ReferenceConfig, WorldConfig, build_world, reference
+from simplepo_helpers.world.reference import sft_example
+from simplepo_helpers.world.tokenizer import world_tokenizer
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny matrices: one thread is faster, and on a shared CPU much faster (restored afterwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def fake_builds(monkeypatch, tmp_path):
+    """Point the cache at tmp_path and replace the SFT run by an instant random model; count the builds."""
+    monkeypatch.setenv("SIMPLEPO_CACHE", str(tmp_path))
+    builds = []
+
+    def fake_train(config, progress=True):
+        builds.append(config)
+        if getattr(fake_train, "fail", False):
+            raise RuntimeError("killed mid-build")
+        tokenizer = build_test_tokenizer()
+        return build_test_model(len(tokenizer)), tokenizer
+
+    monkeypatch.setattr(reference, "train_reference", fake_train)
+    return builds, fake_train
+
+
+def test_cache_builds_once_and_rebuilds_on_request(fake_builds, tmp_path):
+    builds, _ = fake_builds
+    path = reference.ensure_reference_model(progress=False)
+    assert path.parent == tmp_path and path.name.startswith("reference-")
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= {
+        p.name for p in path.iterdir()}
+    assert reference.ensure_reference_model(progress=False) == path and len(builds) == 1
+    reference.ensure_reference_model(rebuild=True, progress=False)
+    assert len(builds) == 2
+    info = json.loads((path / "build_info.json").read_text())
+    assert info["parameters"] == sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(path).parameters())
+
+
+def test_cache_key_follows_config_and_data():
+    base = reference.cache_key(ReferenceConfig())
+    assert reference.cache_key(ReferenceConfig()) == base
+    assert reference.cache_key(ReferenceConfig(epochs=1)) != base
+    assert reference.cache_key(ReferenceConfig(world=WorldConfig(n_sft=3999))) != base  # other SFT data
+    assert reference.cache_key(ReferenceConfig(world=WorldConfig(label_noise=0.2))) == base  # pairs only
+
+
+def test_failed_build_leaves_nothing_behind_and_keeps_the_old_model(fake_builds, tmp_path):
+    _, fake_train = fake_builds
+    fake_train.fail = True
+    with pytest.raises(RuntimeError, match="killed"):
+        reference.ensure_reference_model(progress=False)
+    assert [p for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
+    fake_train.fail = False
+    path = reference.ensure_reference_model(progress=False)
+    fake_train.fail = True
+    with pytest.raises(RuntimeError, match="killed"):
+        reference.ensure_reference_model(rebuild=True, progress=False)
+    assert [p for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == [path]
+    assert (path / "model.safetensors").exists()
+
+
+def test_sft_labels_cover_only_the_reply_and_its_eos():
+    tokenizer = world_tokenizer(WorldConfig(n_sft=50))
+    messages = [{"role": "user", "content": "What is 2 + 3?"}, {"role": "assistant", "content": "5."}]
+    ids, labels = sft_example(tokenizer, messages, 0)
+    reply = [i for i, label in zip(ids, labels, strict=True) if label != -100]
+    assert tokenizer.decode(reply) == "5.<|im_end|>"
+    assert reply == labels[-len(reply):] and ids[-1] == tokenizer.eos_token_id
+
+
+def test_reference_model_is_mediocre_on_held_out_prompts():
+    """The one real build (cached after the first run): size, loading, and the judged correct rate."""
+    model, tokenizer = load_reference_model()
+    assert 500_000 <= sum(p.numel() for p in model.parameters()) <= 3_000_000
+    assert type(tokenizer).__name__ in json.loads(
+        (reference.reference_model_dir() / "tokenizer_config.json").read_text())["tokenizer_class"]
+    assert model.dtype == torch.float32 and not model.training
+    prompts = [row["prompt"] for row in build_world()["eval_prompts"]]
+    responses = generate_responses(model, tokenizer, prompts, max_new_tokens=48, seed=0)
+    verdicts = [judge(p, r) for p, r in zip(prompts, responses, strict=True)]
+    correct = mean(v.correct for v in verdicts)
+    assert 0.2 <= correct <= 0.7, correct
+    malformed = mean(("cut off" in v.reason) or ("repeats" in v.reason) or v.reason == "empty response"
+                     for v in verdicts)
+    assert malformed < 0.1, malformed
