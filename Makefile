@@ -6,11 +6,13 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.simplepo-installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
+# solutions after the lessons: they reuse the runs the lessons cached
+SOLUTIONS := $(sort $(wildcard notebooks/solutions/*.ipynb))
 export HF_HUB_OFFLINE ?= 1
 export TRL_EXPERIMENTAL_SILENCE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv test unit notebooks-test lint run lab data clean-cache
+.PHONY: venv test unit notebooks-test browser-test lint run lab data bench clean-cache
 
 venv: $(STAMP)
 
@@ -26,16 +28,20 @@ $(STAMP): pyproject.toml
 test: venv lint unit notebooks-test
 
 lint: venv
-	$(BIN)/ruff check simplepo_helpers tests benchmarks
+	$(BIN)/ruff check simplepo_helpers tests benchmarks browser
 
 unit: venv
 	$(BIN)/python -m pytest tests
 
 notebooks-test: venv
 ifneq ($(NOTEBOOKS),)
-	$(BIN)/nbstripout --verify $(NOTEBOOKS)
-	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider $(NOTEBOOKS)
+	$(BIN)/nbstripout --verify $(NOTEBOOKS) $(SOLUTIONS)
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider $(NOTEBOOKS) $(SOLUTIONS)
 endif
+
+## make browser-test: notebook 02's widget in JupyterLab + headless Chromium (Debian's /usr/bin/chromium)
+browser-test: venv
+	$(BIN)/python -m pytest -p no:cacheprovider browser/
 
 ## make run: execute every notebook headlessly into build/
 run: venv

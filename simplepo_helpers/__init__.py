@@ -87,6 +87,8 @@ _EXPORTS: dict[str, str] = {
     "draw_simpo_curves": "notebook",
     "tokens_html": "notebook",
     "html_table": "notebook",
+    "check": "check",  # exercise self-checks (course mode)
+    "CheckResult": "check",
     "load_profile": "hub",
     "HubConfig": "hub",
     "ultrafeedback_to_preference": "hub",
