@@ -1,0 +1,373 @@
+"""Train-or-reuse runs shared by notebooks 04 and 05, and the cost of one training step.
+
+A run is one method at one seed: a label and a ``TrainConfig``. Its cache key hashes the training config, the
+training rows, the reference model's weights and (when asked for) the prompts used to track response length,
+so a run is reused only when all of them match. Runs live under ``world.cache_dir() / "runs"``: each is
+written into a temporary folder and renamed into place when complete, so an interrupted run never leaves a
+half-written cache entry. Every notebook can therefore run alone: what is missing is trained.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .batching import PreferenceCollator
+from .checkpoint import load_checkpoint
+from .evaluation import response_lengths
+from .generation import generate_responses
+from .training import LossConfig, TrainConfig, precompute_reference_logps, train
+
+EXPERIMENT_VERSION = 1  # bump when a change here changes what a cached run holds
+RUN_INFO = "run.json"
+
+
+@dataclass
+class RunSpec:
+    """One training run: ``label`` names it in plots and tables (e.g. "simpo", "dpo", "simpo_no_ln")."""
+
+    label: str
+    train: TrainConfig
+    length_checkpoints: int = 0  # > 0: measure response length at this many evenly spaced steps
+
+
+@dataclass
+class Run:
+    """A trained (or reloaded) run: the model in eval mode, its per-step history and what was measured."""
+
+    spec: RunSpec
+    key: str
+    path: Path
+    model: torch.nn.Module
+    history: list[dict[str, float]]
+    info: dict[str, Any] = field(default_factory=dict)
+    reused: bool = False
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+    @property
+    def seed(self) -> int:
+        return self.spec.train.seed
+
+    @property
+    def seconds_per_step(self) -> float:
+        """Median wall time of an optimizer step (the first step, which warms up, excluded)."""
+        seconds = [row["seconds"] for row in self.history[1:]] or [row["seconds"] for row in self.history]
+        return float(statistics.median(seconds))
+
+
+def fingerprint_rows(rows: Sequence[Mapping[str, Any]]) -> str:
+    """sha256 of the rows as canonical JSON (a list of dicts or a ``datasets.Dataset``)."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(json.dumps(dict(row), sort_keys=True, ensure_ascii=False).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def fingerprint_model(model: torch.nn.Module) -> str:
+    """sha256 of the weights: every state-dict entry's name, dtype, shape and bytes."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _train_config_dict(config: TrainConfig) -> dict[str, Any]:
+    """What decides the trained weights (output and logging settings left out)."""
+    settings = asdict(config)
+    for name in ("output_dir", "save_every", "log_every"):
+        settings.pop(name)
+    return settings
+
+
+def run_key(spec: RunSpec, *, reference_fingerprint: str, data_fingerprint: str,
+            length_probe: Mapping[str, Any] | None = None) -> str:
+    """16 hex digits of a hash of everything that decides the run (``length_probe``: prompts and length limit)."""
+    payload = {
+        "version": EXPERIMENT_VERSION, "train": _train_config_dict(spec.train),
+        "length_checkpoints": spec.length_checkpoints, "reference": reference_fingerprint,
+        "data": data_fingerprint, "length_probe": length_probe,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def runs_dir() -> Path:
+    from .world import cache_dir
+
+    return cache_dir() / "runs"
+
+
+_REFERENCE_LOGPS: dict[tuple, dict[str, Any]] = {}  # in-process memo: (reference, data, settings) -> logps
+
+
+def reference_logps(reference: torch.nn.Module, tokenizer: Any, rows: Sequence[Mapping[str, Any]], config: TrainConfig,
+                    *, batch_size: int = 64, policy: Any = None) -> dict[str, Any]:
+    """DPO's reference log-probs of every training row, computed once per process (for ``train(ref_logps=)``)."""
+    key = (fingerprint_model(reference), fingerprint_rows(rows), config.loss.length_normalize, config.max_length,
+           config.max_prompt_length)
+    if key not in _REFERENCE_LOGPS:
+        collator = PreferenceCollator(tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length)
+        _REFERENCE_LOGPS[key] = precompute_reference_logps(reference, rows, collator, batch_size,
+                                                           average=config.loss.length_normalize, policy=policy)
+    return _REFERENCE_LOGPS[key]
+
+
+def _mean_length(model, tokenizer, prompts, max_new_tokens: int) -> float:
+    responses = generate_responses(model, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=0)
+    lengths = response_lengths(tokenizer, responses)
+    return sum(lengths) / len(lengths)
+
+
+def _length_curve(reference, tokenizer, checkpoints: list[Path], prompts, max_new_tokens: int) -> list[list[float]]:
+    """[[step, mean response length]] at step 0 (the reference) and at each saved checkpoint."""
+    curve = [[0, _mean_length(reference, tokenizer, prompts, max_new_tokens)]]
+    probe = copy.deepcopy(reference)
+    for checkpoint in checkpoints:
+        state = load_checkpoint(checkpoint, model=probe, restore_rng=False)
+        curve.append([state["step"], _mean_length(probe, tokenizer, prompts, max_new_tokens)])
+    return curve
+
+
+def _load_run(spec: RunSpec, key: str, path: Path, policy: Any) -> Run:
+    from transformers import AutoModelForCausalLM
+
+    info = json.loads((path / RUN_INFO).read_text())
+    model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False)
+    if policy is not None:
+        model.to(policy.device)
+    return Run(spec, key, path, model.eval(), info.pop("history"), info, reused=True)
+
+
+def train_or_load(spec: RunSpec, reference: torch.nn.Module, tokenizer: Any, rows: Sequence[Mapping[str, Any]], *,
+                  length_prompts: Sequence[Any] | None = None, max_new_tokens: int = 64, policy: Any = None,
+                  progress: bool = True) -> Run:
+    """The run ``spec`` from the cache, or trained from a copy of ``reference`` on ``rows`` and cached.
+
+    DPO runs use reference log-probs precomputed once (``reference_logps``): the same numbers as a live
+    reference forward, without the second model in each step. With ``spec.length_checkpoints`` and
+    ``length_prompts``, the mean response length is measured at evenly spaced checkpoints (``info["length_curve"]``).
+    """
+    track = spec.length_checkpoints > 0 and length_prompts is not None
+    probe = {"prompts": fingerprint_rows([{"p": p} for p in length_prompts]), "max_new_tokens": max_new_tokens} if track else None
+    key = run_key(spec, reference_fingerprint=fingerprint_model(reference), data_fingerprint=fingerprint_rows(rows),
+                  length_probe=probe)
+    target = runs_dir() / f"{spec.label}-seed{spec.train.seed}-{key}"
+    if (target / RUN_INFO).is_file():
+        return _load_run(spec, key, target, policy)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        config = replace(spec.train, output_dir=None, save_every=None)
+        if track:
+            config = replace(config, output_dir=staging / "checkpoints",
+                             save_every=max(1, config.max_steps // spec.length_checkpoints))
+        needs_reference = config.loss.name == "dpo"
+        ref_logps = reference_logps(reference, tokenizer, rows, config, policy=policy) if needs_reference else None
+        model = copy.deepcopy(reference)
+        started = time.perf_counter()
+        result = train(model, tokenizer, rows, config, ref_logps=ref_logps, policy=policy, progress=progress)
+        info = {"label": spec.label, "seed": config.seed, "train": _train_config_dict(config),
+                "seconds": time.perf_counter() - started, "device": result.device, "history": result.history}
+        if track:
+            info["length_curve"] = _length_curve(reference, tokenizer, [Path(c) for c in result.checkpoints],
+                                                 length_prompts, max_new_tokens)
+            shutil.rmtree(staging / "checkpoints")
+        model.save_pretrained(staging, safe_serialization=True)
+        (staging / RUN_INFO).write_text(json.dumps(info, default=str))
+        try:
+            os.replace(staging, target)
+        except OSError:  # another process finished the same run first: keep its copy
+            if not (target / RUN_INFO).is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    info.pop("history")
+    return Run(spec, key, target, model.eval(), result.history, info)
+
+
+# ------------------------------------------------------------------ the comparison of notebooks 04-05
+
+
+def comparison_specs(setup: Any, *, seeds: Sequence[int], steps: int | None = None,
+                     learning_rate: float | None = None, beta: float | None = None, gamma: float | None = None,
+                     dpo_beta: float = 0.1, length_checkpoints: int = 4) -> dict[str, list[RunSpec]]:
+    """SimPO, DPO and SimPO without length normalisation at each seed: same data, steps, batch and seeds.
+
+    ``setup`` is a ``hub.ProfileSetup``; None takes its ``defaults`` (notebook 03's choice). SimPO without
+    length normalisation keeps SimPO's beta and gamma (absolute convention) and sums instead of averaging.
+    """
+    defaults = setup.defaults
+    beta = defaults["beta"] if beta is None else beta
+    gamma = defaults["gamma"] if gamma is None else gamma
+    losses = {
+        "simpo": LossConfig("simpo", beta=beta, gamma=gamma),
+        "dpo": LossConfig("dpo", beta=dpo_beta),
+        "simpo_no_ln": LossConfig("simpo", beta=beta, gamma=gamma, length_normalize=False),
+    }
+
+    def spec(label: str, loss: LossConfig, seed: int) -> RunSpec:
+        config = TrainConfig(
+            loss=loss, learning_rate=defaults["learning_rate"] if learning_rate is None else learning_rate,
+            max_steps=defaults["steps"] if steps is None else steps, batch_size=defaults["batch_size"],
+            grad_accum_steps=defaults["grad_accum_steps"], warmup_ratio=defaults["warmup_ratio"], seed=seed,
+            max_length=setup.max_length, max_prompt_length=setup.max_prompt_length, log_every=10,
+        )
+        return RunSpec(label, config, length_checkpoints)
+
+    return {label: [spec(label, loss, seed) for seed in seeds] for label, loss in losses.items()}
+
+
+def variant(spec: RunSpec, label: str, **loss_changes: Any) -> RunSpec:
+    """The same training with other loss settings (e.g. ``gamma=3.0`` or ``beta=10``), no length tracking."""
+    return RunSpec(label, replace(spec.train, loss=replace(spec.train.loss, **loss_changes)), 0)
+
+
+def train_all(setup: Any, specs: Sequence[RunSpec], *, n_length_prompts: int = 64, max_new_tokens: int = 64,
+              progress: bool = True) -> list[Run]:
+    """``train_or_load`` each spec on the profile's data; length is tracked on the first held-out prompts."""
+    from transformers.utils import logging as hf_logging
+
+    bars_were_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bar for every checkpoint
+    runs = []
+    try:
+        for spec in specs:
+            run = train_or_load(spec, setup.model, setup.tokenizer, setup.train_rows,
+                                length_prompts=setup.eval_prompts[:n_length_prompts], max_new_tokens=max_new_tokens,
+                                policy=setup.policy, progress=False)
+            if progress:
+                how = "reused from the cache" if run.reused else f"trained in {run.info['seconds']:.0f} s"
+                print(f"{run.label:>14} seed {run.seed}: {how} ({run.seconds_per_step * 1000:.0f} ms/step)", flush=True)
+            runs.append(run)
+    finally:
+        if bars_were_enabled:
+            hf_logging.enable_progress_bar()
+    return runs
+
+
+def seed_band(runs: Sequence[Run], metric: str, *, window: int = 1) -> tuple[list[float], Any, Any, Any]:
+    """(steps, mean, min, max) over seeds of a logged metric, each seed's curve first averaged over a trailing
+    ``window`` of steps (the arrays are numpy [steps])."""
+    import numpy as np
+
+    if not runs:
+        raise ValueError("seed_band needs at least one run")
+    steps = [row["step"] for row in runs[0].history]
+    curves = np.array([[row[metric] for row in run.history] for run in runs], dtype=float)  # [seeds, steps]
+    if window > 1:
+        cumulative = np.cumsum(np.pad(curves, ((0, 0), (1, 0))), axis=1)  # [seeds, steps + 1]
+        starts = np.maximum(np.arange(curves.shape[1]) + 1 - window, 0)
+        curves = (cumulative[:, 1:] - cumulative[:, starts]) / (np.arange(curves.shape[1]) + 1 - starts)
+    return steps, curves.mean(axis=0), curves.min(axis=0), curves.max(axis=0)
+
+
+# ------------------------------------------------------------------------------- cost of a step
+
+
+class PeakMemory:
+    """Peak memory above the level at entry, while the block runs.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` (tensor memory, exact). CPU: the process's resident set size
+    (RSS, via psutil) sampled every millisecond by a thread; allocator caching makes it a noisy lower bound.
+    ``method`` says which was measured; ``peak_bytes`` is None when nothing could be.
+    """
+
+    def __init__(self, device: torch.device | str) -> None:
+        self.device = torch.device(device)
+        self.peak_bytes: int | None = None
+        self.method = ""
+
+    def __enter__(self) -> PeakMemory:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._start = torch.cuda.memory_allocated(self.device)
+            self.method = "torch.cuda.max_memory_allocated above the allocation at the start"
+            return self
+        try:
+            import psutil
+        except ImportError:
+            self.method = "not measured (psutil is not installed)"
+            return self
+        process = psutil.Process()
+        self._start = self._peak = process.memory_info().rss
+        self._stop = threading.Event()
+
+        def sample() -> None:
+            while not self._stop.wait(0.001):
+                self._peak = max(self._peak, process.memory_info().rss)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        self.method = "peak resident set size (RSS, sampled every 1 ms) above the RSS at the start"
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_bytes = torch.cuda.max_memory_allocated(self.device) - self._start
+        elif hasattr(self, "_thread"):
+            self._stop.set()
+            self._thread.join()
+            self.peak_bytes = max(0, self._peak - self._start)
+
+
+def parameter_bytes(model: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def measure_step_cost(reference: torch.nn.Module, tokenizer: Any, rows: Sequence[Mapping[str, Any]],
+                      config: TrainConfig, *, live_reference: bool = False, steps: int = 8,
+                      policy: Any = None) -> dict[str, Any]:
+    """Seconds per optimizer step and peak extra memory of ``steps`` steps of ``config`` (not cached).
+
+    DPO takes its reference as a live no-grad forward (``live_reference=True``: the reference model stays in
+    memory) or as log-probs precomputed before the clock starts (the precomputation time is reported apart).
+    ``weights_held_mb``: parameters that must stay resident (policy, plus the reference when live).
+    """
+    config = replace(config, max_steps=steps, log_every=steps, output_dir=None, save_every=None)
+    subset = [rows[i] for i in range(min(len(rows), steps * config.examples_per_step))]  # list or Dataset
+    model = copy.deepcopy(reference)
+    extra: dict[str, Any] = {}
+    precompute_seconds = 0.0
+    if config.loss.name == "dpo" and live_reference:
+        extra["ref_model"] = reference
+    elif config.loss.name == "dpo":
+        started = time.perf_counter()
+        collator = PreferenceCollator(tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length)
+        extra["ref_logps"] = precompute_reference_logps(reference, subset, collator, config.batch_size,
+                                                        average=config.loss.length_normalize, policy=policy)
+        precompute_seconds = time.perf_counter() - started
+    device = policy.device if policy is not None else next(reference.parameters()).device
+    with PeakMemory(device) as peak:
+        result = train(model, tokenizer, subset, config, policy=policy, progress=False, **extra)
+    seconds = [row["seconds"] for row in result.history[1:]] or [result.history[0]["seconds"]]
+    held = parameter_bytes(model) + (parameter_bytes(reference) if "ref_model" in extra else 0)
+    return {
+        "seconds_per_step": float(statistics.median(seconds)),
+        "peak_extra_mb": None if peak.peak_bytes is None else peak.peak_bytes / 2**20,
+        "weights_held_mb": held / 2**20,
+        "memory_method": peak.method,
+        "precompute_seconds": precompute_seconds,
+        "precompute_pairs": len(subset) if "ref_logps" in extra else 0,
+    }
