@@ -33,8 +33,9 @@ PROFILES = ("auto", "cpu", "gpu")
 
 # Training and evaluation settings per profile; notebook 03 records the sweep behind the cpu values.
 PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "cpu": {"learning_rate": 1e-3, "beta": 2.5, "gamma": 1.375, "steps": 120, "batch_size": 16,
-            "grad_accum_steps": 1, "warmup_ratio": 0.1, "n_eval_prompts": 144},  # + the world's max_new_tokens
+    # n_eval_prompts None: all held-out prompts; max_new_tokens comes from the world (load_cpu_profile)
+    "cpu": {"learning_rate": 2e-4, "beta": 2.5, "gamma": 1.375, "steps": 120, "batch_size": 16,
+            "grad_accum_steps": 1, "warmup_ratio": 0.1, "n_eval_prompts": None},
     # SmolLM2-135M on a T4: 16 pairs per optimizer step, 200 steps (3,200 pairs, one pass)
     "gpu": {"learning_rate": 1e-6, "beta": 2.5, "gamma": 1.375, "steps": 200, "batch_size": 4,
             "grad_accum_steps": 4, "warmup_ratio": 0.1, "n_eval_prompts": 32, "max_new_tokens": 256},

@@ -1,0 +1,306 @@
+"""One benchmark row: build the model, the optimizer and the collated batches, then time training steps.
+
+Run as a worker: ``python -m benchmarks.bench_step --shape smollm2 --rows kit_simpo,trl_cpo_simpo`` builds the
+rows in one process, then alternates their timed steps and prints one JSON line. ``benchmarks.run`` uses a
+process holding one row for its peak memory, and processes holding the rows compared with each other for
+the times (steps seconds apart, so a busy shared CPU slows both sides alike).
+
+What is timed, on both sides, is one optimizer step on an already-collated batch: forward, loss, backward,
+gradient clipping (max norm 1.0), AdamW step, scheduler step and zeroing the gradients.
+- kit rows: ``simplepo_helpers.training.training_step`` with the kit's own optimizer (fused AdamW).
+- TRL rows: the trainer is built once (its dataset preparation is not timed), its model and optimizer are
+  set up by ``Trainer._prepare_for_training`` (accelerate + HF's default fused AdamW), and a step is the body
+  of ``Trainer``'s inner loop: ``trainer.training_step(model, batch)``, ``trainer._clip_grad_norm(model)``,
+  ``optimizer.step()``, ``lr_scheduler.step()``, ``model.zero_grad()``.
+Batches come from each side's own collator (the kit's ``PreferenceCollator``; TRL's
+``DPODataCollatorWithPadding`` for CPO, ``DataCollatorForPreference`` for DPO) fed the same token ids, and
+each worker asserts that the batch it trains on holds exactly the expected tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .measure import PeakMemory, timed, train_step_flops
+from .workloads import SHAPES, DataSize, Workload, build_workload, expected_counts
+
+KIT_ROWS = ("kit_simpo", "kit_dpo", "kit_dpo_precomputed_ref")
+TRL_ROWS = ("trl_cpo_simpo", "trl_dpo", "trl_dpo_precomputed_ref")
+ROWS = KIT_ROWS + TRL_ROWS
+TRL_COUNTERPART = dict(zip(KIT_ROWS, TRL_ROWS, strict=True))
+REFERENCE_FORWARDS = {"kit_dpo": 1, "trl_dpo": 1}  # rows that run a live no-grad reference forward per step
+
+# the same hyper-parameters on both sides (their values do not change the cost of a step)
+LEARNING_RATE = 1e-6
+MAX_GRAD_NORM = 1.0
+SIMPO_BETA, SIMPO_GAMMA, DPO_BETA = 2.0, 1.0, 0.1
+
+
+@dataclass
+class Settings:
+    device: str = "cpu"
+    dtype: str = "fp32"  # "fp32" or "bf16" (bf16 autocast, float32 weights, on both sides)
+    threads: int = 1
+    total_steps: int = 100  # length of the linear learning-rate schedule on both sides
+
+
+@dataclass
+class PreparedRow:
+    """A ready-to-time row: ``step(k)`` runs optimizer step k on batch k; ``counts(k)`` are its tokens."""
+
+    step: Callable[[int], None]
+    counts: Callable[[int], dict[str, int]]
+    optimizer: str
+    model: torch.nn.Module
+
+
+def _count(mask: torch.Tensor) -> int:
+    return int(mask.sum())
+
+
+def _kit_row(name: str, workload: Workload, settings: Settings) -> PreparedRow:
+    from transformers import get_scheduler
+
+    from simplepo_helpers.batching import IGNORE_INDEX, PreferenceCollator
+    from simplepo_helpers.device import DevicePolicy
+    from simplepo_helpers.training import (
+        LossConfig,
+        TrainConfig,
+        _build_optimizer,  # the kit's optimizer policy (fused AdamW where torch has it), as train() uses it
+        precompute_reference_logps,
+        training_step,
+    )
+
+    device = torch.device(settings.device)
+    autocast = torch.bfloat16 if settings.dtype == "bf16" else None
+    policy = DevicePolicy(device, torch.float32, autocast, False, f"benchmark {settings.dtype}")
+    loss = LossConfig("simpo", beta=SIMPO_BETA, gamma=SIMPO_GAMMA) if name == "kit_simpo" else LossConfig("dpo", beta=DPO_BETA)
+    model = workload.build_model().to(device)
+    collator = PreferenceCollator(workload.tokenizer)
+    batches = [collator(rows) for rows in workload.batches]
+    ref_model = copy.deepcopy(model).eval() if name == "kit_dpo" else None
+    if name == "kit_dpo_precomputed_ref":  # reference = the initial policy; no second model is kept
+        for rows, batch in zip(workload.batches, batches, strict=True):
+            ref = precompute_reference_logps(model, rows, collator, len(rows), policy=policy)
+            batch.update(ref_chosen_logps=ref["ref_chosen_logps"], ref_rejected_logps=ref["ref_rejected_logps"])
+    config = TrainConfig(loss=loss, learning_rate=LEARNING_RATE, max_steps=settings.total_steps, max_grad_norm=MAX_GRAD_NORM)
+    optimizer, optimizer_impl = _build_optimizer(model, config)
+    scheduler = get_scheduler("linear", optimizer, num_warmup_steps=0, num_training_steps=settings.total_steps)
+    model.train()
+
+    def step(k: int) -> None:
+        training_step(model, batches[k % len(batches)], optimizer, scheduler, loss, ref_model=ref_model,
+                      max_grad_norm=MAX_GRAD_NORM, policy=policy)
+
+    def counts(k: int) -> dict[str, int]:
+        batch = batches[k % len(batches)]
+        return {"tokens": _count(batch["attention_mask"]), "response_tokens": _count(batch["labels"] != IGNORE_INDEX)}
+
+    return PreparedRow(step, counts, f"torch AdamW {optimizer_impl}", model)
+
+
+def _trl_args(config_class, settings: Settings, workload: Workload, output_dir: str, **extra):
+    return config_class(
+        output_dir=output_dir, per_device_train_batch_size=len(workload.batches[0]), learning_rate=LEARNING_RATE,
+        max_grad_norm=MAX_GRAD_NORM, max_steps=settings.total_steps, lr_scheduler_type="linear", warmup_steps=0,
+        weight_decay=0.0, gradient_checkpointing=False, bf16=settings.dtype == "bf16",
+        use_cpu=settings.device == "cpu", report_to="none", save_strategy="no", logging_strategy="no", seed=0,
+        dataloader_num_workers=0, disable_dropout=True, **extra,
+    )
+
+
+def _cpo_features(row: dict[str, list[int]]) -> dict[str, list[int]]:
+    """A kit token row in the layout of ``CPOTrainer.tokenize_row`` (prompt, then each response with labels)."""
+    prompt = row["prompt_ids"]
+    features = {"prompt_input_ids": prompt, "prompt_attention_mask": [1] * len(prompt)}
+    for side in ("chosen", "rejected"):
+        response = row[f"{side}_ids"]
+        features[f"{side}_input_ids"] = prompt + response
+        features[f"{side}_attention_mask"] = [1] * (len(prompt) + len(response))
+        features[f"{side}_labels"] = [-100] * len(prompt) + response
+    return features
+
+
+def _trl_row(name: str, workload: Workload, settings: Settings, output_dir: str) -> PreparedRow:
+    from datasets import Dataset
+
+    model = workload.build_model()
+    dummy = Dataset.from_list(workload.dummy_texts)  # only for the trainer's constructor; never trained on
+    if name == "trl_cpo_simpo":
+        from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+        args = _trl_args(CPOConfig, settings, workload, output_dir, loss_type="simpo", cpo_alpha=0.0,
+                         beta=SIMPO_BETA, simpo_gamma=SIMPO_GAMMA, max_length=4096, remove_unused_columns=False)
+        trainer = CPOTrainer(model=model, args=args, train_dataset=dummy, processing_class=workload.tokenizer)
+        batches = [trainer.data_collator([_cpo_features(row) for row in rows]) for rows in workload.batches]
+
+        def counts(k: int) -> dict[str, int]:
+            batch = batches[k % len(batches)]
+            return {
+                "tokens": sum(_count(batch[f"{side}_attention_mask"]) for side in ("chosen", "rejected")),
+                "response_tokens": sum(_count(batch[f"{side}_labels"] != -100) for side in ("chosen", "rejected")),
+            }
+    else:
+        from trl import DPOConfig, DPOTrainer
+
+        precompute = name == "trl_dpo_precomputed_ref"
+        args = _trl_args(DPOConfig, settings, workload, output_dir, beta=DPO_BETA, max_length=None,
+                         precompute_ref_log_probs=precompute)
+        ref_model = None if precompute else copy.deepcopy(model)
+        trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dummy,
+                             processing_class=workload.tokenizer)
+        batches = [trainer.data_collator(rows) for rows in workload.batches]
+        if precompute:  # TRL's own reference pass, on the initial policy (TRL's default without a ref_model)
+            for batch in batches:
+                inputs = trainer._prepare_inputs(batch)
+                ref_chosen, ref_rejected = trainer.compute_ref_log_probs(trainer.model, inputs)
+                batch.update(ref_chosen_logps=ref_chosen.detach().cpu(), ref_rejected_logps=ref_rejected.detach().cpu())
+
+        def counts(k: int) -> dict[str, int]:
+            batch = batches[k % len(batches)]
+            return {"tokens": _count(batch["attention_mask"]), "response_tokens": _count(batch["completion_mask"])}
+
+    prepared, _ = trainer._prepare_for_training(settings.total_steps, trainer.get_train_dataloader(), None)
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer._run_epoch in a real run
+
+    def step(k: int) -> None:  # the body of Trainer's inner loop for one optimizer step (no accumulation)
+        trainer.training_step(prepared, batches[k % len(batches)], None)
+        trainer._clip_grad_norm(prepared)
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+        prepared.zero_grad()
+
+    optimizer = trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer
+    fused = optimizer.defaults.get("fused")
+    impl = f"{type(optimizer).__name__} {'fused' if fused else 'foreach/default'} ({args.optim})"
+    return PreparedRow(step, counts, impl, trainer.model)
+
+
+def prepare_row(name: str, workload: Workload, settings: Settings, output_dir: str) -> PreparedRow:
+    if name in KIT_ROWS:
+        return _kit_row(name, workload, settings)
+    if name in TRL_ROWS:
+        return _trl_row(name, workload, settings, output_dir)
+    raise ValueError(f"row must be one of {ROWS}, got {name!r}")
+
+
+def check_counts(name: str, row: PreparedRow, workload: Workload, step: int) -> dict[str, int]:
+    """The tokens of batch ``step`` as this row's batch holds them; raise if they differ from the token rows."""
+    got, expected = row.counts(step), expected_counts(workload.batch_rows(step))
+    if got != expected:
+        raise AssertionError(f"{name}: batch {step} holds {got}, the token rows hold {expected}")
+    return got
+
+
+def run_rows(names: list[str], workload: Workload, settings: Settings, *, warmup: int, rounds: int,
+             memory: PeakMemory, deadline: float | None = None) -> dict:
+    """Build every row in this process, warm each up, then run ``rounds`` rounds of one timed step per row.
+
+    The order of the rows rotates each round and round r uses batch ``warmup + r`` for every row, so the
+    steps compared with each other ran seconds apart on the same tokens. No new round starts after
+    ``deadline`` (``time.time()``) would be passed, but one always runs. Peak memory per step is recorded;
+    it is each row's own only when the process holds that row alone.
+    """
+    torch.set_num_threads(settings.threads)
+    device, config = torch.device(settings.device), workload.model_config
+    num_params = count_parameters(config)
+    records = {name: {key: [] for key in ("step", "step_seconds", "peak_mem_mb", "tokens", "response_tokens", "flops")}
+               for name in names}
+    with tempfile.TemporaryDirectory() as output_dir:
+        rows = {name: prepare_row(name, workload, settings, f"{output_dir}/{name}") for name in names}
+        threads_after_build = torch.get_num_threads()
+        torch.set_num_threads(settings.threads)  # in case a library changed it
+        for row in rows.values():
+            for k in range(warmup):
+                row.step(k)
+        resident_before = memory.current_mb() - memory.baseline_mb
+        started = time.monotonic()
+        for round_index in range(rounds):
+            per_round = (time.monotonic() - started) / max(round_index, 1)
+            if round_index and deadline is not None and time.time() + per_round > deadline:
+                break
+            k = warmup + round_index
+            lengths = [len(r["prompt_ids"]) + len(r[f"{side}_ids"]) for side in ("chosen", "rejected")
+                       for r in workload.batch_rows(k)]
+            for name in names[round_index % len(names):] + names[: round_index % len(names)]:
+                record = records[name]
+                counts = check_counts(name, rows[name], workload, k)
+                memory.reset()
+                record["step_seconds"].append(timed(lambda name=name, k=k: rows[name].step(k), device)[1])
+                record["peak_mem_mb"].append(memory.peak_mb())
+                record["step"].append(k)
+                record["tokens"].append(counts["tokens"])
+                record["response_tokens"].append(counts["response_tokens"])
+                record["flops"].append(train_step_flops(num_params, lengths, config.num_hidden_layers,
+                                                        config.hidden_size,
+                                                        reference_forwards=REFERENCE_FORWARDS.get(name, 0)))
+        for name in names:
+            records[name]["optimizer"] = rows[name].optimizer
+    return {
+        "shape": workload.shape, "rows": records, "threads": settings.threads,
+        "threads_after_build": threads_after_build, "mem_method": memory.method, "baseline_mb": memory.baseline_mb,
+        "resident_before_step_mb": resident_before, "num_params": num_params,
+    }
+
+
+def count_parameters(config) -> int:
+    """Parameters of a model ``config``, a tied embedding counted once (built on the meta device: no memory)."""
+    from transformers import LlamaForCausalLM
+
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def _import_everything() -> None:
+    """Every worker imports the same libraries before the memory baseline, whichever row it runs."""
+    import datasets  # noqa: F401
+    import transformers  # noqa: F401
+    import trl  # noqa: F401
+    import trl.experimental.cpo  # noqa: F401
+    from trl import DPOTrainer  # noqa: F401
+
+    import simplepo_helpers.training  # noqa: F401
+
+
+def work(argv: list[str]) -> dict:
+    """Parse a worker's arguments, build the workload and rows, measure, and return the result."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_step", description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", choices=SHAPES, required=True)
+    parser.add_argument("--rows", required=True, help=f"comma-separated, from {', '.join(ROWS)}")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--deadline", type=float, default=None, help="time.time() after which no round starts")
+    parser.add_argument("--size", type=json.loads, default=None, help="DataSize fields as JSON")
+    args = parser.parse_args(argv)
+    names = args.rows.split(",")
+    unknown = sorted(set(names) - set(ROWS))
+    if unknown:
+        parser.error(f"unknown rows {unknown}; choose from {ROWS}")
+    _import_everything()
+    torch.set_num_threads(args.threads)
+    workload = build_workload(args.shape, DataSize(**args.size) if args.size else None)
+    memory = PeakMemory(torch.device(args.device))  # baseline: libraries and token rows, no model yet
+    settings = Settings(args.device, args.dtype, args.threads, total_steps=max(100, args.warmup + args.rounds))
+    return run_rows(names, workload, settings, warmup=args.warmup, rounds=args.rounds, memory=memory,
+                    deadline=args.deadline)
+
+
+def main(argv: list[str] | None = None) -> None:
+    print("BENCH_RESULT " + json.dumps(work(sys.argv[1:] if argv is None else argv)))
+
+
+if __name__ == "__main__":
+    main()
