@@ -57,3 +57,7 @@ data: venv
 
 clean-cache:
 	$(BIN)/python -c "import shutil, simplepo_helpers.world as w; shutil.rmtree(w.cache_dir(), ignore_errors=True); print('removed', w.cache_dir())"
+
+## make bench: training-step speed and memory, kit vs TRL, on CPU; writes build/bench.json
+bench: venv
+	$(BIN)/python -m benchmarks.run
