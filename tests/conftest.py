@@ -76,3 +76,14 @@ def tokenizer() -> PreTrainedTokenizerFast:
 @pytest.fixture()
 def tiny_model(tokenizer) -> LlamaForCausalLM:
     return build_test_model(len(tokenizer))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of tiny-model tests: tiny matrices gain nothing from threads, and on a
+    busy shared CPU extra threads are much slower. Restored afterwards. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

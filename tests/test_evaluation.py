@@ -14,7 +14,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import build_test_model
-from test_experiments import one_torch_thread  # noqa: F401  (autouse fixture: one torch thread)
 
 from simplepo_helpers import LossConfig, tokenize_preference
 from simplepo_helpers.evaluation import (
@@ -37,6 +36,8 @@ from simplepo_helpers.evaluation import (
     wilson_interval,
     win_rate,
 )
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _user(text):

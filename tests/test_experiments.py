@@ -25,14 +25,7 @@ from simplepo_helpers.experiments import (
 )
 from simplepo_helpers.generation import generate_responses
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny matrices gain nothing from threads, and a busy shared CPU makes extra threads very slow."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

@@ -10,13 +10,7 @@ from simplepo_helpers import generate_responses
 PROMPTS = ["What is two plus three?", [{"role": "user", "content": "Name a colour."}], "Count the letters."]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny matrices: one thread is faster, and on a shared CPU much faster (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _force(model, schedule):

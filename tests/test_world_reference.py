@@ -15,14 +15,7 @@ from simplepo_helpers.world import ReferenceConfig, WorldConfig, build_world, re
 from simplepo_helpers.world.reference import sft_example
 from simplepo_helpers.world.tokenizer import world_tokenizer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny matrices: one thread is faster, and on a shared CPU much faster (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture()
