@@ -21,7 +21,7 @@ from .workloads import SHAPES, DataSize, build_workload
 
 def measure_phases(shape: str, *, reps: int, threads: int, size: DataSize | None = None) -> dict:
     from simplepo_helpers.batching import PreferenceCollator
-    from simplepo_helpers.training import LossConfig, TrainConfig, _build_optimizer, concatenated_forward
+    from simplepo_helpers.training import LossConfig, TrainConfig, build_optimizer, concatenated_forward
 
     torch.set_num_threads(threads)
     workload = build_workload(shape, size)
@@ -29,7 +29,7 @@ def measure_phases(shape: str, *, reps: int, threads: int, size: DataSize | None
     model = workload.build_model()
     reference = workload.build_model().eval()
     loss_config = LossConfig("simpo", beta=SIMPO_BETA, gamma=SIMPO_GAMMA)
-    optimizer, _ = _build_optimizer(model, TrainConfig(loss=loss_config, learning_rate=LEARNING_RATE))
+    optimizer, _ = build_optimizer(model, TrainConfig(loss=loss_config, learning_rate=LEARNING_RATE))
     collator = PreferenceCollator(workload.tokenizer)
     batches = [collator(rows) for rows in workload.batches]
     phases: dict[str, list[float]] = {"forward_and_loss": [], "backward": [], "clip_and_adamw": [],

@@ -75,7 +75,7 @@ def _kit_row(name: str, workload: Workload, settings: Settings) -> PreparedRow:
     from simplepo_helpers.training import (
         LossConfig,
         TrainConfig,
-        _build_optimizer,  # the kit's optimizer policy (fused AdamW where torch has it), as train() uses it
+        build_optimizer,  # the kit's optimizer policy (fused AdamW where torch has it), as train() uses it
         precompute_reference_logps,
         training_step,
     )
@@ -93,7 +93,7 @@ def _kit_row(name: str, workload: Workload, settings: Settings) -> PreparedRow:
             ref = precompute_reference_logps(model, rows, collator, len(rows), policy=policy)
             batch.update(ref_chosen_logps=ref["ref_chosen_logps"], ref_rejected_logps=ref["ref_rejected_logps"])
     config = TrainConfig(loss=loss, learning_rate=LEARNING_RATE, max_steps=settings.total_steps, max_grad_norm=MAX_GRAD_NORM)
-    optimizer, optimizer_impl = _build_optimizer(model, config)
+    optimizer, optimizer_impl = build_optimizer(model, config)
     scheduler = get_scheduler("linear", optimizer, num_warmup_steps=0, num_training_steps=settings.total_steps)
     model.train()
 

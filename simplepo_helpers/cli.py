@@ -44,13 +44,13 @@ from .config import (
 from .device import DevicePolicy, select_device
 from .lora import adapter_disabled_reference, apply_lora
 from .training import (
+    ShuffledStream,
     TrainConfig,
     TrainResult,
-    _build_optimizer,
-    _collate,
-    _resume,
-    _ShuffledStream,
+    build_optimizer,
+    collate_examples,
     preference_loss,
+    resume_state,
     training_step,
 )
 
@@ -159,7 +159,7 @@ class ShardedBatches:
             )
         self.examples, self.collator, self.config = examples, collator, config
         self.rank, self.share = rank, config.batch_size // world
-        self.stream = _ShuffledStream(len(examples), config.seed)
+        self.stream = ShuffledStream(len(examples), config.seed)
 
     def micro_batches(self, step: int) -> list[dict[str, torch.Tensor]]:
         size, first = self.config.batch_size, (step - 1) * self.config.examples_per_step
@@ -167,7 +167,7 @@ class ShardedBatches:
         for micro in range(self.config.grad_accum_steps):
             indices = self.stream.take(first + micro * size, size)
             mine = indices[self.rank * self.share : (self.rank + 1) * self.share]
-            batches.append(_collate(self.collator, self.examples, mine, context=f"step {step}, process {self.rank}"))
+            batches.append(collate_examples(self.collator, self.examples, mine, context=f"step {step}, process {self.rank}"))
         return batches
 
 
@@ -198,7 +198,7 @@ def evaluate(model, rows, collator, loss_config, *, ref_model, policy, batch_siz
     try:
         for start in range(0, len(mine), share):
             indices = mine[start : start + share]
-            batch = _collate(collator, rows, indices, context=f"evaluation, process {rank}")
+            batch = collate_examples(collator, rows, indices, context=f"evaluation, process {rank}")
             with policy.autocast():
                 _, metrics = preference_loss(model, batch, loss_config, ref_model=ref_model)
             for name, value in metrics.items():
@@ -342,7 +342,7 @@ def run_training(config: RunConfig, *, progress: bool = True) -> TrainResult:
 
     unwrapped = model
     model = accelerator.prepare_model(model)  # DDP when world > 1
-    optimizer, optimizer_impl = _build_optimizer(model, train_cfg)
+    optimizer, optimizer_impl = build_optimizer(model, train_cfg)
     scheduler = get_scheduler(
         train_cfg.lr_scheduler_type,
         optimizer,
@@ -360,7 +360,7 @@ def run_training(config: RunConfig, *, progress: bool = True) -> TrainResult:
     }
     start_step, history = 0, []
     if resume_from is not None:
-        start_step, history = _resume(resume_from, run_info, train_cfg, **state_objects)
+        start_step, history = resume_state(resume_from, run_info, train_cfg, **state_objects)
         say(f"[simplepo] resumed from {resume_from} at step {start_step}")
     log = _MetricsLog(output_dir / METRICS_FILE, history, enabled=main)
     checkpoints: list[str] = []

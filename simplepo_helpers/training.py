@@ -361,7 +361,7 @@ def precompute_reference_logps(
     chosen, rejected = [], []
     for start in range(0, len(examples), batch_size):
         indices = list(range(start, min(start + batch_size, len(examples))))
-        batch = _collate(collator, examples, indices, context="reference log-probs")
+        batch = collate_examples(collator, examples, indices, context="reference log-probs")
         with policy.autocast() if policy is not None else contextlib.nullcontext():
             out = _reference_forward(ref_model, batch, average=average)
         chosen.append(out["chosen_logps"].float().cpu())
@@ -471,7 +471,7 @@ class TrainResult:
         return figure
 
 
-class _ShuffledStream:
+class ShuffledStream:
     """An endless stream of example indices: epoch e is a permutation seeded by (seed, e).
 
     Position p of the stream is a pure function of p, so a resumed run sees exactly the same batches.
@@ -492,7 +492,7 @@ class _ShuffledStream:
         return out
 
 
-def _collate(
+def collate_examples(
     collator: PreferenceCollator, examples: Sequence[Mapping[str, Any]], indices: list[int], *, context: str
 ) -> dict[str, torch.Tensor]:
     try:
@@ -503,7 +503,7 @@ def _collate(
         ) from exc
 
 
-def _build_optimizer(model: torch.nn.Module, config: TrainConfig) -> tuple[torch.optim.AdamW, str]:
+def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> tuple[torch.optim.AdamW, str]:
     """AdamW (fused where torch supports it for these parameters), weight decay on matrices only."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -550,7 +550,7 @@ class _BatchSource:
 
     def __init__(self, examples, collator, config: TrainConfig, ref_logps: dict | None) -> None:
         self.examples, self.collator, self.config, self.ref_logps = examples, collator, config, ref_logps
-        self.stream = _ShuffledStream(len(examples), config.seed)
+        self.stream = ShuffledStream(len(examples), config.seed)
 
     def micro_batches(self, step: int) -> list[dict[str, torch.Tensor]]:
         size = self.config.batch_size
@@ -558,7 +558,7 @@ class _BatchSource:
         batches = []
         for micro in range(self.config.grad_accum_steps):
             indices = self.stream.take(first + micro * size, size)
-            batch = _collate(self.collator, self.examples, indices, context=f"step {step}")
+            batch = collate_examples(self.collator, self.examples, indices, context=f"step {step}")
             if self.ref_logps is not None:
                 batch.update({key: values[indices] for key, values in self.ref_logps.items()})
             batches.append(batch)
@@ -568,7 +568,7 @@ class _BatchSource:
 _RESUME_KEYS = ("seed", "batch_size", "grad_accum_steps", "num_examples")
 
 
-def _resume(
+def resume_state(
     resume_from: str | Path, run_info: dict, config: TrainConfig, **state_objects
 ) -> tuple[int, list]:
     """Load the checkpoint (or an output_dir's latest) into the run; return (step, history)."""
@@ -635,7 +635,7 @@ def train(
         tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length
     )
     source = _BatchSource(train_examples, collator, config, checked_ref_logps)
-    optimizer, optimizer_impl = _build_optimizer(model, config)
+    optimizer, optimizer_impl = build_optimizer(model, config)
     scheduler = get_scheduler(
         config.lr_scheduler_type,
         optimizer,
@@ -652,7 +652,7 @@ def train(
     run_info = {"num_examples": num_examples, "optimizer_impl": optimizer_impl, "device": policy.describe()}
     start_step, history = 0, []
     if resume_from is not None:
-        start_step, history = _resume(resume_from, run_info, config, **state_objects)
+        start_step, history = resume_state(resume_from, run_info, config, **state_objects)
     checkpoints: list[str] = []
 
     def save(step: int) -> None:

@@ -25,7 +25,7 @@ from simplepo_helpers import (
     training_step,
 )
 from simplepo_helpers.device import DevicePolicy
-from simplepo_helpers.training import _build_optimizer, _ShuffledStream
+from simplepo_helpers.training import ShuffledStream, build_optimizer
 
 EXAMPLES = [
     {"prompt": "What is two plus three?", "chosen": " Two plus three is five.", "rejected": " It is six."},
@@ -303,12 +303,12 @@ def test_learning_rate_follows_warmup_then_cosine(tokenizer):
 
 
 def test_data_order_is_a_seeded_permutation_per_epoch():
-    stream = _ShuffledStream(5, seed=3)
+    stream = ShuffledStream(5, seed=3)
     epochs = [stream.take(5 * e, 5) for e in range(3)]
     assert all(sorted(order) == list(range(5)) for order in epochs)
     assert len({tuple(order) for order in epochs}) > 1  # reshuffled each epoch
-    assert _ShuffledStream(5, seed=3).take(7, 6) == epochs[1][2:] + epochs[2][:3]  # random access
-    assert _ShuffledStream(5, seed=4).take(0, 15) != sum(epochs, [])
+    assert ShuffledStream(5, seed=3).take(7, 6) == epochs[1][2:] + epochs[2][:3]  # random access
+    assert ShuffledStream(5, seed=4).take(0, 15) != sum(epochs, [])
 
 
 def test_non_finite_loss_names_the_step(tokenizer):
@@ -350,7 +350,7 @@ def test_fp16_policy_needs_and_uses_a_grad_scaler(tiny_model, collator):
 
 
 def test_optimizer_is_fused_adamw_where_supported_and_decays_matrices_only(tiny_model):
-    optimizer, impl = _build_optimizer(tiny_model, TrainConfig(weight_decay=0.1))
+    optimizer, impl = build_optimizer(tiny_model, TrainConfig(weight_decay=0.1))
     decayed, plain = optimizer.param_groups
     assert all(p.ndim == 2 for p in decayed["params"]) and decayed["weight_decay"] == 0.1
     assert all(p.ndim == 1 for p in plain["params"]) and plain["weight_decay"] == 0.0
