@@ -5,17 +5,26 @@ tokens and hold ``ignore_index`` on prompt and padding. The logits at position t
 ``labels[:, 0]`` is never scored.
 
 Memory: a label's log-probability is ``logit[label] - logsumexp(logits)``, so no ``log_softmax`` copy of the
-``[B, T, V]`` logits is built. float32/float64 logits are scored in one pass; bf16/fp16 logits are upcast to
-float32 in chunks of ``chunk_tokens`` positions, so the float32 copy stays ``[chunk_tokens, V]``.
+``[B, T, V]`` logits is built. Positions are scored in chunks of ``chunk_tokens`` (default: about
+``CHUNK_ELEMENTS`` float32 values, e.g. 85 positions at vocabulary 49152), forward *and* backward: a custom
+autograd function writes the gradient ``onehot(label) - softmax(logits)`` chunk by chunk straight into the
+logits' gradient, so the only vocabulary-sized tensor it adds is that gradient, which any method needs.
+bf16/fp16 logits are upcast to float32 one chunk at a time.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
-# positions per chunk when half-precision logits are upcast to float32 (1024 x 150k vocab = 600 MB)
-HALF_PRECISION_CHUNK_TOKENS = 1024
+# float32 values per chunk of positions x vocabulary (4M values = 16 MB)
+CHUNK_ELEMENTS = 1 << 22
+
+
+def default_chunk_tokens(vocab_size: int) -> int:
+    """Positions per chunk so that a chunk holds about ``CHUNK_ELEMENTS`` values (at least one position)."""
+    return max(1, CHUNK_ELEMENTS // max(vocab_size, 1))
 
 
 def compute_dtype_for(logits: torch.Tensor) -> torch.dtype:
@@ -61,11 +70,45 @@ def require_response_tokens(mask: torch.Tensor, *, ignore_index: int = -100) -> 
     return counts
 
 
-def _label_logps(logits_chunk: torch.Tensor, targets_chunk: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """log p(target) for N positions: logits [N, V], targets [N] -> [N] in ``dtype``."""
-    logits_chunk = logits_chunk.to(dtype)  # no copy when already ``dtype``; a [N, V] upcast for bf16/fp16
-    label_logits = logits_chunk.gather(-1, targets_chunk.unsqueeze(-1)).squeeze(-1)  # [N]
-    return label_logits - torch.logsumexp(logits_chunk, dim=-1)  # [N]
+class _LabelLogps(torch.autograd.Function):
+    """log p(target) for N positions, chunk by chunk: logits [N, V], targets [N] -> [N] in ``dtype``.
+
+    Backward: d log p(y) / d logits = onehot(y) - softmax(logits), written one chunk at a time into the
+    gradient buffer, so no [N, V] temporary besides the gradient itself is allocated.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, chunk_tokens: int, dtype: torch.dtype):
+        out = logits.new_empty(logits.shape[0], dtype=dtype)  # [N]
+        lse = logits.new_empty(logits.shape[0], dtype=dtype)  # [N]: logsumexp per position, kept for backward
+        for start in range(0, logits.shape[0], chunk_tokens):
+            rows = slice(start, start + chunk_tokens)
+            chunk = logits[rows].to(dtype)  # [n, V]; a copy only when upcasting bf16/fp16
+            lse[rows] = torch.logsumexp(chunk, dim=-1)
+            out[rows] = chunk.gather(-1, targets[rows].unsqueeze(-1)).squeeze(-1) - lse[rows]
+        ctx.save_for_backward(logits, targets, lse)
+        ctx.chunk_tokens, ctx.dtype = chunk_tokens, dtype
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        logits, targets, lse = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        grad_out = grad_out.to(ctx.dtype)  # [N]
+        grad_logits = torch.empty_like(logits)  # [N, V], the logits' dtype
+        in_place = logits.dtype == ctx.dtype  # float32/64: compute straight into the gradient buffer
+        for start in range(0, logits.shape[0], ctx.chunk_tokens):
+            rows = slice(start, start + ctx.chunk_tokens)
+            scale = grad_out[rows].unsqueeze(-1)  # [n, 1]
+            # -g * softmax(x) = -g * exp(x - lse), then + g at the label
+            chunk = grad_logits[rows] if in_place else None
+            chunk = torch.sub(logits[rows].to(ctx.dtype), lse[rows].unsqueeze(-1), out=chunk)  # [n, V]
+            chunk.exp_().mul_(-scale).scatter_add_(-1, targets[rows].unsqueeze(-1), scale)
+            if not in_place:
+                grad_logits[rows] = chunk  # downcast to the logits' dtype
+        return grad_logits, None, None, None
 
 
 def token_logps(
@@ -76,7 +119,7 @@ def token_logps(
     Args:
         logits: ``[B, T, V]``; position t predicts ``labels[:, t + 1]``.
         labels: ``[B, T]`` token ids, ``ignore_index`` on prompt and padding.
-        chunk_tokens: positions upcast at once; default: all for float32/64, 1024 for bf16/fp16.
+        chunk_tokens: positions scored at once; default :func:`default_chunk_tokens` of the vocabulary.
 
     Returns:
         ``(logps [B, T-1] with 0 where masked, mask [B, T-1] bool)``, logps in at least float32.
@@ -85,23 +128,17 @@ def token_logps(
     batch, length, vocab = logits.shape
     dtype = compute_dtype_for(logits)
     if chunk_tokens is None:
-        chunk_tokens = max(batch * length, 1) if logits.dtype == dtype else HALF_PRECISION_CHUNK_TOKENS
+        chunk_tokens = default_chunk_tokens(vocab)
     if chunk_tokens < 1:
         raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
+    if batch * length == 0:  # empty batch or T == 0
+        return logits.new_zeros((batch, max(length - 1, 0)), dtype=dtype), mask
     # Score all B*T positions of the flat (view, no copy) logits; the last position of each row gets a dummy
     # target 0 and is dropped below. This keeps the chunks plain views of the logits.
     flat_logits = logits.reshape(batch * length, vocab)  # [B*T, V]
     flat_targets = F.pad(targets.masked_fill(~mask, 0), (0, 1)).reshape(-1)  # [B*T]
-    pieces = [
-        _label_logps(logits_chunk, targets_chunk, dtype)
-        for logits_chunk, targets_chunk in zip(
-            flat_logits.split(chunk_tokens), flat_targets.split(chunk_tokens), strict=True
-        )
-    ]
-    if not pieces:  # empty batch or T == 0
-        return logits.new_zeros((batch, max(length - 1, 0)), dtype=dtype), mask
-    per_token = torch.cat(pieces).view(batch, length)[:, :-1]  # [B, T-1]
-    return per_token.masked_fill(~mask, 0.0), mask
+    per_token = _LabelLogps.apply(flat_logits, flat_targets, chunk_tokens, dtype).view(batch, length)[:, :-1]
+    return per_token.masked_fill(~mask, 0.0), mask  # [B, T-1] x2
 
 
 def sequence_logps(

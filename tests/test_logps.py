@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import weakref
 
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 import simplepo_helpers.logps as logps_module
 from simplepo_helpers import sequence_logps, token_logps
@@ -195,23 +197,43 @@ def test_output_dtype_follows_float64_logits():
 
 
 class _AllocationRecorder(TorchDispatchMode):
-    """Records every float32 tensor an op allocates (views of the logits' storage are skipped)."""
+    """Records every float32 tensor an op allocates, and the peak of those alive at once.
 
-    def __init__(self, logits: torch.Tensor):
+    An output whose storage is one of the op's inputs' (a view or an in-place result) is not an allocation. A
+    storage's Python object lives exactly as long as the storage, so a finalizer on it marks the free.
+    """
+
+    def __init__(self):
         super().__init__()
-        self.logits_storage = logits.untyped_storage().data_ptr()
         self.float32_sizes: list[tuple[str, int]] = []
+        self.live_bytes = self.peak_live_bytes = 0
+
+    def _freed(self, nbytes: int) -> None:
+        self.live_bytes -= nbytes
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        inputs = {
+            leaf.untyped_storage().data_ptr()
+            for leaf in tree_flatten((args, kwargs))[0]
+            if isinstance(leaf, torch.Tensor)
+        }
+        out = func(*args, **kwargs)
         for tensor in out if isinstance(out, (tuple, list)) else [out]:
-            if (
-                isinstance(tensor, torch.Tensor)
-                and tensor.dtype == torch.float32
-                and tensor.untyped_storage().data_ptr() != self.logits_storage
-            ):
+            if not isinstance(tensor, torch.Tensor) or tensor.dtype != torch.float32:
+                continue
+            storage = tensor.untyped_storage()
+            if storage.data_ptr() not in inputs:  # a new allocation
                 self.float32_sizes.append((str(func), tensor.numel()))
+                self.live_bytes += storage.nbytes()
+                self.peak_live_bytes = max(self.peak_live_bytes, self.live_bytes)
+                weakref.finalize(storage, self._freed, storage.nbytes())
         return out
+
+
+def _grad_through_sequence_logps(logits: torch.Tensor, labels: torch.Tensor, **kwargs) -> None:
+    """Forward and backward of the SimPO-style average, the way a training step uses it."""
+    sequence_logps(logits, labels, average=True, **kwargs).sum().backward()
 
 
 @pytest.mark.parametrize("explicit_chunk", [True, False])
@@ -219,21 +241,59 @@ def test_bf16_float32_upcast_is_bounded_by_the_chunk(explicit_chunk, monkeypatch
     batch, length, vocab, chunk = 4, 64, 512, 16
     logits, labels = make_batch(batch=batch, length=length, vocab=vocab, dtype=torch.bfloat16)
     logits.requires_grad_(True)
-    # without an explicit chunk_tokens, half-precision logits use the module default
-    monkeypatch.setattr(logps_module, "HALF_PRECISION_CHUNK_TOKENS", chunk)
-    with _AllocationRecorder(logits) as recorder:
-        sequence_logps(logits, labels, average=True, chunk_tokens=chunk if explicit_chunk else None)
+    # without an explicit chunk_tokens, the chunk holds CHUNK_ELEMENTS values
+    monkeypatch.setattr(logps_module, "CHUNK_ELEMENTS", chunk * vocab)
+    with _AllocationRecorder() as recorder:
+        _grad_through_sequence_logps(logits, labels, chunk_tokens=chunk if explicit_chunk else None)
     largest = max(size for _, size in recorder.float32_sizes)
-    assert largest == chunk * vocab  # the upcast chunk, nothing of size B*T*V
+    assert largest == chunk * vocab  # the upcast chunk, forward and backward; nothing of size B*T*V
     assert any("_to_copy" in op for op, size in recorder.float32_sizes if size == chunk * vocab)
+    assert logits.grad.dtype == torch.bfloat16 and logits.grad.shape == logits.shape
 
 
-def test_float32_forward_allocates_no_vocab_sized_copy():
-    # logsumexp runs as one kernel; besides it, no [B, T, V] float32 tensor (e.g. a log_softmax) is built
-    batch, length, vocab = 4, 64, 512
+def test_float32_forward_and_backward_hold_only_the_gradient_at_full_size():
+    # no log_softmax copy and no [B, T, V] temporary: at the peak, the logits' gradient plus a few chunks
+    batch, length, vocab, chunk = 4, 64, 512, 16
+    full_bytes, chunk_bytes = batch * length * vocab * 4, chunk * vocab * 4
     logits, labels = make_batch(batch=batch, length=length, vocab=vocab, dtype=torch.float32)
     logits.requires_grad_(True)
-    with _AllocationRecorder(logits) as recorder:
-        sequence_logps(logits, labels, average=True)
-    largest_op, largest = max(recorder.float32_sizes, key=lambda item: item[1])
-    assert largest <= batch * length, f"{largest_op} allocated {largest} floats"
+    with _AllocationRecorder() as recorder:
+        sequence_logps(logits, labels, average=True, chunk_tokens=chunk)  # forward alone
+    forward_op, forward_largest = max(recorder.float32_sizes, key=lambda item: item[1])
+    assert forward_largest <= max(batch * length, chunk), f"{forward_op} allocated {forward_largest} floats"
+    with _AllocationRecorder() as recorder:
+        _grad_through_sequence_logps(logits, labels, chunk_tokens=chunk)
+    assert full_bytes <= recorder.peak_live_bytes <= full_bytes + 2 * chunk_bytes, recorder.float32_sizes
+
+
+@pytest.mark.parametrize("chunk_tokens", [1, 4, 1000])
+def test_gradient_passes_gradcheck(chunk_tokens):
+    logits, labels = make_batch(batch=2, length=6, vocab=7, seed=12, dtype=torch.float64)
+    logits.requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda x: sequence_logps(x, labels, average=True, chunk_tokens=chunk_tokens), (logits,)
+    )
+
+
+def test_float32_gradient_matches_log_softmax_autograd():
+    # the hand-written backward (onehot - softmax) against autograd through a full log_softmax
+    logits, labels = make_batch(batch=3, length=10, vocab=30, seed=13, dtype=torch.float32)
+    weights = torch.tensor([0.5, -2.0, 1.5])  # a non-uniform upstream gradient per row
+    kit_logits = logits.clone().requires_grad_(True)
+    (sequence_logps(kit_logits, labels, average=True, chunk_tokens=4) * weights).sum().backward()
+    naive_logits = logits.clone().requires_grad_(True)
+    targets, mask = labels[:, 1:], labels[:, 1:] != IGNORE
+    picked = torch.log_softmax(naive_logits[:, :-1], -1).gather(-1, targets.clamp(min=0).unsqueeze(-1))
+    ((picked.squeeze(-1) * mask).sum(-1) / mask.sum(-1) * weights).sum().backward()
+    torch.testing.assert_close(kit_logits.grad, naive_logits.grad)
+
+
+def test_logits_without_grad_build_no_graph():
+    logits, labels = make_batch(dtype=torch.float32)
+    assert not sequence_logps(logits, labels, average=True).requires_grad
+
+
+def test_chunk_size_follows_the_vocabulary(monkeypatch):
+    monkeypatch.setattr(logps_module, "CHUNK_ELEMENTS", 1000)
+    assert logps_module.default_chunk_tokens(100) == 10
+    assert logps_module.default_chunk_tokens(5000) == 1  # never zero positions
