@@ -14,10 +14,9 @@ import sys
 
 import torch
 
-from .measure import MB, PeakMemory
+from .measure import MB, PeakMemory, return_freed_memory_promptly
 
-VARIANTS = ("naive_forward", "kit_forward", "naive_train", "kit_train", "kit_chunked_forward", "kit_chunked_train")
-CHUNK_TOKENS = 256  # positions per chunk for the kit_chunked_* variants (sequence_logps' chunk_tokens)
+VARIANTS = ("naive_forward", "kit_forward", "naive_train", "kit_train")
 
 
 def naive_sequence_logps(logits: torch.Tensor, labels: torch.Tensor, *, average: bool) -> torch.Tensor:
@@ -47,8 +46,7 @@ def run_variant(variant: str, logits: torch.Tensor, labels: torch.Tensor) -> tor
         if variant.startswith("naive"):
             logps = naive_sequence_logps(logits, labels, average=True)
         else:
-            chunk = CHUNK_TOKENS if "chunked" in variant else None
-            logps = sequence_logps(logits, labels, average=True, chunk_tokens=chunk)
+            logps = sequence_logps(logits, labels, average=True)  # default chunks
         if train:
             logps.sum().backward()
     return logps.detach()
@@ -68,6 +66,8 @@ def work(argv: list[str]) -> dict:
     args = parser.parse_args(argv)
     import simplepo_helpers.logps  # noqa: F401  (imported before the baseline)
 
+    prompt_release = return_freed_memory_promptly()  # the peak follows the live tensors (see measure.py)
+
     torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), torch.bfloat16 if args.dtype == "bf16" else torch.float32
     logits, labels = make_inputs(args.rows, args.length, args.vocab, args.prompt, device, dtype)
@@ -79,6 +79,7 @@ def work(argv: list[str]) -> dict:
     return {
         "variant": args.variant, "peak_mem_mb": peak, "logits_mb": logits.numel() * logits.element_size() / MB,
         "shape": [args.rows, args.length, args.vocab], "dtype": args.dtype, "mem_method": memory.method,
+        "malloc_mmap_threshold_fixed": prompt_release,
         "max_abs_diff_vs_naive": float((logps.float() - reference.float()).abs().max()),
     }
 

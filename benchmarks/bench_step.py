@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .measure import PeakMemory, timed, train_step_flops
+from .measure import PeakMemory, return_freed_memory_promptly, timed, train_step_flops
 from .workloads import SHAPES, DataSize, Workload, build_workload, expected_counts
 
 KIT_ROWS = ("kit_simpo", "kit_dpo", "kit_dpo_precomputed_ref")
@@ -284,18 +284,22 @@ def work(argv: list[str]) -> dict:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--deadline", type=float, default=None, help="time.time() after which no round starts")
     parser.add_argument("--size", type=json.loads, default=None, help="DataSize fields as JSON")
+    parser.add_argument("--memory-run", action="store_true",
+                        help="measure peak memory: freed blocks go back to the OS at once (slower steps)")
     args = parser.parse_args(argv)
     names = args.rows.split(",")
     unknown = sorted(set(names) - set(ROWS))
     if unknown:
         parser.error(f"unknown rows {unknown}; choose from {ROWS}")
     _import_everything()
+    prompt_release = return_freed_memory_promptly() if args.memory_run else False
     torch.set_num_threads(args.threads)
     workload = build_workload(args.shape, DataSize(**args.size) if args.size else None)
     memory = PeakMemory(torch.device(args.device))  # baseline: libraries and token rows, no model yet
     settings = Settings(args.device, args.dtype, args.threads, total_steps=max(100, args.warmup + args.rounds))
-    return run_rows(names, workload, settings, warmup=args.warmup, rounds=args.rounds, memory=memory,
-                    deadline=args.deadline)
+    result = run_rows(names, workload, settings, warmup=args.warmup, rounds=args.rounds, memory=memory,
+                      deadline=args.deadline)
+    return {**result, "malloc_mmap_threshold_fixed": prompt_release}
 
 
 def main(argv: list[str] | None = None) -> None:

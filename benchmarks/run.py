@@ -98,7 +98,8 @@ def run_shape(shape: str, rows: list[str], opts, budget_end: float, rows_after: 
     """
     memory_warmup, memory_steps, warmup, rounds = opts.schedule[shape]
     # the one-row memory processes are not timed, so they may run side by side where memory allows
-    jobs = [("bench_step", _worker_args(shape, opts, [row], memory_warmup, memory_steps)) for row in rows]
+    jobs = [("bench_step", [*_worker_args(shape, opts, [row], memory_warmup, memory_steps), "--memory-run"])
+            for row in rows]
     memory = dict(zip(rows, run_workers(jobs, parallel=memory_jobs(shape, opts)), strict=True))
     for row, result in memory.items():
         print(f"  {shape} memory: {row:<24} peak {max(result['rows'][row]['peak_mem_mb']):8.0f} MB", flush=True)
