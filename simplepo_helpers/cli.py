@@ -19,7 +19,6 @@ import argparse
 import copy
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -44,14 +43,13 @@ from .config import (
 from .device import DevicePolicy, select_device
 from .lora import adapter_disabled_reference, apply_lora
 from .training import (
+    Optimization,
     ShuffledStream,
     TrainConfig,
     TrainResult,
-    build_optimizer,
     collate_examples,
     preference_loss,
     resume_state,
-    training_step,
 )
 
 METRICS_FILE = "metrics.jsonl"
@@ -317,7 +315,7 @@ def _step_row(step, metrics, micro_batches, num_examples, config: TrainConfig, a
 
 def run_training(config: RunConfig, *, progress: bool = True) -> TrainResult:
     """Run ``config`` on the processes accelerate started (one when launched with plain ``python``)."""
-    from transformers import get_scheduler, set_seed
+    from transformers import set_seed
 
     accelerator = _accelerator()
     main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
@@ -342,18 +340,11 @@ def run_training(config: RunConfig, *, progress: bool = True) -> TrainResult:
 
     unwrapped = model
     model = accelerator.prepare_model(model)  # DDP when world > 1
-    optimizer, optimizer_impl = build_optimizer(model, train_cfg)
-    scheduler = get_scheduler(
-        train_cfg.lr_scheduler_type,
-        optimizer,
-        num_warmup_steps=math.ceil(train_cfg.warmup_ratio * train_cfg.max_steps),
-        num_training_steps=train_cfg.max_steps,
-    )
-    grad_scaler = policy.make_grad_scaler()
-    state_objects = {"model": unwrapped, "optimizer": optimizer, "scheduler": scheduler, "grad_scaler": grad_scaler}
+    optimization = Optimization.build(model, train_cfg, policy)
+    state_objects = optimization.state_objects(unwrapped)
     run_info = {
         "num_examples": len(rows["train"]),
-        "optimizer_impl": optimizer_impl,
+        "optimizer_impl": optimization.impl,
         "device": policy.describe(),
         "num_processes": world,
         "run_config": config_to_dict(config),
@@ -377,18 +368,7 @@ def run_training(config: RunConfig, *, progress: bool = True) -> TrainResult:
     for step in range(start_step + 1, train_cfg.max_steps + 1):
         started = time.perf_counter()
         micro_batches = source.micro_batches(step)
-        metrics = training_step(
-            model,
-            micro_batches,
-            optimizer,
-            scheduler,
-            loss_cfg,
-            ref_model=ref_model,
-            max_grad_norm=train_cfg.max_grad_norm,
-            policy=policy,
-            grad_scaler=grad_scaler,
-            step=step,
-        )
+        metrics = optimization.step(model, micro_batches, train_cfg, ref_model=ref_model, policy=policy, step=step)
         row = _step_row(step, metrics, micro_batches, len(rows["train"]), train_cfg, accelerator, started)
         every = config.data.eval_every
         if "eval" in rows and ((every and step % every == 0) or step == train_cfg.max_steps):
@@ -409,7 +389,7 @@ def run_training(config: RunConfig, *, progress: bool = True) -> TrainResult:
     say(f"[simplepo] done: checkpoints {checkpoints}, metrics {output_dir / METRICS_FILE}, model {output_dir / FINAL_DIR}")
     unwrapped.eval()
     final = {k: v for k, v in history[-1].items() if k != "seconds"} if history else {}
-    return TrainResult(history, final, optimizer_impl, policy.describe(), checkpoints)
+    return TrainResult(history, final, optimization.impl, policy.describe(), checkpoints)
 
 
 def _export(config: RunConfig, model, tokenizer, directory: Path, accelerator) -> None:

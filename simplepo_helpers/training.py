@@ -525,6 +525,61 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> tuple[torch.
     return torch.optim.AdamW(groups, lr=config.learning_rate), "default (foreach where available)"
 
 
+@dataclass
+class Optimization:
+    """The optimizer, learning-rate schedule and fp16 grad scaler of one run, built and stepped together."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    grad_scaler: torch.amp.GradScaler | None
+    impl: str  # the AdamW implementation, for the run's records
+
+    @classmethod
+    def build(cls, model: torch.nn.Module, config: TrainConfig, policy: DevicePolicy) -> Optimization:
+        """``build_optimizer`` + ``config``'s transformers schedule + the policy's grad scaler (fp16 only)."""
+        optimizer, impl = build_optimizer(model, config)
+        scheduler = get_scheduler(
+            config.lr_scheduler_type,
+            optimizer,
+            num_warmup_steps=math.ceil(config.warmup_ratio * config.max_steps),
+            num_training_steps=config.max_steps,
+        )
+        return cls(optimizer, scheduler, policy.make_grad_scaler(), impl)
+
+    def state_objects(self, model: torch.nn.Module) -> dict[str, Any]:
+        """What a checkpoint saves and a resume loads (keyword arguments of ``save_checkpoint``)."""
+        return {
+            "model": model,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "grad_scaler": self.grad_scaler,
+        }
+
+    def step(
+        self,
+        model: torch.nn.Module,
+        micro_batches: Sequence[Mapping[str, torch.Tensor]],
+        config: TrainConfig,
+        *,
+        ref_model: torch.nn.Module | None,
+        policy: DevicePolicy,
+        step: int,
+    ) -> dict[str, float]:
+        """:func:`training_step` with this run's optimizer, schedule, scaler and ``config``'s loss and clipping."""
+        return training_step(
+            model,
+            micro_batches,
+            self.optimizer,
+            self.scheduler,
+            config.loss,
+            ref_model=ref_model,
+            max_grad_norm=config.max_grad_norm,
+            policy=policy,
+            grad_scaler=self.grad_scaler,
+            step=step,
+        )
+
+
 def _check_ref_logps(ref_logps: Mapping[str, Any], num_examples: int, loss_config: LossConfig) -> dict:
     if "average" in ref_logps and bool(ref_logps["average"]) != loss_config.length_normalize:
         raise ValueError(
@@ -635,21 +690,9 @@ def train(
         tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length
     )
     source = _BatchSource(train_examples, collator, config, checked_ref_logps)
-    optimizer, optimizer_impl = build_optimizer(model, config)
-    scheduler = get_scheduler(
-        config.lr_scheduler_type,
-        optimizer,
-        num_warmup_steps=math.ceil(config.warmup_ratio * config.max_steps),
-        num_training_steps=config.max_steps,
-    )
-    grad_scaler = policy.make_grad_scaler()
-    state_objects = {
-        "model": model,
-        "optimizer": optimizer,
-        "scheduler": scheduler,
-        "grad_scaler": grad_scaler,
-    }
-    run_info = {"num_examples": num_examples, "optimizer_impl": optimizer_impl, "device": policy.describe()}
+    optimization = Optimization.build(model, config, policy)
+    state_objects = optimization.state_objects(model)
+    run_info = {"num_examples": num_examples, "optimizer_impl": optimization.impl, "device": policy.describe()}
     start_step, history = 0, []
     if resume_from is not None:
         start_step, history = resume_state(resume_from, run_info, config, **state_objects)
@@ -668,18 +711,7 @@ def train(
         for step in range(start_step + 1, config.max_steps + 1):
             started = time.perf_counter()
             micro_batches = source.micro_batches(step)
-            metrics = training_step(
-                model,
-                micro_batches,
-                optimizer,
-                scheduler,
-                loss_config,
-                ref_model=ref_model,
-                max_grad_norm=config.max_grad_norm,
-                policy=policy,
-                grad_scaler=grad_scaler,
-                step=step,
-            )
+            metrics = optimization.step(model, micro_batches, config, ref_model=ref_model, policy=policy, step=step)
             history.append(
                 {
                     "step": step,
@@ -705,4 +737,4 @@ def train(
         save(last_step)
     model.eval()
     final = {k: v for k, v in history[-1].items() if k != "seconds"} if history else {}
-    return TrainResult(history, final, optimizer_impl, policy.describe(), checkpoints)
+    return TrainResult(history, final, optimization.impl, policy.describe(), checkpoints)
