@@ -52,18 +52,21 @@ def build_test_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def build_test_model(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
-    """A 2-layer random Llama (about 100k parameters), float32, eval mode."""
+def build_test_model(vocab_size: int, seed: int = 0, **config_overrides) -> LlamaForCausalLM:
+    """A 2-layer random Llama (about 100k parameters), float32, eval mode; ``config_overrides`` go to LlamaConfig."""
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=False,
+        **{
+            "vocab_size": vocab_size,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 256,
+            "tie_word_embeddings": False,
+            **config_overrides,
+        }
     )
     return LlamaForCausalLM(config).eval()
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import build_test_model
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from simplepo_helpers import LossConfig, TrainConfig, load_checkpoint, save_checkpoint, train
 from simplepo_helpers.checkpoint import find_latest_checkpoint
@@ -148,20 +148,11 @@ def test_round_trip_restores_weights_optimizer_scheduler_and_rngs(tokenizer, tmp
 
 
 def test_tied_weights_round_trip(tokenizer, tmp_path):
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
+    sizes = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+             "num_key_value_heads": 1, "tie_word_embeddings": True}
+    model = build_test_model(len(tokenizer), seed=0, **sizes)
     save_checkpoint(tmp_path / "tied", model=model, step=0)
-    torch.manual_seed(1)
-    fresh = LlamaForCausalLM(config)
+    fresh = build_test_model(len(tokenizer), seed=1, **sizes)
     load_checkpoint(tmp_path / "tied", model=fresh)
     assert fresh.lm_head.weight is fresh.model.embed_tokens.weight
     assert torch.equal(fresh.lm_head.weight, model.lm_head.weight)

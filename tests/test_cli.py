@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from conftest import build_test_model
+from transformers import AutoModelForCausalLM
 
 from simplepo_helpers import LossConfig, TrainConfig, select_device, train
 from simplepo_helpers.checkpoint import load_checkpoint
@@ -43,21 +44,13 @@ def build_tiny_world(root: Path) -> dict[str, Path]:
 
     world = build_world(WorldConfig(n_sft=50, n_train_pairs=64, n_test_pairs=16, n_eval_prompts=4))
     tokenizer = build_tokenizer(world_texts(world))
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=128,
-            tie_word_embeddings=True,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
+    model = build_test_model(
+        len(tokenizer),
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     paths = {"model": root / "model", "train": root / "pairs_train.jsonl", "eval": root / "pairs_test.jsonl"}
     model.save_pretrained(paths["model"])
