@@ -27,6 +27,15 @@ def default_chunk_tokens(vocab_size: int) -> int:
     return max(1, CHUNK_ELEMENTS // max(vocab_size, 1))
 
 
+def resolve_chunk_tokens(chunk_tokens: int | None, vocab_size: int) -> int:
+    """``chunk_tokens``, or :func:`default_chunk_tokens` when None; raise when it is below 1."""
+    if chunk_tokens is None:
+        return default_chunk_tokens(vocab_size)
+    if chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
+    return chunk_tokens
+
+
 def compute_dtype_for(logits: torch.Tensor) -> torch.dtype:
     """The float dtype log-probs are computed in: the logits' dtype, at least float32."""
     return torch.promote_types(logits.dtype, torch.float32)
@@ -127,10 +136,7 @@ def token_logps(
     targets, mask = shifted_targets(logits, labels, ignore_index=ignore_index)
     batch, length, vocab = logits.shape
     dtype = compute_dtype_for(logits)
-    if chunk_tokens is None:
-        chunk_tokens = default_chunk_tokens(vocab)
-    if chunk_tokens < 1:
-        raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
+    chunk_tokens = resolve_chunk_tokens(chunk_tokens, vocab)
     if batch * length == 0:  # empty batch or T == 0
         return logits.new_zeros((batch, max(length - 1, 0)), dtype=dtype), mask
     # Score all B*T positions of the flat (view, no copy) logits; the last position of each row gets a dummy

@@ -11,11 +11,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .logps import compute_dtype_for, require_response_tokens, shifted_targets, token_logps
+from .logps import (
+    compute_dtype_for,
+    require_response_tokens,
+    resolve_chunk_tokens,
+    shifted_targets,
+    token_logps,
+)
 
 SIMPO_LOSS_TYPES = ("sigmoid", "hinge")
 DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo")
-KL_CHUNK_TOKENS = 1024  # response positions whose two [chunk, V] float32 log-softmaxes exist at once
 
 
 def _check_pair(**tensors: torch.Tensor) -> None:
@@ -136,13 +141,13 @@ def kl_penalty(
     labels: torch.Tensor,
     *,
     ignore_index: int = -100,
-    chunk_tokens: int = KL_CHUNK_TOKENS,
+    chunk_tokens: int | None = None,
 ) -> torch.Tensor:
     """Token-weighted mean of KL(policy || reference) of the next-token distributions at response positions.
 
     Keeps the policy near the reference ("preserve base-model knowledge"). Positions are those whose next
     label is a response token (the causal shift of :func:`~simplepo_helpers.logps.token_logps`). Only response
-    positions are scored, ``chunk_tokens`` at a time, in at least float32. ``ref_logits`` is detached: the
+    positions are scored, ``chunk_tokens`` at a time (default: as in ``token_logps``), in at least float32. ``ref_logits`` is detached: the
     reference is frozen. Scalar; exactly 0 when the logits are equal.
     """
     if policy_logits.shape != ref_logits.shape:
@@ -150,11 +155,10 @@ def kl_penalty(
             f"policy_logits {tuple(policy_logits.shape)} and ref_logits {tuple(ref_logits.shape)} "
             "differ in shape"
         )
-    if chunk_tokens < 1:
-        raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
     _, mask = shifted_targets(policy_logits, labels, ignore_index=ignore_index)  # [B, T-1]
     counts = require_response_tokens(mask, ignore_index=ignore_index)  # [B]
     batch, length, vocab = policy_logits.shape
+    chunk_tokens = resolve_chunk_tokens(chunk_tokens, vocab)  # two [chunk, V] float32 log-softmaxes at once
     dtype = compute_dtype_for(policy_logits)
     # flat index b*T + t of every position t whose next label (t+1) is a response token
     positions = F.pad(mask, (0, 1)).reshape(-1).nonzero().squeeze(-1)  # [N]
