@@ -68,16 +68,13 @@ def _count(mask: torch.Tensor) -> int:
 
 
 def _kit_row(name: str, workload: Workload, settings: Settings) -> PreparedRow:
-    from transformers import get_scheduler
-
     from simplepo_helpers.batching import IGNORE_INDEX, PreferenceCollator
     from simplepo_helpers.device import DevicePolicy
     from simplepo_helpers.training import (
         LossConfig,
+        Optimization,  # train()'s optimizer (fused AdamW where torch has it), schedule and step
         TrainConfig,
-        build_optimizer,  # the kit's optimizer policy (fused AdamW where torch has it), as train() uses it
         precompute_reference_logps,
-        training_step,
     )
 
     device = torch.device(settings.device)
@@ -92,20 +89,19 @@ def _kit_row(name: str, workload: Workload, settings: Settings) -> PreparedRow:
         for rows, batch in zip(workload.batches, batches, strict=True):
             ref = precompute_reference_logps(model, rows, collator, len(rows), policy=policy)
             batch.update(ref_chosen_logps=ref["ref_chosen_logps"], ref_rejected_logps=ref["ref_rejected_logps"])
-    config = TrainConfig(loss=loss, learning_rate=LEARNING_RATE, max_steps=settings.total_steps, max_grad_norm=MAX_GRAD_NORM)
-    optimizer, optimizer_impl = build_optimizer(model, config)
-    scheduler = get_scheduler("linear", optimizer, num_warmup_steps=0, num_training_steps=settings.total_steps)
+    config = TrainConfig(loss=loss, learning_rate=LEARNING_RATE, max_steps=settings.total_steps, max_grad_norm=MAX_GRAD_NORM,
+                         lr_scheduler_type="linear", warmup_ratio=0.0)
+    optimization = Optimization.build(model, config, policy)
     model.train()
 
     def step(k: int) -> None:
-        training_step(model, batches[k % len(batches)], optimizer, scheduler, loss, ref_model=ref_model,
-                      max_grad_norm=MAX_GRAD_NORM, policy=policy)
+        optimization.step(model, batches[k % len(batches)], config, ref_model=ref_model, policy=policy, step=k)
 
     def counts(k: int) -> dict[str, int]:
         batch = batches[k % len(batches)]
         return {"tokens": _count(batch["attention_mask"]), "response_tokens": _count(batch["labels"] != IGNORE_INDEX)}
 
-    return PreparedRow(step, counts, f"torch AdamW {optimizer_impl}", model)
+    return PreparedRow(step, counts, f"torch AdamW {optimization.impl}", model)
 
 
 def _trl_args(config_class, settings: Settings, workload: Workload, output_dir: str, **extra):
