@@ -45,7 +45,7 @@ browser-test: venv
 
 ## make run: execute every notebook headlessly into build/
 run: venv
-	$(BIN)/python -m simplepo_helpers.run_notebooks $(NOTEBOOKS)
+	$(BIN)/python -m simplepo_helpers.course.run_notebooks $(NOTEBOOKS)
 
 ## make lab: JupyterLab on notebooks/
 lab: venv

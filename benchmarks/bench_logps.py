@@ -54,7 +54,9 @@ def run_variant(variant: str, logits: torch.Tensor, labels: torch.Tensor) -> tor
 
 def work(argv: list[str]) -> dict:
     """Parse a worker's arguments, run one variant and return its peak memory."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_logps", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_logps", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--variant", choices=VARIANTS, required=True)
     parser.add_argument("--rows", type=int, default=4)
     parser.add_argument("--length", type=int, default=200)
@@ -77,8 +79,12 @@ def work(argv: list[str]) -> dict:
     peak = memory.peak_mb()
     reference = naive_sequence_logps(logits.detach(), labels, average=True)
     return {
-        "variant": args.variant, "peak_mem_mb": peak, "logits_mb": logits.numel() * logits.element_size() / MB,
-        "shape": [args.rows, args.length, args.vocab], "dtype": args.dtype, "mem_method": memory.method,
+        "variant": args.variant,
+        "peak_mem_mb": peak,
+        "logits_mb": logits.numel() * logits.element_size() / MB,
+        "shape": [args.rows, args.length, args.vocab],
+        "dtype": args.dtype,
+        "mem_method": memory.method,
         "malloc_mmap_threshold_fixed": prompt_release,
         "max_abs_diff_vs_naive": float((logps.float() - reference.float()).abs().max()),
     }

@@ -21,7 +21,8 @@ from .workloads import SHAPES, DataSize, build_workload
 
 def measure_phases(shape: str, *, reps: int, threads: int, size: DataSize | None = None) -> dict:
     from simplepo_helpers.batching import PreferenceCollator
-    from simplepo_helpers.training import LossConfig, TrainConfig, build_optimizer, concatenated_forward
+    from simplepo_helpers.runtime.optim import build_optimizer
+    from simplepo_helpers.training import LossConfig, concatenated_forward
 
     torch.set_num_threads(threads)
     workload = build_workload(shape, size)
@@ -29,11 +30,15 @@ def measure_phases(shape: str, *, reps: int, threads: int, size: DataSize | None
     model = workload.build_model()
     reference = workload.build_model().eval()
     loss_config = LossConfig("simpo", beta=SIMPO_BETA, gamma=SIMPO_GAMMA)
-    optimizer, _ = build_optimizer(model, TrainConfig(loss=loss_config, learning_rate=LEARNING_RATE))
+    optimizer, _ = build_optimizer(model, learning_rate=LEARNING_RATE, weight_decay=0.0)
     collator = PreferenceCollator(workload.tokenizer)
     batches = [collator(rows) for rows in workload.batches]
-    phases: dict[str, list[float]] = {"forward_and_loss": [], "backward": [], "clip_and_adamw": [],
-                                      "reference_forward": []}
+    phases: dict[str, list[float]] = {
+        "forward_and_loss": [],
+        "backward": [],
+        "clip_and_adamw": [],
+        "reference_forward": [],
+    }
     model.train()
     for k in range(reps + 1):  # the first repetition is a warm-up
         batch = batches[k % len(batches)]
@@ -52,15 +57,23 @@ def measure_phases(shape: str, *, reps: int, threads: int, size: DataSize | None
 
         _, update_s = timed(update, device)
         with torch.no_grad():
-            _, reference_s = timed(lambda batch=batch: concatenated_forward(reference, batch, average=False), device)
+            _, reference_s = timed(
+                lambda batch=batch: concatenated_forward(reference, batch, average=False), device
+            )
         if k:
             for name, seconds in zip(phases, (forward_s, backward_s, update_s, reference_s), strict=True):
                 phases[name].append(seconds)
     medians = {name: statistics.median(values) for name, values in phases.items()}
     simpo = medians["forward_and_loss"] + medians["backward"] + medians["clip_and_adamw"]
-    return {"shape": shape, "threads": threads, "reps": reps, "seconds": phases, "median_seconds": medians,
-            "simpo_over_dpo_bound": simpo / (simpo + medians["reference_forward"]),
-            "backward_over_forward": medians["backward"] / medians["forward_and_loss"]}
+    return {
+        "shape": shape,
+        "threads": threads,
+        "reps": reps,
+        "seconds": phases,
+        "median_seconds": medians,
+        "simpo_over_dpo_bound": simpo / (simpo + medians["reference_forward"]),
+        "backward_over_forward": medians["backward"] / medians["forward_and_loss"],
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -69,18 +69,21 @@ def _count(mask: torch.Tensor) -> int:
 
 def _kit_row(name: str, workload: Workload, settings: Settings) -> PreparedRow:
     from simplepo_helpers.batching import IGNORE_INDEX, PreferenceCollator
-    from simplepo_helpers.device import DevicePolicy
-    from simplepo_helpers.training import (
-        LossConfig,
-        Optimization,  # train()'s optimizer (fused AdamW where torch has it), schedule and step
-        TrainConfig,
-        precompute_reference_logps,
+    from simplepo_helpers.reference import precompute_reference_logps
+    from simplepo_helpers.runtime.device import DevicePolicy
+    from simplepo_helpers.runtime.optim import (
+        Optimization,  # train()'s optimizer (fused AdamW where torch has it)
     )
+    from simplepo_helpers.training import LossConfig, TrainConfig, training_step
 
     device = torch.device(settings.device)
     autocast = torch.bfloat16 if settings.dtype == "bf16" else None
     policy = DevicePolicy(device, torch.float32, autocast, False, f"benchmark {settings.dtype}")
-    loss = LossConfig("simpo", beta=SIMPO_BETA, gamma=SIMPO_GAMMA) if name == "kit_simpo" else LossConfig("dpo", beta=DPO_BETA)
+    loss = (
+        LossConfig("simpo", beta=SIMPO_BETA, gamma=SIMPO_GAMMA)
+        if name == "kit_simpo"
+        else LossConfig("dpo", beta=DPO_BETA)
+    )
     model = workload.build_model().to(device)
     collator = PreferenceCollator(workload.tokenizer)
     batches = [collator(rows) for rows in workload.batches]
@@ -88,29 +91,63 @@ def _kit_row(name: str, workload: Workload, settings: Settings) -> PreparedRow:
     if name == "kit_dpo_precomputed_ref":  # reference = the initial policy; no second model is kept
         for rows, batch in zip(workload.batches, batches, strict=True):
             ref = precompute_reference_logps(model, rows, collator, len(rows), policy=policy)
-            batch.update(ref_chosen_logps=ref["ref_chosen_logps"], ref_rejected_logps=ref["ref_rejected_logps"])
-    config = TrainConfig(loss=loss, learning_rate=LEARNING_RATE, max_steps=settings.total_steps, max_grad_norm=MAX_GRAD_NORM,
-                         lr_scheduler_type="linear", warmup_ratio=0.0)
+            batch.update(
+                ref_chosen_logps=ref["ref_chosen_logps"], ref_rejected_logps=ref["ref_rejected_logps"]
+            )
+    config = TrainConfig(
+        loss=loss,
+        learning_rate=LEARNING_RATE,
+        max_steps=settings.total_steps,
+        max_grad_norm=MAX_GRAD_NORM,
+        lr_scheduler_type="linear",
+        warmup_ratio=0.0,
+    )
     optimization = Optimization.build(model, config, policy)
     model.train()
 
     def step(k: int) -> None:
-        optimization.step(model, batches[k % len(batches)], config, ref_model=ref_model, policy=policy, step=k)
+        training_step(
+            model,
+            batches[k % len(batches)],
+            optimization.optimizer,
+            optimization.scheduler,
+            config.loss,
+            ref_model=ref_model,
+            max_grad_norm=config.max_grad_norm,
+            policy=policy,
+            step=k,
+        )
 
     def counts(k: int) -> dict[str, int]:
         batch = batches[k % len(batches)]
-        return {"tokens": _count(batch["attention_mask"]), "response_tokens": _count(batch["labels"] != IGNORE_INDEX)}
+        return {
+            "tokens": _count(batch["attention_mask"]),
+            "response_tokens": _count(batch["labels"] != IGNORE_INDEX),
+        }
 
     return PreparedRow(step, counts, f"torch AdamW {optimization.impl}", model)
 
 
 def _trl_args(config_class, settings: Settings, workload: Workload, output_dir: str, **extra):
     return config_class(
-        output_dir=output_dir, per_device_train_batch_size=len(workload.batches[0]), learning_rate=LEARNING_RATE,
-        max_grad_norm=MAX_GRAD_NORM, max_steps=settings.total_steps, lr_scheduler_type="linear", warmup_steps=0,
-        weight_decay=0.0, gradient_checkpointing=False, bf16=settings.dtype == "bf16",
-        use_cpu=settings.device == "cpu", report_to="none", save_strategy="no", logging_strategy="no", seed=0,
-        dataloader_num_workers=0, disable_dropout=True, **extra,
+        output_dir=output_dir,
+        per_device_train_batch_size=len(workload.batches[0]),
+        learning_rate=LEARNING_RATE,
+        max_grad_norm=MAX_GRAD_NORM,
+        max_steps=settings.total_steps,
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        weight_decay=0.0,
+        gradient_checkpointing=False,
+        bf16=settings.dtype == "bf16",
+        use_cpu=settings.device == "cpu",
+        report_to="none",
+        save_strategy="no",
+        logging_strategy="no",
+        seed=0,
+        dataloader_num_workers=0,
+        disable_dropout=True,
+        **extra,
     )
 
 
@@ -134,8 +171,18 @@ def _trl_row(name: str, workload: Workload, settings: Settings, output_dir: str)
     if name == "trl_cpo_simpo":
         from trl.experimental.cpo import CPOConfig, CPOTrainer
 
-        args = _trl_args(CPOConfig, settings, workload, output_dir, loss_type="simpo", cpo_alpha=0.0,
-                         beta=SIMPO_BETA, simpo_gamma=SIMPO_GAMMA, max_length=4096, remove_unused_columns=False)
+        args = _trl_args(
+            CPOConfig,
+            settings,
+            workload,
+            output_dir,
+            loss_type="simpo",
+            cpo_alpha=0.0,
+            beta=SIMPO_BETA,
+            simpo_gamma=SIMPO_GAMMA,
+            max_length=4096,
+            remove_unused_columns=False,
+        )
         trainer = CPOTrainer(model=model, args=args, train_dataset=dummy, processing_class=workload.tokenizer)
         batches = [trainer.data_collator([_cpo_features(row) for row in rows]) for rows in workload.batches]
 
@@ -143,27 +190,46 @@ def _trl_row(name: str, workload: Workload, settings: Settings, output_dir: str)
             batch = batches[k % len(batches)]
             return {
                 "tokens": sum(_count(batch[f"{side}_attention_mask"]) for side in ("chosen", "rejected")),
-                "response_tokens": sum(_count(batch[f"{side}_labels"] != -100) for side in ("chosen", "rejected")),
+                "response_tokens": sum(
+                    _count(batch[f"{side}_labels"] != -100) for side in ("chosen", "rejected")
+                ),
             }
     else:
         from trl import DPOConfig, DPOTrainer
 
         precompute = name == "trl_dpo_precomputed_ref"
-        args = _trl_args(DPOConfig, settings, workload, output_dir, beta=DPO_BETA, max_length=None,
-                         precompute_ref_log_probs=precompute)
+        args = _trl_args(
+            DPOConfig,
+            settings,
+            workload,
+            output_dir,
+            beta=DPO_BETA,
+            max_length=None,
+            precompute_ref_log_probs=precompute,
+        )
         ref_model = None if precompute else copy.deepcopy(model)
-        trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dummy,
-                             processing_class=workload.tokenizer)
+        trainer = DPOTrainer(
+            model=model,
+            ref_model=ref_model,
+            args=args,
+            train_dataset=dummy,
+            processing_class=workload.tokenizer,
+        )
         batches = [trainer.data_collator(rows) for rows in workload.batches]
         if precompute:  # TRL's own reference pass, on the initial policy (TRL's default without a ref_model)
             for batch in batches:
                 inputs = trainer._prepare_inputs(batch)
                 ref_chosen, ref_rejected = trainer.compute_ref_log_probs(trainer.model, inputs)
-                batch.update(ref_chosen_logps=ref_chosen.detach().cpu(), ref_rejected_logps=ref_rejected.detach().cpu())
+                batch.update(
+                    ref_chosen_logps=ref_chosen.detach().cpu(), ref_rejected_logps=ref_rejected.detach().cpu()
+                )
 
         def counts(k: int) -> dict[str, int]:
             batch = batches[k % len(batches)]
-            return {"tokens": _count(batch["attention_mask"]), "response_tokens": _count(batch["completion_mask"])}
+            return {
+                "tokens": _count(batch["attention_mask"]),
+                "response_tokens": _count(batch["completion_mask"]),
+            }
 
     prepared, _ = trainer._prepare_for_training(settings.total_steps, trainer.get_train_dataloader(), None)
     trainer.current_gradient_accumulation_steps = 1  # set by Trainer._run_epoch in a real run
@@ -197,8 +263,16 @@ def check_counts(name: str, row: PreparedRow, workload: Workload, step: int) -> 
     return got
 
 
-def run_rows(names: list[str], workload: Workload, settings: Settings, *, warmup: int, rounds: int,
-             memory: PeakMemory, deadline: float | None = None) -> dict:
+def run_rows(
+    names: list[str],
+    workload: Workload,
+    settings: Settings,
+    *,
+    warmup: int,
+    rounds: int,
+    memory: PeakMemory,
+    deadline: float | None = None,
+) -> dict:
     """Build every row in this process, warm each up, then run ``rounds`` rounds of one timed step per row.
 
     The order of the rows rotates each round and round r uses batch ``warmup + r`` for every row, so the
@@ -209,8 +283,12 @@ def run_rows(names: list[str], workload: Workload, settings: Settings, *, warmup
     torch.set_num_threads(settings.threads)
     device, config = torch.device(settings.device), workload.model_config
     num_params = count_parameters(config)
-    records = {name: {key: [] for key in ("step", "step_seconds", "peak_mem_mb", "tokens", "response_tokens", "flops")}
-               for name in names}
+    records = {
+        name: {
+            key: [] for key in ("step", "step_seconds", "peak_mem_mb", "tokens", "response_tokens", "flops")
+        }
+        for name in names
+    }
     with tempfile.TemporaryDirectory() as output_dir:
         rows = {name: prepare_row(name, workload, settings, f"{output_dir}/{name}") for name in names}
         threads_after_build = torch.get_num_threads()
@@ -225,9 +303,12 @@ def run_rows(names: list[str], workload: Workload, settings: Settings, *, warmup
             if round_index and deadline is not None and time.time() + per_round > deadline:
                 break
             k = warmup + round_index
-            lengths = [len(r["prompt_ids"]) + len(r[f"{side}_ids"]) for side in ("chosen", "rejected")
-                       for r in workload.batch_rows(k)]
-            for name in names[round_index % len(names):] + names[: round_index % len(names)]:
+            lengths = [
+                len(r["prompt_ids"]) + len(r[f"{side}_ids"])
+                for side in ("chosen", "rejected")
+                for r in workload.batch_rows(k)
+            ]
+            for name in names[round_index % len(names) :] + names[: round_index % len(names)]:
                 record = records[name]
                 counts = check_counts(name, rows[name], workload, k)
                 memory.reset()
@@ -236,15 +317,26 @@ def run_rows(names: list[str], workload: Workload, settings: Settings, *, warmup
                 record["step"].append(k)
                 record["tokens"].append(counts["tokens"])
                 record["response_tokens"].append(counts["response_tokens"])
-                record["flops"].append(train_step_flops(num_params, lengths, config.num_hidden_layers,
-                                                        config.hidden_size,
-                                                        reference_forwards=REFERENCE_FORWARDS.get(name, 0)))
+                record["flops"].append(
+                    train_step_flops(
+                        num_params,
+                        lengths,
+                        config.num_hidden_layers,
+                        config.hidden_size,
+                        reference_forwards=REFERENCE_FORWARDS.get(name, 0),
+                    )
+                )
         for name in names:
             records[name]["optimizer"] = rows[name].optimizer
     return {
-        "shape": workload.shape, "rows": records, "threads": settings.threads,
-        "threads_after_build": threads_after_build, "mem_method": memory.method, "baseline_mb": memory.baseline_mb,
-        "resident_before_step_mb": resident_before, "num_params": num_params,
+        "shape": workload.shape,
+        "rows": records,
+        "threads": settings.threads,
+        "threads_after_build": threads_after_build,
+        "mem_method": memory.method,
+        "baseline_mb": memory.baseline_mb,
+        "resident_before_step_mb": resident_before,
+        "num_params": num_params,
     }
 
 
@@ -270,7 +362,9 @@ def _import_everything() -> None:
 
 def work(argv: list[str]) -> dict:
     """Parse a worker's arguments, build the workload and rows, measure, and return the result."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_step", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_step", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--shape", choices=SHAPES, required=True)
     parser.add_argument("--rows", required=True, help=f"comma-separated, from {', '.join(ROWS)}")
     parser.add_argument("--device", default="cpu")
@@ -278,10 +372,15 @@ def work(argv: list[str]) -> dict:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--deadline", type=float, default=None, help="time.time() after which no round starts")
+    parser.add_argument(
+        "--deadline", type=float, default=None, help="time.time() after which no round starts"
+    )
     parser.add_argument("--size", type=json.loads, default=None, help="DataSize fields as JSON")
-    parser.add_argument("--memory-run", action="store_true",
-                        help="measure peak memory: freed blocks go back to the OS at once (slower steps)")
+    parser.add_argument(
+        "--memory-run",
+        action="store_true",
+        help="measure peak memory: freed blocks go back to the OS at once (slower steps)",
+    )
     args = parser.parse_args(argv)
     names = args.rows.split(",")
     unknown = sorted(set(names) - set(ROWS))
@@ -292,9 +391,18 @@ def work(argv: list[str]) -> dict:
     torch.set_num_threads(args.threads)
     workload = build_workload(args.shape, DataSize(**args.size) if args.size else None)
     memory = PeakMemory(torch.device(args.device))  # baseline: libraries and token rows, no model yet
-    settings = Settings(args.device, args.dtype, args.threads, total_steps=max(100, args.warmup + args.rounds))
-    result = run_rows(names, workload, settings, warmup=args.warmup, rounds=args.rounds, memory=memory,
-                      deadline=args.deadline)
+    settings = Settings(
+        args.device, args.dtype, args.threads, total_steps=max(100, args.warmup + args.rounds)
+    )
+    result = run_rows(
+        names,
+        workload,
+        settings,
+        warmup=args.warmup,
+        rounds=args.rounds,
+        memory=memory,
+        deadline=args.deadline,
+    )
     return {**result, "malloc_mmap_threshold_fixed": prompt_release}
 
 

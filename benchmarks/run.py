@@ -36,9 +36,15 @@ ROOT = Path(__file__).resolve().parents[1]
 # per shape: memory process (warm-up, measured steps), timing process (warm-up, most rounds)
 SCHEDULE = {"world": (2, 2, 3, 6), "smollm2": (1, 1, 1, 4)}
 # pairs, so that with the order alternating each round every row follows the other one equally often
-TIMING_GROUPS = (("kit_simpo", "trl_cpo_simpo"), ("kit_simpo", "kit_dpo"), ("kit_dpo", "trl_dpo"),
-                 ("kit_dpo_precomputed_ref", "trl_dpo_precomputed_ref"))
-NOMINAL_PEAK_TFLOPS = {"cuda": 790.0}  # the H200 bf16 figure the issue quotes (extra column); CPU: measured only
+TIMING_GROUPS = (
+    ("kit_simpo", "trl_cpo_simpo"),
+    ("kit_simpo", "kit_dpo"),
+    ("kit_dpo", "trl_dpo"),
+    ("kit_dpo_precomputed_ref", "trl_dpo_precomputed_ref"),
+)
+NOMINAL_PEAK_TFLOPS = {
+    "cuda": 790.0
+}  # the H200 bf16 figure the issue quotes (extra column); CPU: measured only
 TARGETS = {
     "simpo_vs_trl_speed": ">= 1.0",
     "simpo_vs_trl_peak_mem": "<= 1.0",
@@ -57,10 +63,27 @@ def _ratios(numerators: list[float], denominators: list[float]) -> dict[str, flo
     return _spread([a / b for a, b in zip(numerators, denominators, strict=True)])
 
 
-def _worker_args(shape: str, opts, rows: list[str], warmup: int, rounds: int, deadline: float | None = None) -> list[str]:
-    args = ["--shape", shape, "--rows", ",".join(rows), "--device", opts.device, "--dtype", opts.dtype,
-            "--threads", str(opts.threads), "--warmup", str(warmup), "--rounds", str(rounds),
-            "--size", json.dumps(asdict(opts.sizes[shape]))]
+def _worker_args(
+    shape: str, opts, rows: list[str], warmup: int, rounds: int, deadline: float | None = None
+) -> list[str]:
+    args = [
+        "--shape",
+        shape,
+        "--rows",
+        ",".join(rows),
+        "--device",
+        opts.device,
+        "--dtype",
+        opts.dtype,
+        "--threads",
+        str(opts.threads),
+        "--warmup",
+        str(warmup),
+        "--rounds",
+        str(rounds),
+        "--size",
+        json.dumps(asdict(opts.sizes[shape])),
+    ]
     return args + (["--deadline", str(deadline)] if deadline is not None else [])
 
 
@@ -78,8 +101,9 @@ def memory_jobs(shape: str, opts) -> int:
     meminfo = Path("/proc/meminfo")
     if not meminfo.exists():
         return 1
-    available = next(int(line.split()[1]) for line in meminfo.read_text().splitlines()
-                     if line.startswith("MemAvailable"))
+    available = next(
+        int(line.split()[1]) for line in meminfo.read_text().splitlines() if line.startswith("MemAvailable")
+    )
     return max(1, min(os.cpu_count() or 1, int(available // need_kb)))
 
 
@@ -98,11 +122,15 @@ def run_shape(shape: str, rows: list[str], opts, budget_end: float, rows_after: 
     """
     memory_warmup, memory_steps, warmup, rounds = opts.schedule[shape]
     # the one-row memory processes are not timed, so they may run side by side where memory allows
-    jobs = [("bench_step", [*_worker_args(shape, opts, [row], memory_warmup, memory_steps), "--memory-run"])
-            for row in rows]
+    jobs = [
+        ("bench_step", [*_worker_args(shape, opts, [row], memory_warmup, memory_steps), "--memory-run"])
+        for row in rows
+    ]
     memory = dict(zip(rows, run_workers(jobs, parallel=memory_jobs(shape, opts)), strict=True))
     for row, result in memory.items():
-        print(f"  {shape} memory: {row:<24} peak {max(result['rows'][row]['peak_mem_mb']):8.0f} MB", flush=True)
+        print(
+            f"  {shape} memory: {row:<24} peak {max(result['rows'][row]['peak_mem_mb']):8.0f} MB", flush=True
+        )
     groups = timing_groups(rows)
     results = []
     for index, group in enumerate(groups):
@@ -110,8 +138,12 @@ def run_shape(shape: str, rows: list[str], opts, budget_end: float, rows_after: 
         deadline = time.time() + max(budget_end - time.monotonic(), 0) * len(group) / left
         result = run_workers([("bench_step", _worker_args(shape, opts, group, warmup, rounds, deadline))])[0]
         results.append(result)
-        times = ", ".join(f"{row} {statistics.median(result['rows'][row]['step_seconds']):.3f} s" for row in group)
-        print(f"  {shape} timing ({len(result['rows'][group[0]]['step_seconds'])} rounds): {times}", flush=True)
+        times = ", ".join(
+            f"{row} {statistics.median(result['rows'][row]['step_seconds']):.3f} s" for row in group
+        )
+        print(
+            f"  {shape} timing ({len(result['rows'][group[0]]['step_seconds'])} rounds): {times}", flush=True
+        )
     return {"memory": memory, "groups": results}
 
 
@@ -123,11 +155,15 @@ def _check_same_work(shape: str, runs: list[dict]) -> dict[int, tuple[str, int, 
     seen: dict[int, tuple[str, int, int]] = {}
     for run in runs:
         for row, record in run["rows"].items():
-            for step, tokens, responses in zip(record["step"], record["tokens"], record["response_tokens"], strict=True):
+            for step, tokens, responses in zip(
+                record["step"], record["tokens"], record["response_tokens"], strict=True
+            ):
                 first = seen.setdefault(step, (row, tokens, responses))
                 if (tokens, responses) != first[1:]:
-                    raise AssertionError(f"{shape}: at step {step} {row} processed {tokens} tokens ({responses} in "
-                                         f"responses), {first[0]} {first[1]} ({first[2]})")
+                    raise AssertionError(
+                        f"{shape}: at step {step} {row} processed {tokens} tokens ({responses} in "
+                        f"responses), {first[0]} {first[1]} ({first[2]})"
+                    )
     return seen
 
 
@@ -145,7 +181,9 @@ def summarise_shape(shape: str, rows: list[str], measured: dict, peak_tflops: fl
         """Round-by-round time ratio of two rows from the group that timed both, or None."""
         for group in groups:
             if numerator in group["rows"] and denominator in group["rows"]:
-                return _ratios(group["rows"][numerator]["step_seconds"], group["rows"][denominator]["step_seconds"])
+                return _ratios(
+                    group["rows"][numerator]["step_seconds"], group["rows"][denominator]["step_seconds"]
+                )
         return None
 
     def peak(row: str) -> float:
@@ -157,24 +195,38 @@ def summarise_shape(shape: str, rows: list[str], measured: dict, peak_tflops: fl
         speeds = [t / s for t, s in zip(tokens, seconds, strict=True)]
         tflops = statistics.median(f / s / 1e12 for f, s in zip(flops, seconds, strict=True))
         summary = {
-            "shape": shape, "row": row, "timed_steps": len(seconds), "tokens_per_step": tokens_per_step,
+            "shape": shape,
+            "row": row,
+            "timed_steps": len(seconds),
+            "tokens_per_step": tokens_per_step,
             "response_tokens_per_step": responses_per_step,
-            "step_seconds": _spread(seconds), "tokens_per_s": statistics.median(speeds),
-            "tokens_per_s_spread": _spread(speeds), "peak_mem_mb": peak(row),
+            "step_seconds": _spread(seconds),
+            "tokens_per_s": statistics.median(speeds),
+            "tokens_per_s_spread": _spread(speeds),
+            "peak_mem_mb": peak(row),
             "resident_before_step_mb": memory[row]["resident_before_step_mb"],
-            "achieved_tflops": tflops, "utilisation": tflops / peak_tflops,
-            "optimizer": memory[row]["rows"][row]["optimizer"], "num_params": memory[row]["num_params"],
-            "mem_method": memory[row]["mem_method"], "threads": memory[row]["threads"],
+            "achieved_tflops": tflops,
+            "utilisation": tflops / peak_tflops,
+            "optimizer": memory[row]["rows"][row]["optimizer"],
+            "num_params": memory[row]["num_params"],
+            "mem_method": memory[row]["mem_method"],
+            "threads": memory[row]["threads"],
         }
         counterpart = TRL_COUNTERPART.get(row)
         speed = side_by_side(counterpart, row) if counterpart in rows else None  # same tokens: t_trl / t_kit
         if speed is not None:
-            summary["vs_trl"] = {"counterpart": counterpart, "speed_ratio": speed,
-                                 "peak_mem_ratio": peak(row) / peak(counterpart)}
+            summary["vs_trl"] = {
+                "counterpart": counterpart,
+                "speed_ratio": speed,
+                "peak_mem_ratio": peak(row) / peak(counterpart),
+            }
         if row == "kit_simpo" and "kit_dpo" in rows:
             time_ratio = side_by_side("kit_simpo", "kit_dpo")
             if time_ratio is not None:
-                summary["vs_kit_dpo"] = {"time_ratio": time_ratio, "peak_mem_ratio": peak(row) / peak("kit_dpo")}
+                summary["vs_kit_dpo"] = {
+                    "time_ratio": time_ratio,
+                    "peak_mem_ratio": peak(row) / peak("kit_dpo"),
+                }
         summaries.append(summary)
     return summaries
 
@@ -183,14 +235,32 @@ def run_logps(opts) -> dict:
     """Peak memory of every ``bench_logps`` variant at the SmolLM2 batch's shape, vocabulary 49152."""
     size = opts.sizes["smollm2"]
     rows, length = 2 * size.pairs_per_step, size.prompt_tokens[1] + size.response_tokens[1]
-    args = ["--rows", str(rows), "--length", str(length), "--vocab", "49152", "--prompt", str(size.prompt_tokens[0]),
-            "--device", opts.device, "--dtype", opts.dtype, "--threads", str(opts.threads)]
+    args = [
+        "--rows",
+        str(rows),
+        "--length",
+        str(length),
+        "--vocab",
+        "49152",
+        "--prompt",
+        str(size.prompt_tokens[0]),
+        "--device",
+        opts.device,
+        "--dtype",
+        opts.dtype,
+        "--threads",
+        str(opts.threads),
+    ]
     jobs = [("bench_logps", ["--variant", variant, *args]) for variant in LOGPS_VARIANTS]
     results = dict(zip(LOGPS_VARIANTS, run_workers(jobs, parallel=memory_jobs("world", opts)), strict=True))
     for name, result in results.items():
-        print(f"  logps {name:<20} peak {result['peak_mem_mb']:8.1f} MB above the logits ({result['logits_mb']:.0f} MB)")
-    ratios = {mode: results[f"kit_{mode}"]["peak_mem_mb"] / results[f"naive_{mode}"]["peak_mem_mb"]
-              for mode in ("forward", "train")}
+        print(
+            f"  logps {name:<20} peak {result['peak_mem_mb']:8.1f} MB above the logits ({result['logits_mb']:.0f} MB)"
+        )
+    ratios = {
+        mode: results[f"kit_{mode}"]["peak_mem_mb"] / results[f"naive_{mode}"]["peak_mem_mb"]
+        for mode in ("forward", "train")
+    }
     return {"variants": results, "kit_vs_naive_peak_mem": ratios}
 
 
@@ -198,12 +268,24 @@ def machine_info(opts) -> dict:
     import transformers
     import trl
 
-    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "trl": trl.__version__, "cpu_count": os.cpu_count(),
-            "threads": opts.threads, "device": opts.device, "dtype": opts.dtype}
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "trl": trl.__version__,
+        "cpu_count": os.cpu_count(),
+        "threads": opts.threads,
+        "device": opts.device,
+        "dtype": opts.dtype,
+    }
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
         info["cpu"] = names[0] if names else platform.processor()
     if opts.device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(torch.device(opts.device))
@@ -223,13 +305,17 @@ def evaluate_targets(summaries: list[dict], logps: dict | None, shape: str) -> d
     if logps:
         worst = max(logps["kit_vs_naive_peak_mem"].values())
         values["logps_vs_naive_peak_mem"] = (worst, lambda v: v <= 0.5)
-    return {name: {"target": TARGETS[name], "value": round(value, 3), "holds": bool(check(value)), "shape": shape}
-            for name, (value, check) in values.items()}
+    return {
+        name: {"target": TARGETS[name], "value": round(value, 3), "holds": bool(check(value)), "shape": shape}
+        for name, (value, check) in values.items()
+    }
 
 
 def format_table(summaries: list[dict]) -> str:
-    header = ("| shape | row | tokens/step | step s (median, min-max) | tokens/s | peak MB | speed vs TRL "
-              "| mem vs TRL | TFLOP/s | util |")
+    header = (
+        "| shape | row | tokens/step | step s (median, min-max) | tokens/s | peak MB | speed vs TRL "
+        "| mem vs TRL | TFLOP/s | util |"
+    )
     lines = [header, "|" + " --- |" * 10]
     for s in summaries:
         seconds = s["step_seconds"]
@@ -245,29 +331,52 @@ def format_table(summaries: list[dict]) -> str:
 
 
 def parse_args(argv: list[str] | None):
-    parser = argparse.ArgumentParser(description="SimplePO benchmark: kit vs TRL, SimPO vs DPO (see benchmarks/README.md)")
+    parser = argparse.ArgumentParser(
+        description="SimplePO benchmark: kit vs TRL, SimPO vs DPO (see benchmarks/README.md)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
-    parser.add_argument("--dtype", choices=("fp32", "bf16"), default=None, help="default: fp32 on CPU, bf16 on CUDA")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads in every worker (default 1: see benchmarks/README.md, 'Threads')")
+    parser.add_argument(
+        "--dtype", choices=("fp32", "bf16"), default=None, help="default: fp32 on CPU, bf16 on CUDA"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads in every worker (default 1: see benchmarks/README.md, 'Threads')",
+    )
     parser.add_argument("--shapes", nargs="+", choices=SHAPES, default=list(SHAPES))
     parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
-    parser.add_argument("--rounds", type=int, default=None, help="most timing rounds per group (default: world 6, "
-                        "smollm2 4; fewer when the budget runs out)")
-    parser.add_argument("--smollm2-pairs", type=int, default=None, help="pairs per step of the SmolLM2-shape rows")
-    parser.add_argument("--budget-s", type=float, default=780.0,
-                        help="time budget (s) shared out among the timing groups; one round always runs")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="most timing rounds per group (default: world 6, smollm2 4; fewer when the budget runs out)",
+    )
+    parser.add_argument(
+        "--smollm2-pairs", type=int, default=None, help="pairs per step of the SmolLM2-shape rows"
+    )
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=780.0,
+        help="time budget (s) shared out among the timing groups; one round always runs",
+    )
     parser.add_argument("--skip-logps", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench.json")
-    parser.add_argument("--from-json", type=Path, default=None,
-                        help="summarise the raw measurements of an earlier output instead of measuring again")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        help="summarise the raw measurements of an earlier output instead of measuring again",
+    )
     opts = parser.parse_args(argv)
     opts.dtype = opts.dtype or ("bf16" if opts.device.startswith("cuda") else "fp32")
     opts.schedule = {shape: (mw, ms, w, opts.rounds or r) for shape, (mw, ms, w, r) in SCHEDULE.items()}
     opts.sizes = dict(DEFAULT_SIZES)
     if opts.smollm2_pairs:
         opts.sizes["smollm2"] = DEFAULT_SIZES["smollm2"].__class__(
-            **{**asdict(DEFAULT_SIZES["smollm2"]), "pairs_per_step": opts.smollm2_pairs})
+            **{**asdict(DEFAULT_SIZES["smollm2"]), "pairs_per_step": opts.smollm2_pairs}
+        )
     return opts
 
 
@@ -278,7 +387,9 @@ def main(argv: list[str] | None = None) -> dict:
     prepare_parent()
     device = torch.device(opts.device)
     rows = [row for row in ROWS if row in opts.rows]
-    print(f"SimplePO benchmark on {opts.device} ({opts.dtype}, {opts.threads} threads), rows: {', '.join(rows)}")
+    print(
+        f"SimplePO benchmark on {opts.device} ({opts.dtype}, {opts.threads} threads), rows: {', '.join(rows)}"
+    )
     peak_job = ("measure", ["--device", opts.device, "--dtype", opts.dtype, "--threads", str(opts.threads)])
     if opts.from_json:  # the earlier run's measurements, matmul peaks included
         earlier = json.loads(opts.from_json.read_text())
@@ -289,13 +400,15 @@ def main(argv: list[str] | None = None) -> dict:
         logps = None if opts.skip_logps else run_logps(opts)
         measured = {}
         for index, shape in enumerate(opts.shapes):  # world first: cheap
-            rows_after = sum(len(group) for _ in opts.shapes[index + 1:] for group in timing_groups(rows))
+            rows_after = sum(len(group) for _ in opts.shapes[index + 1 :] for group in timing_groups(rows))
             measured[shape] = run_shape(shape, rows, opts, budget_end, rows_after)
         peaks.append(run_workers([peak_job])[0]["tflops"])
         opts.out.parent.mkdir(parents=True, exist_ok=True)  # kept if a check below fails:
         opts.out.write_text(json.dumps({"raw": measured, "logps_memory": logps, "matmul_peaks": peaks}))
     peak = max(peaks)  # the better of two measurements, before and after: a conservative utilisation
-    summaries = [summary for shape in opts.shapes for summary in summarise_shape(shape, rows, measured[shape], peak)]
+    summaries = [
+        summary for shape in opts.shapes for summary in summarise_shape(shape, rows, measured[shape], peak)
+    ]
     nominal = NOMINAL_PEAK_TFLOPS.get(device.type)
     for summary in summaries:
         if nominal:
@@ -306,8 +419,16 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": machine_info(opts),
         "matmul_peak_tflops": {"measured": peaks, "used": peak, "nominal": nominal},
         "sizes": {shape: asdict(size) for shape, size in opts.sizes.items()},
-        "schedule": {shape: dict(zip(("memory_warmup", "memory_steps", "timing_warmup", "timing_rounds_max"), value,
-                                     strict=True)) for shape, value in opts.schedule.items()},
+        "schedule": {
+            shape: dict(
+                zip(
+                    ("memory_warmup", "memory_steps", "timing_warmup", "timing_rounds_max"),
+                    value,
+                    strict=True,
+                )
+            )
+            for shape, value in opts.schedule.items()
+        },
         "timing_groups": timing_groups(rows),
         "rows": summaries,
         "logps_memory": logps,
@@ -321,7 +442,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(format_table(summaries))
     print(f"\nmatmul peak {peak:.3f} TFLOP/s ({opts.dtype}); targets on {main_shape}:")
     for name, target in report["targets"].items():
-        print(f"  {name:<26} {target['value']:>7} (target {target['target']}): {'holds' if target['holds'] else 'MISSED'}")
+        print(
+            f"  {name:<26} {target['value']:>7} (target {target['target']}): {'holds' if target['holds'] else 'MISSED'}"
+        )
     print(f"wrote {opts.out} in {report['wall_seconds']:.0f} s")
     return report
 

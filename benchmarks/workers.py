@@ -86,8 +86,10 @@ def _run_forked(jobs: list[Job], parallel: int) -> list[dict]:
                     status, payload = "error", "the worker died without a result (out of memory?)"
                 process.join()
                 if status != "ok":
-                    raise RuntimeError(f"{_describe(job)} failed (exit {process.exitcode}):\n{payload}\n"
-                                       f"{_log_tail(log_path)}")
+                    raise RuntimeError(
+                        f"{_describe(job)} failed (exit {process.exitcode}):\n{payload}\n"
+                        f"{_log_tail(log_path)}"
+                    )
                 results[index] = payload
     return results
 

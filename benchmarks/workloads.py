@@ -75,7 +75,10 @@ class Workload:
 def expected_counts(rows: list[dict[str, list[int]]]) -> dict[str, int]:
     """Tokens a batch of these rows must hold: all non-padding tokens, and the response tokens alone."""
     responses = sum(len(row["chosen_ids"]) + len(row["rejected_ids"]) for row in rows)
-    return {"tokens": responses + 2 * sum(len(row["prompt_ids"]) for row in rows), "response_tokens": responses}
+    return {
+        "tokens": responses + 2 * sum(len(row["prompt_ids"]) for row in rows),
+        "response_tokens": responses,
+    }
 
 
 def synthetic_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
@@ -98,7 +101,9 @@ def _synthetic_rows(size: DataSize, vocab_size: int, tokenizer, seed: int) -> li
     rows = []
     for _ in range(size.pairs_per_step * size.num_batches):
         prompt = [tokenizer.bos_token_id] + ids(rng.randint(*size.prompt_tokens) - 1)
-        chosen, rejected = (ids(rng.randint(*size.response_tokens) - 1) + [tokenizer.eos_token_id] for _ in "cr")
+        chosen, rejected = (
+            ids(rng.randint(*size.response_tokens) - 1) + [tokenizer.eos_token_id] for _ in "cr"
+        )
         rows.append({"prompt_ids": prompt, "chosen_ids": chosen, "rejected_ids": rejected})
     return rows
 

@@ -33,8 +33,14 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_NOTEBOOK = REPO / "notebooks" / "02_loss_derivation.ipynb"
 DEFAULT_SCREENSHOT = REPO / "build" / "browser" / "notebook02_widget.png"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 RUN_TIMEOUT_S = 150  # all cells of notebook 02 (about 20 s of compute plus kernel start-up)
 SLIDER = ".widget-slider"  # ipywidgets 8 FloatSlider container
 # JupyterLab 4 settings: render every cell (no virtual scrolling) and skip the news prompt, so the DOM is complete
@@ -67,27 +73,50 @@ def lab_server(notebooks: list[Path], startup_timeout_s: float = 90):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(values))
     port, token = free_port(), secrets.token_hex(16)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRL_EXPERIMENTAL_SILENCE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "JUPYTERLAB_SETTINGS_DIR": str(settings), "JUPYTERLAB_WORKSPACES_DIR": str(folder / "workspaces"),
-           "JUPYTER_RUNTIME_DIR": str(folder / "runtime")}
-    command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.open_browser=False",
-               "--allow-root", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-               "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}"]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRL_EXPERIMENTAL_SILENCE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "JUPYTERLAB_SETTINGS_DIR": str(settings),
+        "JUPYTERLAB_WORKSPACES_DIR": str(folder / "workspaces"),
+        "JUPYTER_RUNTIME_DIR": str(folder / "runtime"),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        "--no-browser",
+        "--ServerApp.open_browser=False",
+        "--allow-root",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+    ]
     log = (folder / "server.log").open("w")
-    previous_handler = signal.signal(signal.SIGTERM, _interrupt)  # a CI timeout's SIGTERM still runs `finally`
+    previous_handler = signal.signal(
+        signal.SIGTERM, _interrupt
+    )  # a CI timeout's SIGTERM still runs `finally`
     server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base_url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + startup_timeout_s
         while True:
             if server.poll() is not None:
-                raise WidgetCheckError(f"JupyterLab exited with {server.returncode}: {_tail(folder / 'server.log')}")
+                raise WidgetCheckError(
+                    f"JupyterLab exited with {server.returncode}: {_tail(folder / 'server.log')}"
+                )
             try:
                 urllib.request.urlopen(f"{base_url}/api/status?token={token}", timeout=2).read()
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise WidgetCheckError(f"JupyterLab did not answer within {startup_timeout_s} s") from None
+                    raise WidgetCheckError(
+                        f"JupyterLab did not answer within {startup_timeout_s} s"
+                    ) from None
                 time.sleep(0.5)
         yield base_url, token, folder
     finally:
@@ -135,8 +164,12 @@ def _wait_for_idle_kernel(base_url: str, token: str, notebook_name: str, timeout
     """Wait until the notebook's session has a kernel that reports idle (asked through the server's REST API)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        sessions = json.loads(urllib.request.urlopen(f"{base_url}/api/sessions?token={token}", timeout=5).read())
-        states = [s["kernel"]["execution_state"] for s in sessions if s.get("path", "").endswith(notebook_name)]
+        sessions = json.loads(
+            urllib.request.urlopen(f"{base_url}/api/sessions?token={token}", timeout=5).read()
+        )
+        states = [
+            s["kernel"]["execution_state"] for s in sessions if s.get("path", "").endswith(notebook_name)
+        ]
         if "idle" in states:
             return
         time.sleep(0.5)
@@ -160,7 +193,9 @@ def _run_all_and_wait(page, timeout_s: float) -> None:
                     errors: panel.querySelectorAll('[data-mime-type="application/vnd.jupyter.error"]').length};
         }""")
         if state["errors"]:
-            text = page.locator('.jp-NotebookPanel:visible [data-mime-type="application/vnd.jupyter.error"]').first.inner_text()
+            text = page.locator(
+                '.jp-NotebookPanel:visible [data-mime-type="application/vnd.jupyter.error"]'
+            ).first.inner_text()
             raise WidgetCheckError(f"a cell raised while running all cells: {text[-800:]}")
         if state["cells"] and state["done"] == state["cells"] and not state["busy"]:
             return
@@ -168,10 +203,18 @@ def _run_all_and_wait(page, timeout_s: float) -> None:
     raise WidgetCheckError(f"cells did not finish within {timeout_s} s: {state}")
 
 
-def check_notebook_widget(page, base_url: str, token: str, notebook_name: str, screenshot: Path | None,
-                          run_timeout_s: float = RUN_TIMEOUT_S) -> dict:
+def check_notebook_widget(
+    page,
+    base_url: str,
+    token: str,
+    notebook_name: str,
+    screenshot: Path | None,
+    run_timeout_s: float = RUN_TIMEOUT_S,
+) -> dict:
     """Open ``notebook_name`` (relative to the server root), run it, check the widget; return what was seen."""
-    workspace = "check-" + "".join(c if c.isalnum() else "-" for c in notebook_name)  # a fresh layout per notebook
+    workspace = "check-" + "".join(
+        c if c.isalnum() else "-" for c in notebook_name
+    )  # a fresh layout per notebook
     page.goto(f"{base_url}/lab/workspaces/{workspace}/tree/{notebook_name}?reset&token={token}")
     panel = page.locator(".jp-NotebookPanel:visible")  # only the notebook on show, not a hidden tab
     panel.locator(".jp-Notebook").first.wait_for(state="visible", timeout=60_000)
@@ -180,7 +223,9 @@ def check_notebook_widget(page, base_url: str, token: str, notebook_name: str, s
 
     sliders = panel.locator(SLIDER)
     if sliders.count() < 2:
-        raise WidgetCheckError(f"expected the beta and gamma sliders, found {sliders.count()} slider(s) in the page")
+        raise WidgetCheckError(
+            f"expected the beta and gamma sliders, found {sliders.count()} slider(s) in the page"
+        )
     labels = [sliders.nth(i).locator(".widget-label").inner_text().strip() for i in range(sliders.count())]
     if not {"beta", "gamma"} <= set(labels):
         raise WidgetCheckError(f"slider labels are {labels}, expected beta and gamma")
@@ -202,7 +247,10 @@ def check_notebook_widget(page, base_url: str, token: str, notebook_name: str, s
     deadline = time.monotonic() + 30
     after = before
     while time.monotonic() < deadline:
-        after = {"value": readout.inner_text().strip(), "src": plot.first.get_attribute("src") if plot.count() else None}
+        after = {
+            "value": readout.inner_text().strip(),
+            "src": plot.first.get_attribute("src") if plot.count() else None,
+        }
         if after["value"] != before["value"] and after["src"] and after["src"] != before["src"]:
             break
         time.sleep(0.5)
@@ -210,10 +258,19 @@ def check_notebook_widget(page, base_url: str, token: str, notebook_name: str, s
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         widget_cell.screenshot(path=str(screenshot))
     if after["value"] == before["value"]:
-        raise WidgetCheckError(f"the beta slider did not move on ArrowRight (readout stayed {before['value']})")
+        raise WidgetCheckError(
+            f"the beta slider did not move on ArrowRight (readout stayed {before['value']})"
+        )
     if not after["src"] or after["src"] == before["src"]:
-        raise WidgetCheckError(f"beta moved {before['value']} -> {after['value']} but the plot image did not change")
-    return {"labels": labels, "beta_before": before["value"], "beta_after": after["value"], "screenshot": screenshot}
+        raise WidgetCheckError(
+            f"beta moved {before['value']} -> {after['value']} but the plot image did not change"
+        )
+    return {
+        "labels": labels,
+        "beta_before": before["value"],
+        "beta_after": after["value"],
+        "screenshot": screenshot,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,8 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # WidgetCheckError, or Playwright's own (a selector timed out)
         print(f"FAIL ({time.monotonic() - started:.0f} s): {type(error).__name__}: {error}")
         return 1
-    print(f"PASS ({time.monotonic() - started:.0f} s): sliders {seen['labels']} render; beta {seen['beta_before']} -> "
-          f"{seen['beta_after']} redrew the plot; screenshot {seen['screenshot']}")
+    print(
+        f"PASS ({time.monotonic() - started:.0f} s): sliders {seen['labels']} render; beta {seen['beta_before']} -> "
+        f"{seen['beta_after']} redrew the plot; screenshot {seen['screenshot']}"
+    )
     return 0
 
 

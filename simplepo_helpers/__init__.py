@@ -1,18 +1,41 @@
 """SimplePO helpers: the tested code behind the SimPO / DPO notebooks.
 
-Names are imported lazily (``from simplepo_helpers import simpo_loss`` loads only the module that
-defines it), so light modules such as the data world do not pay for heavy imports they do not use.
+The top level is the core a learner reads, in this order: ``rows`` (the two row formats and their checks),
+``data`` (loading and validation), ``batching`` (token ids, labels and the ``[2B, T]`` batch), ``logps``,
+``losses`` and ``training`` (the one training loop; ``reference`` precomputes DPO's reference log-probs).
+The rest lives in subpackages named for their job: ``runtime`` (device, checkpoints, optimizer, batch order,
+memory), ``world`` (the self-made preference world), ``evaluation``, ``scale`` (entry point, configs, LoRA,
+Hub models and the cpu/gpu profiles) and ``course`` (exercise checks, widgets, the notebook runner).
+``docs/architecture.md`` states which may import which; ``tests/test_architecture.py`` enforces it.
+
+Names are imported lazily (``from simplepo_helpers import simpo_loss`` loads only the module that defines
+it), so light modules such as the data world do not pay for heavy imports they do not use; the
+``TYPE_CHECKING`` block below lets editors and type checkers jump to each definition.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# public name -> submodule that defines it
+# public name -> module that defines it
 _EXPORTS: dict[str, str] = {
+    # row formats and checks, loading
+    "row_problem": "rows",
+    "row_format": "rows",
+    "load_preference_dataset": "data",
+    "validate_preferences": "data",
+    "ValidationReport": "data",
+    "PreferenceDataError": "data",
+    "read_jsonl": "data",
+    # tokenisation and batching
+    "tokenize_preference": "batching",
+    "PreferenceCollator": "batching",
+    "decode_masked": "batching",
+    "explain_tokens": "batching",
+    "truncate_preference": "batching",
     # log-probabilities
     "sequence_logps": "logps",
     "token_logps": "logps",
@@ -21,88 +44,152 @@ _EXPORTS: dict[str, str] = {
     "dpo_loss": "losses",
     "sft_nll_loss": "losses",
     "kl_penalty": "losses",
-    # tokenisation and batching
-    "tokenize_preference": "batching",
-    "PreferenceCollator": "batching",
-    "decode_masked": "batching",
-    "explain_tokens": "batching",
-    "truncate_preference": "batching",
-    # loading and validation
-    "load_preference_dataset": "data",
-    "validate_preferences": "data",
-    "ValidationReport": "data",
-    "PreferenceDataError": "data",
-    # device and precision
-    "select_device": "device",
-    "DevicePolicy": "device",
-    # training
+    # training: the one loop
     "LossConfig": "training",
     "TrainConfig": "training",
     "concatenated_forward": "training",
     "preference_loss": "training",
     "training_step": "training",
     "train": "training",
-    "TrainResult": "training",
     "NonFiniteLossError": "training",
-    "precompute_reference_logps": "training",
-    "save_checkpoint": "checkpoint",
-    "load_checkpoint": "checkpoint",
-    # generation and the self-made preference world
-    "generate_responses": "generation",
+    "precompute_reference_logps": "reference",
+    # runtime plumbing
+    "select_device": "runtime.device",
+    "DevicePolicy": "runtime.device",
+    "save_checkpoint": "runtime.checkpoint",
+    "load_checkpoint": "runtime.checkpoint",
+    "TrainResult": "runtime.result",
+    "PreferenceBatches": "runtime.batches",
+    "PeakMemory": "runtime.memory",
+    # the self-made preference world
     "judge": "world.judge",
     "JudgeResult": "world.judge",
     "load_reference_model": "world.reference",
-    # evaluation, cached comparison runs, results file (notebooks 04-05)
-    "win_rate": "evaluation",
-    "wilson_interval": "evaluation",
-    "lc_win_rate": "evaluation",
-    "preference_rewards": "evaluation",
-    "kl_to_reference": "evaluation",
-    "response_lengths": "evaluation",
-    "repetition_rate": "evaluation",
-    "judge_responses": "evaluation",
-    "family_breakdown": "evaluation",
-    "safety_summary": "evaluation",
-    "generate_and_judge": "evaluation",
-    "evaluate_policy": "evaluation",
-    "GenerationBrowser": "evaluation",
-    "RunSpec": "experiments",
-    "train_or_load": "experiments",
-    "comparison_specs": "experiments",
-    "variant": "experiments",
-    "train_all": "experiments",
-    "seed_band": "experiments",
-    "measure_step_cost": "experiments",
-    "reference_logps": "experiments",
-    "summarize_seeds": "results",
-    "write_results": "results",
-    "load_results": "results",
-    "RewardModelJudge": "reward_model",
-    # notebook utilities and the notebook-03 profiles
-    "cmp": "notebook",
-    "in_colab": "notebook",
-    "PairBrowser": "notebook",
-    "LossExplorer": "notebook",
-    "simpo_curves": "notebook",
-    "draw_simpo_curves": "notebook",
-    "tokens_html": "notebook",
-    "html_table": "notebook",
-    "check": "check",  # exercise self-checks (course mode)
-    "CheckResult": "check",
-    "load_profile": "hub",
-    "HubConfig": "hub",
-    "ultrafeedback_to_preference": "hub",
-    # scale-out: config-driven entry point, LoRA via PEFT
-    "apply_lora": "lora",
-    "adapter_disabled_reference": "lora",
-    "LoraOptions": "lora",
-    "RunConfig": "config",
-    "ConfigError": "config",
-    "load_config": "config",
-    "run_training": "cli",
+    # evaluation
+    "generate_responses": "evaluation.generation",
+    "win_rate": "evaluation.metrics",
+    "wilson_interval": "evaluation.metrics",
+    "lc_win_rate": "evaluation.metrics",
+    "preference_rewards": "evaluation.metrics",
+    "kl_to_reference": "evaluation.metrics",
+    "response_lengths": "evaluation.metrics",
+    "repetition_rate": "evaluation.metrics",
+    "judge_responses": "evaluation.metrics",
+    "family_breakdown": "evaluation.metrics",
+    "safety_summary": "evaluation.metrics",
+    "generate_and_judge": "evaluation.metrics",
+    "evaluate_policy": "evaluation.metrics",
+    "RunSpec": "evaluation.experiments",
+    "train_or_load": "evaluation.experiments",
+    "comparison_specs": "evaluation.experiments",
+    "variant": "evaluation.experiments",
+    "train_all": "evaluation.experiments",
+    "seed_band": "evaluation.experiments",
+    "measure_step_cost": "evaluation.experiments",
+    "reference_logps": "evaluation.experiments",
+    "summarize_seeds": "evaluation.results",
+    "write_results": "evaluation.results",
+    "load_results": "evaluation.results",
+    "repo_root": "evaluation.results",
+    "RewardModelJudge": "evaluation.reward_model",
+    # scale-out and real models
+    "load_profile": "scale.profiles",
+    "PROFILE_DEFAULTS": "scale.profiles",
+    "HubConfig": "scale.hub",
+    "ultrafeedback_to_preference": "scale.hub",
+    "apply_lora": "scale.lora",
+    "adapter_disabled_reference": "scale.lora",
+    "LoraOptions": "scale.lora",
+    "RunConfig": "scale.config",
+    "ConfigError": "scale.config",
+    "load_config": "scale.config",
+    "run_training": "scale.cli",
+    # course tooling
+    "cmp": "course.display",
+    "in_colab": "course.display",
+    "simpo_curves": "course.display",
+    "draw_simpo_curves": "course.display",
+    "tokens_html": "course.display",
+    "html_table": "course.display",
+    "PairBrowser": "course.widgets",
+    "LossExplorer": "course.widgets",
+    "GenerationBrowser": "course.widgets",
+    "check": "course.check",
+    "CheckResult": "course.check",
 }
 
 __all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .batching import (
+        PreferenceCollator,
+        decode_masked,
+        explain_tokens,
+        tokenize_preference,
+        truncate_preference,
+    )
+    from .course.check import CheckResult, check
+    from .course.display import cmp, draw_simpo_curves, html_table, in_colab, simpo_curves, tokens_html
+    from .course.widgets import GenerationBrowser, LossExplorer, PairBrowser
+    from .data import (
+        PreferenceDataError,
+        ValidationReport,
+        load_preference_dataset,
+        read_jsonl,
+        validate_preferences,
+    )
+    from .evaluation.experiments import (
+        RunSpec,
+        comparison_specs,
+        measure_step_cost,
+        reference_logps,
+        seed_band,
+        train_all,
+        train_or_load,
+        variant,
+    )
+    from .evaluation.generation import generate_responses
+    from .evaluation.metrics import (
+        evaluate_policy,
+        family_breakdown,
+        generate_and_judge,
+        judge_responses,
+        kl_to_reference,
+        lc_win_rate,
+        preference_rewards,
+        repetition_rate,
+        response_lengths,
+        safety_summary,
+        wilson_interval,
+        win_rate,
+    )
+    from .evaluation.results import load_results, repo_root, summarize_seeds, write_results
+    from .evaluation.reward_model import RewardModelJudge
+    from .logps import sequence_logps, token_logps
+    from .losses import dpo_loss, kl_penalty, sft_nll_loss, simpo_loss
+    from .reference import precompute_reference_logps
+    from .rows import row_format, row_problem
+    from .runtime.batches import PreferenceBatches
+    from .runtime.checkpoint import load_checkpoint, save_checkpoint
+    from .runtime.device import DevicePolicy, select_device
+    from .runtime.memory import PeakMemory
+    from .runtime.result import TrainResult
+    from .scale.cli import run_training
+    from .scale.config import ConfigError, RunConfig, load_config
+    from .scale.hub import HubConfig, ultrafeedback_to_preference
+    from .scale.lora import LoraOptions, adapter_disabled_reference, apply_lora
+    from .scale.profiles import PROFILE_DEFAULTS, load_profile
+    from .training import (
+        LossConfig,
+        NonFiniteLossError,
+        TrainConfig,
+        concatenated_forward,
+        preference_loss,
+        train,
+        training_step,
+    )
+    from .world.judge import JudgeResult, judge
+    from .world.reference import load_reference_model
 
 
 def __getattr__(name: str) -> Any:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .data import check_limits, row_format, row_problem
+from .rows import check_limits, row_format, row_problem
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -313,3 +313,24 @@ def explain_tokens(
             role = "prompt"
         explained.append((tokenizer.decode([token], skip_special_tokens=False), role))
     return explained
+
+
+def check_preference_batch(batch: Mapping[str, torch.Tensor]) -> int:
+    """Check the ``[2B, T]`` layout of a collated batch (chosen rows first, then rejected); return B."""
+    for key in ("input_ids", "attention_mask", "labels"):
+        if key not in batch:
+            raise KeyError(f"batch has no {key!r} (keys: {sorted(batch)}); build it with PreferenceCollator")
+    rows, length = batch["input_ids"].shape
+    if rows == 0 or rows % 2:
+        raise ValueError(
+            f"a preference batch needs an even, positive number of rows (chosen + rejected), got {rows}"
+        )
+    for key in ("attention_mask", "labels"):
+        if tuple(batch[key].shape) != (rows, length):
+            raise ValueError(f"batch[{key!r}] has shape {tuple(batch[key].shape)}, expected {(rows, length)}")
+    return rows // 2
+
+
+def response_token_count(labels: torch.Tensor) -> int:
+    """Tokens scored after the causal shift (the label at t+1 is predicted by the logits at t)."""
+    return int((labels[:, 1:] != IGNORE_INDEX).sum())

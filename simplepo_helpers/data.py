@@ -33,12 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .batching import tokenize_preference, truncate_preference
+from .rows import BrokenLine, check_limits, row_format, row_problem
+
 if TYPE_CHECKING:  # heavy imports, only needed by the loader
     from datasets import Dataset
     from transformers import PreTrainedTokenizerBase
 
-FIELDS = ("prompt", "chosen", "rejected")
-ROLES = ("system", "user", "assistant")
 REASONS = (
     "invalid_json",
     "missing_field",
@@ -132,13 +133,6 @@ class PreferenceDataError(ValueError):
         self.report = report
 
 
-@dataclass(frozen=True)
-class _BrokenLine:
-    """Stands in for a JSONL line that is not a JSON object."""
-
-    error: str
-
-
 @dataclass
 class _Checker:
     """Holds what the row checks need across rows (the dataset format, the tokenizer settings)."""
@@ -150,83 +144,6 @@ class _Checker:
     format_row: int | None = None
     n_prompt_truncated: int = 0
     bad: list[BadRow] = field(default_factory=list)
-
-
-def check_limits(**limits: int | None) -> None:
-    """Refuse a length limit (``max_length=...``) that is set but not a positive integer."""
-    for name, value in limits.items():
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
-
-
-def row_format(row: Mapping[str, Any]) -> str:
-    """``"standard"`` (string prompt) or ``"conversational"`` (message list) for a row that passed the checks."""
-    return "standard" if isinstance(row["prompt"], str) else "conversational"
-
-
-def row_problem(row: Any) -> tuple[str, str] | None:
-    """The first structural problem of one row as ``(reason, message)``, or None. No tokenizer needed."""
-    if isinstance(row, _BrokenLine):
-        return "invalid_json", row.error
-    if not isinstance(row, Mapping):
-        return "wrong_type", f"a row must be a dict, got {type(row).__name__}"
-    missing = [name for name in FIELDS if row.get(name) is None]
-    if missing:
-        return "missing_field", f"missing or null field(s): {', '.join(missing)}"
-    for name in FIELDS:
-        if not isinstance(row[name], (str, list, tuple)):
-            return (
-                "wrong_type",
-                f"{name!r} must be a string or a list of messages, got {type(row[name]).__name__}",
-            )
-    kinds = {name: isinstance(row[name], str) for name in FIELDS}
-    if len(set(kinds.values())) > 1:
-        strings = [name for name, is_str in kinds.items() if is_str]
-        lists = [name for name, is_str in kinds.items() if not is_str]
-        return "mixed_formats", f"{', '.join(strings)} are strings but {', '.join(lists)} are message lists"
-    if kinds["prompt"]:
-        return _standard_problem(row)
-    return _conversational_problem(row)
-
-
-def _standard_problem(row: Mapping[str, Any]) -> tuple[str, str] | None:
-    if not row["prompt"].strip():
-        return "empty_prompt", "the prompt is empty"
-    for name in ("chosen", "rejected"):
-        if not row[name].strip():
-            return "empty_response", f"{name!r} is empty"
-    if row["chosen"] == row["rejected"]:
-        return "identical_responses", "chosen and rejected are the same text"
-    return None
-
-
-def _conversational_problem(row: Mapping[str, Any]) -> tuple[str, str] | None:
-    for name in FIELDS:
-        for i, message in enumerate(row[name]):
-            if not (
-                isinstance(message, Mapping)
-                and isinstance(message.get("role"), str)
-                and isinstance(message.get("content"), str)
-            ):
-                return "wrong_type", f"{name}[{i}] must be a dict with string 'role' and 'content'"
-            if message["role"] not in ROLES:
-                return "wrong_roles", f"{name}[{i}] has role {message['role']!r}, expected one of {ROLES}"
-    prompt = row["prompt"]
-    if not prompt or prompt[-1]["role"] != "user":
-        last = prompt[-1]["role"] if prompt else "nothing"
-        return "wrong_roles", f"the prompt must end with a user turn, it ends with {last}"
-    for name in ("chosen", "rejected"):
-        roles = [message["role"] for message in row[name]]
-        if roles != ["assistant"]:
-            return "wrong_roles", f"{name!r} must be exactly one assistant message, got roles {roles}"
-    if not any(message["content"].strip() for message in prompt):
-        return "empty_prompt", "every prompt message is empty"
-    for name in ("chosen", "rejected"):
-        if not row[name][0]["content"].strip():
-            return "empty_response", f"{name!r} is empty"
-    if row["chosen"][0]["content"] == row["rejected"][0]["content"]:
-        return "identical_responses", "chosen and rejected have the same content"
-    return None
 
 
 def _check_row(checker: _Checker, index: int, row: Any) -> tuple[str, str] | None:
@@ -241,9 +158,6 @@ def _check_row(checker: _Checker, index: int, row: Any) -> tuple[str, str] | Non
         return "mixed_formats", f"the row is {fmt} but row {checker.format_row} is {checker.format}"
     if checker.tokenizer is None:
         return None
-    # imported here: batching imports this module for row_problem
-    from .batching import tokenize_preference, truncate_preference
-
     try:
         tokens = tokenize_preference(row, checker.tokenizer)
     except ValueError as error:
@@ -320,10 +234,10 @@ def read_jsonl(path: str | os.PathLike) -> tuple[list[Any], list[int]]:
             try:
                 row = json.loads(text)
             except json.JSONDecodeError as error:
-                row = _BrokenLine(f"line {line_number} is not valid JSON ({error.msg}, column {error.colno})")
+                row = BrokenLine(f"line {line_number} is not valid JSON ({error.msg}, column {error.colno})")
             else:
                 if not isinstance(row, dict):
-                    row = _BrokenLine(f"line {line_number} is a JSON {type(row).__name__}, not an object")
+                    row = BrokenLine(f"line {line_number} is a JSON {type(row).__name__}, not an object")
             rows.append(row)
             lines.append(line_number)
     return rows, lines

@@ -16,9 +16,19 @@ from benchmarks.run import _check_same_work, evaluate_targets, format_table, sum
 from benchmarks.workloads import DataSize, expected_counts, synthetic_workload, world_workload
 from simplepo_helpers.logps import sequence_logps
 
-MICRO_CONFIG = dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                    num_key_value_heads=1, tie_word_embeddings=True, max_position_embeddings=64,
-                    bos_token_id=1, eos_token_id=2, pad_token_id=0)
+MICRO_CONFIG = dict(
+    vocab_size=64,
+    hidden_size=16,
+    intermediate_size=32,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    tie_word_embeddings=True,
+    max_position_embeddings=64,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=0,
+)
 MICRO_SIZE = DataSize(pairs_per_step=2, num_batches=2, prompt_tokens=(3, 5), response_tokens=(2, 6))
 
 
@@ -28,8 +38,10 @@ def micro():
 
 
 def test_expected_counts_by_hand():
-    rows = [{"prompt_ids": [1, 5, 6], "chosen_ids": [7, 2], "rejected_ids": [8, 9, 10, 2]},
-            {"prompt_ids": [1, 4], "chosen_ids": [2], "rejected_ids": [3, 2]}]
+    rows = [
+        {"prompt_ids": [1, 5, 6], "chosen_ids": [7, 2], "rejected_ids": [8, 9, 10, 2]},
+        {"prompt_ids": [1, 4], "chosen_ids": [2], "rejected_ids": [3, 2]},
+    ]
     # (3+2) + (3+4) + (2+1) + (2+2) tokens in the four sequences; responses 2+4+1+2
     assert expected_counts(rows) == {"tokens": 19, "response_tokens": 9}
 
@@ -43,7 +55,9 @@ def test_synthetic_rows_follow_the_size(micro):
             assert all(3 <= token < MICRO_CONFIG["vocab_size"] for token in row[side][:-1])
     # the synthetic tokenizer's words are the ids themselves
     text = micro.tokenizer.decode(micro.batches[0][0]["chosen_ids"][:2])
-    assert micro.tokenizer(text, add_special_tokens=False)["input_ids"] == micro.batches[0][0]["chosen_ids"][:2]
+    assert (
+        micro.tokenizer(text, add_special_tokens=False)["input_ids"] == micro.batches[0][0]["chosen_ids"][:2]
+    )
 
 
 @pytest.mark.parametrize("name", ROWS)
@@ -61,8 +75,14 @@ def test_each_row_trains_one_step_on_exactly_the_expected_tokens(name, micro, tm
 
 
 def test_run_rows_alternates_rows_on_the_same_batches(micro):
-    result = run_rows(["kit_simpo", "trl_cpo_simpo"], micro, Settings(threads=1, total_steps=4), warmup=1, rounds=2,
-                      memory=PeakMemory(torch.device("cpu")))
+    result = run_rows(
+        ["kit_simpo", "trl_cpo_simpo"],
+        micro,
+        Settings(threads=1, total_steps=4),
+        warmup=1,
+        rounds=2,
+        memory=PeakMemory(torch.device("cpu")),
+    )
     for name in ("kit_simpo", "trl_cpo_simpo"):
         record = result["rows"][name]
         assert record["step"] == [1, 2]
@@ -103,13 +123,22 @@ def test_naive_logps_matches_the_kit():
     labels = torch.randint(0, 11, (3, 7), generator=generator)
     labels[:, :3] = -100
     for average in (True, False):
-        torch.testing.assert_close(naive_sequence_logps(logits, labels, average=average),
-                                   sequence_logps(logits, labels, average=average).to(torch.float32))
+        torch.testing.assert_close(
+            naive_sequence_logps(logits, labels, average=average),
+            sequence_logps(logits, labels, average=average).to(torch.float32),
+        )
 
 
 def _record(seconds, peak, tokens=(10, 12)):
-    return {"step": [1, 2], "step_seconds": list(seconds), "tokens": list(tokens), "response_tokens": [4, 5],
-            "peak_mem_mb": list(peak), "flops": [1e9, 1e9], "optimizer": "x"}
+    return {
+        "step": [1, 2],
+        "step_seconds": list(seconds),
+        "tokens": list(tokens),
+        "response_tokens": [4, 5],
+        "peak_mem_mb": list(peak),
+        "flops": [1e9, 1e9],
+        "optimizer": "x",
+    }
 
 
 def _worker(**records):
@@ -118,11 +147,16 @@ def _worker(**records):
 
 def test_summary_ratios_are_taken_round_by_round():
     rows = ["kit_simpo", "kit_dpo", "trl_cpo_simpo"]
-    memory = {"kit_simpo": _worker(kit_simpo=_record([9, 9], [90, 100])),
-              "kit_dpo": _worker(kit_dpo=_record([9, 9], [200, 200])),
-              "trl_cpo_simpo": _worker(trl_cpo_simpo=_record([9, 9], [150, 150]))}
-    timing = _worker(kit_simpo=_record([1, 3], [0, 0]), trl_cpo_simpo=_record([2, 3], [0, 0]),
-                     kit_dpo=_record([2, 4], [0, 0]))
+    memory = {
+        "kit_simpo": _worker(kit_simpo=_record([9, 9], [90, 100])),
+        "kit_dpo": _worker(kit_dpo=_record([9, 9], [200, 200])),
+        "trl_cpo_simpo": _worker(trl_cpo_simpo=_record([9, 9], [150, 150])),
+    }
+    timing = _worker(
+        kit_simpo=_record([1, 3], [0, 0]),
+        trl_cpo_simpo=_record([2, 3], [0, 0]),
+        kit_dpo=_record([2, 4], [0, 0]),
+    )
     summaries = summarise_shape("micro", rows, {"memory": memory, "groups": [timing]}, peak_tflops=1.0)
     simpo = summaries[0]
     assert simpo["vs_trl"]["speed_ratio"] == {"median": 1.5, "min": 1.0, "max": 2.0}  # 2/1 and 3/3
@@ -137,7 +171,10 @@ def test_summary_ratios_are_taken_round_by_round():
 
 
 def test_rows_that_saw_different_tokens_are_refused():
-    runs = [_worker(kit_simpo=_record([1, 1], [1, 1])), _worker(trl_cpo_simpo=_record([1, 1], [1, 1], (10, 11)))]
+    runs = [
+        _worker(kit_simpo=_record([1, 1], [1, 1])),
+        _worker(trl_cpo_simpo=_record([1, 1], [1, 1], (10, 11))),
+    ]
     with pytest.raises(AssertionError, match="at step 2 trl_cpo_simpo processed 11 tokens"):
         _check_same_work("micro", runs)
 

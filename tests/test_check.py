@@ -19,9 +19,9 @@ import pytest
 import torch
 
 from simplepo_helpers import check, sequence_logps, sft_nll_loss, simpo_loss
-from simplepo_helpers.check import EXERCISES, FAILED, NOT_ATTEMPTED, PASSED, TIERS, exercises
-from simplepo_helpers.experiments import RunSpec, comparison_specs
-from simplepo_helpers.hub import PROFILE_DEFAULTS
+from simplepo_helpers.course.check import EXERCISES, FAILED, NOT_ATTEMPTED, PASSED, TIERS, exercises
+from simplepo_helpers.evaluation.experiments import RunSpec, comparison_specs
+from simplepo_helpers.scale.profiles import PROFILE_DEFAULTS
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 SOLUTIONS = NOTEBOOKS / "solutions"
@@ -42,8 +42,9 @@ def _tags(cell: dict) -> list[str]:
 
 def _fake_specs() -> dict[str, list[RunSpec]]:
     """Notebook 04's specs at seed 0, built from the cpu profile's defaults without loading the world."""
-    setup = SimpleNamespace(defaults={**PROFILE_DEFAULTS["cpu"], "max_new_tokens": 48}, max_length=128,
-                            max_prompt_length=64)
+    setup = SimpleNamespace(
+        defaults={**PROFILE_DEFAULTS["cpu"], "max_new_tokens": 48}, max_length=128, max_prompt_length=64
+    )
     return comparison_specs(setup, seeds=[0])
 
 
@@ -52,9 +53,17 @@ def _solutions() -> dict[str, object]:
     """Exercise id -> the answer defined by its solution cell (cells executed in one namespace per notebook)."""
     answers = {}
     for path in sorted(SOLUTIONS.glob("0*_solutions.ipynb")):
-        namespace = {"math": math, "np": np, "torch": torch, "replace": replace, "RunSpec": RunSpec,
-                     "specs": _fake_specs(), "sequence_logps": sequence_logps, "simpo_loss": simpo_loss,
-                     "sft_nll_loss": sft_nll_loss}
+        namespace = {
+            "math": math,
+            "np": np,
+            "torch": torch,
+            "replace": replace,
+            "RunSpec": RunSpec,
+            "specs": _fake_specs(),
+            "sequence_logps": sequence_logps,
+            "simpo_loss": simpo_loss,
+            "sft_nll_loss": sft_nll_loss,
+        }
         for cell in _cells(path):
             if "solution" in _tags(cell):
                 (exercise_id,) = [tag for tag in _tags(cell) if tag.startswith("ex")]
@@ -93,9 +102,12 @@ def _wrong_build_row(pad_labels: bool = False, raise_on_overflow: bool = True):
             raise ValueError("too long")
         pad = max(length - used, 0)
         label_pad = pad_id if pad_labels else -100
-        return {"input_ids": (prompt_ids + response_ids + [pad_id] * pad)[:length],
-                "attention_mask": ([1] * used + [0] * pad)[:length],
-                "labels": ([-100] * len(prompt_ids) + response_ids + [label_pad] * pad)[:length]}
+        return {
+            "input_ids": (prompt_ids + response_ids + [pad_id] * pad)[:length],
+            "attention_mask": ([1] * used + [0] * pad)[:length],
+            "labels": ([-100] * len(prompt_ids) + response_ids + [label_pad] * pad)[:length],
+        }
+
     return build_row
 
 
@@ -133,12 +145,15 @@ def _sft_loss_per_row(model, batch, *, beta, gamma, sft_weight):
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     averages = sequence_logps(logits, batch["labels"], average=True)
     n = averages.shape[0] // 2
-    return simpo_loss(averages[:n], averages[n:], beta=beta, gamma=gamma)[0].mean() - sft_weight * averages[:n].mean()
+    return (
+        simpo_loss(averages[:n], averages[n:], beta=beta, gamma=gamma)[0].mean()
+        - sft_weight * averages[:n].mean()
+    )
 
 
 def _plateau_unsorted(gammas, accuracies, tol=0.01):
     for i, accuracy in enumerate(accuracies):
-        if all(later <= accuracy + tol for later in accuracies[i + 1:]):
+        if all(later <= accuracy + tol for later in accuracies[i + 1 :]):
             return gammas[i]
     return gammas[-1]
 
@@ -159,8 +174,11 @@ def _wald(successes, n, z=1.96):
 
 def _simpo_spec_changed(**loss_changes):
     base = _fake_specs()["simpo"][0]
-    return RunSpec("simpo_sft", replace(base.train, loss=replace(base.train.loss, **loss_changes)),
-                   base.length_checkpoints)
+    return RunSpec(
+        "simpo_sft",
+        replace(base.train, loss=replace(base.train.loss, **loss_changes)),
+        base.length_checkpoints,
+    )
 
 
 def _softplus(x: float) -> float:
@@ -178,23 +196,58 @@ WRONG_ANSWERS = [  # (exercise, wrong answer, a phrase its hint must contain)
     ("ex2.1", 0.5, "compute z"),
     ("ex2.2", _logps_no_shift, "causal shift"),
     ("ex2.2", _logps_divide_by_length, "number of response tokens"),
-    ("ex2.2", lambda logits, labels, *, average: sequence_logps(logits, labels, average=False), "average=True divides"),
+    (
+        "ex2.2",
+        lambda logits, labels, *, average: sequence_logps(logits, labels, average=False),
+        "average=True divides",
+    ),
     ("ex2.3", lambda w, lose, beta, gamma: beta * torch.sigmoid(gamma - beta * (w - lose)), "sign"),
     ("ex2.3", lambda w, lose, beta, gamma: -torch.sigmoid(gamma - beta * (w - lose)), "chain rule"),
-    ("ex2.3", lambda w, lose, beta, gamma: -beta * torch.sigmoid(beta * (w - lose) - gamma), "sigma(z) or sigma(-z)"),
-    ("ex2.4", lambda beta, ratio: {"loss_type": "simpo", "beta": beta, "simpo_gamma": beta * ratio, "cpo_alpha": 1.0},
-     "cpo_alpha"),
-    ("ex2.4", lambda beta, ratio: {"loss_type": "simpo", "beta": beta, "simpo_gamma": ratio, "cpo_alpha": 0.0},
-     "absolute"),
+    (
+        "ex2.3",
+        lambda w, lose, beta, gamma: -beta * torch.sigmoid(beta * (w - lose) - gamma),
+        "sigma(z) or sigma(-z)",
+    ),
+    (
+        "ex2.4",
+        lambda beta, ratio: {
+            "loss_type": "simpo",
+            "beta": beta,
+            "simpo_gamma": beta * ratio,
+            "cpo_alpha": 1.0,
+        },
+        "cpo_alpha",
+    ),
+    (
+        "ex2.4",
+        lambda beta, ratio: {"loss_type": "simpo", "beta": beta, "simpo_gamma": ratio, "cpo_alpha": 0.0},
+        "absolute",
+    ),
     ("ex2.4", lambda beta, ratio: {"loss_type": "simpo", "beta": beta}, "also set"),
     ("ex3.1", lambda beta, gamma: math.log(2), "DPO"),
     ("ex3.1", lambda beta, gamma: _softplus(gamma / beta), "no division by beta"),
     ("ex3.2", lambda m, b, *, beta, gamma: _batch_loss(m, b, beta=beta, gamma=gamma, swap=True), "swapped"),
-    ("ex3.2", lambda m, b, *, beta, gamma: _batch_loss(m, b, beta=beta, gamma=gamma, average=False), "not the sum"),
-    ("ex3.2", lambda m, b, *, beta, gamma: _batch_loss(m, b, beta=beta, gamma=gamma, no_grad=True), "no gradient"),
-    ("ex3.2", lambda m, b, *, beta, gamma: _batch_loss(m, b, beta=beta, gamma=gamma).item(), "one-element tensor"),
+    (
+        "ex3.2",
+        lambda m, b, *, beta, gamma: _batch_loss(m, b, beta=beta, gamma=gamma, average=False),
+        "not the sum",
+    ),
+    (
+        "ex3.2",
+        lambda m, b, *, beta, gamma: _batch_loss(m, b, beta=beta, gamma=gamma, no_grad=True),
+        "no gradient",
+    ),
+    (
+        "ex3.2",
+        lambda m, b, *, beta, gamma: _batch_loss(m, b, beta=beta, gamma=gamma).item(),
+        "one-element tensor",
+    ),
     ("ex3.3", _sft_loss_per_row, "token-weighted"),
-    ("ex3.3", lambda m, b, *, beta, gamma, sft_weight: _batch_loss(m, b, beta=beta, gamma=gamma), "SFT term is missing"),
+    (
+        "ex3.3",
+        lambda m, b, *, beta, gamma, sft_weight: _batch_loss(m, b, beta=beta, gamma=gamma),
+        "SFT term is missing",
+    ),
     ("ex4.1", lambda policy, ref: float((ref - policy).mean()), "sign"),
     ("ex4.1", lambda policy, ref: float((policy - ref).sum()), "do not sum"),
     ("ex4.2", _plateau_unsorted, "out of order"),
@@ -202,14 +255,25 @@ WRONG_ANSWERS = [  # (exercise, wrong answer, a phrase its hint must contain)
     ("ex4.3", _simpo_spec_changed(sft_weight=1.0, gamma=0.5), "change only"),
     ("ex4.3", _simpo_spec_changed(), "positive sft_weight"),
     ("ex4.3", replace(_simpo_spec_changed(sft_weight=1.0), length_checkpoints=0), "same checkpoints"),
-    ("ex5.1", lambda s, b: sum(x > y for x, y in zip(s, b, strict=True)) / len(s), "half a win, not as a loss"),
+    (
+        "ex5.1",
+        lambda s, b: sum(x > y for x, y in zip(s, b, strict=True)) / len(s),
+        "half a win, not as a loss",
+    ),
     ("ex5.2", _wald, "Wald"),
-    ("ex5.3", lambda s, b, length, base_length: float(np.mean(0.5 * (np.sign(np.subtract(s, b)) + 1))), "raw win rate"),
+    (
+        "ex5.3",
+        lambda s, b, length, base_length: float(np.mean(0.5 * (np.sign(np.subtract(s, b)) + 1))),
+        "raw win rate",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("exercise_id", "answer", "phrase"), WRONG_ANSWERS,
-                         ids=[f"{e}-{i}" for i, (e, _, _) in enumerate(WRONG_ANSWERS)])
+@pytest.mark.parametrize(
+    ("exercise_id", "answer", "phrase"),
+    WRONG_ANSWERS,
+    ids=[f"{e}-{i}" for i, (e, _, _) in enumerate(WRONG_ANSWERS)],
+)
 def test_wrong_answer_fails_with_hint(exercise_id: str, answer, phrase: str, capsys) -> None:
     result = check(exercise_id, answer, **_context(exercise_id))
     assert result.status == FAILED and not result
@@ -229,12 +293,19 @@ def _unimplemented(*args, **kwargs):
 
 
 VALUE_EXERCISES = {"ex2.1", "ex4.3"}  # answered with a value; the others with a function
-PLACEHOLDERS = [(exercise_id, placeholder) for exercise_id in sorted(EXERCISES) for placeholder in (None, ..., _unimplemented)
-                if not (exercise_id in VALUE_EXERCISES and placeholder is _unimplemented)]
+PLACEHOLDERS = [
+    (exercise_id, placeholder)
+    for exercise_id in sorted(EXERCISES)
+    for placeholder in (None, ..., _unimplemented)
+    if not (exercise_id in VALUE_EXERCISES and placeholder is _unimplemented)
+]
 
 
-@pytest.mark.parametrize(("exercise_id", "placeholder"), PLACEHOLDERS,
-                         ids=[f"{e}-{getattr(p, '__name__', repr(p))}" for e, p in PLACEHOLDERS])
+@pytest.mark.parametrize(
+    ("exercise_id", "placeholder"),
+    PLACEHOLDERS,
+    ids=[f"{e}-{getattr(p, '__name__', repr(p))}" for e, p in PLACEHOLDERS],
+)
 def test_placeholder_is_not_attempted(exercise_id: str, placeholder, capsys) -> None:
     result = check(exercise_id, placeholder, **_context(exercise_id))
     assert result.status == NOT_ATTEMPTED and not result
@@ -278,7 +349,10 @@ def test_untouched_exercise_cells_run_without_error(capsys) -> None:
             exec(compile(source, path.name, "exec"), namespace)  # noqa: S102
         out = capsys.readouterr().out
         ids = [ex.id for ex in exercises(number)]
-        assert out.count("not attempted") == len(ids) and "TRY AGAIN" not in out and "PASS" not in out, (path.name, out)
+        assert out.count("not attempted") == len(ids) and "TRY AGAIN" not in out and "PASS" not in out, (
+            path.name,
+            out,
+        )
 
 
 # ------------------------------------------------------------------------------------- structure
@@ -301,4 +375,3 @@ def test_lessons_have_tiered_exercises_and_solutions(number: str) -> None:
     assert all(f'assert check("{ex.id}"' in "".join(map(_source, solution_cells)) for ex in listed)
     for cell in cells + solution_cells:  # committed without outputs
         assert cell.get("outputs", []) == [] and cell.get("execution_count") is None
-

@@ -12,8 +12,8 @@ from conftest import build_test_model
 from transformers import LlamaForCausalLM
 
 from simplepo_helpers import LossConfig, TrainConfig, load_checkpoint, save_checkpoint, train
-from simplepo_helpers.checkpoint import find_latest_checkpoint
-from simplepo_helpers.device import DevicePolicy
+from simplepo_helpers.runtime.checkpoint import find_latest_checkpoint
+from simplepo_helpers.runtime.device import DevicePolicy
 
 CPU = DevicePolicy(torch.device("cpu"), torch.float32, None, False, "tests")
 EXAMPLES = [
@@ -148,8 +148,14 @@ def test_round_trip_restores_weights_optimizer_scheduler_and_rngs(tokenizer, tmp
 
 
 def test_tied_weights_round_trip(tokenizer, tmp_path):
-    sizes = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-             "num_key_value_heads": 1, "tie_word_embeddings": True}
+    sizes = {
+        "hidden_size": 16,
+        "intermediate_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "tie_word_embeddings": True,
+    }
     model = build_test_model(len(tokenizer), seed=0, **sizes)
     save_checkpoint(tmp_path / "tied", model=model, step=0)
     fresh = build_test_model(len(tokenizer), seed=1, **sizes)

@@ -17,15 +17,17 @@ from conftest import build_test_model
 from transformers import AutoModelForCausalLM
 
 from simplepo_helpers import LossConfig, TrainConfig, select_device, train
-from simplepo_helpers.checkpoint import load_checkpoint
-from simplepo_helpers.cli import load_rows, main
-from simplepo_helpers.config import ConfigError, config_from_dict, config_to_dict, load_config
 from simplepo_helpers.data import read_jsonl
-from simplepo_helpers.hub import load_hub_model
-from simplepo_helpers.lora import apply_lora
+from simplepo_helpers.runtime.checkpoint import load_checkpoint
+from simplepo_helpers.scale.cli import load_rows, main
+from simplepo_helpers.scale.config import ConfigError, config_from_dict, config_to_dict, load_config
+from simplepo_helpers.scale.hub import load_hub_model
+from simplepo_helpers.scale.lora import apply_lora
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")  # PEFT on transformers 5
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:.*is_gradient_checkpointing.*:FutureWarning"
+)  # PEFT on transformers 5
 TRL_METRICS = {
     "loss",
     "rewards/chosen",
@@ -106,7 +108,11 @@ def one_thread():
 
 # ---------------------------------------------------------------- configuration
 
-MINIMAL = {"model": {"name_or_path": "world"}, "data": {"train": "world:pairs_train"}, "train": {"output_dir": "o"}}
+MINIMAL = {
+    "model": {"name_or_path": "world"},
+    "data": {"train": "world:pairs_train"},
+    "train": {"output_dir": "o"},
+}
 
 
 @pytest.mark.parametrize("path", ["model.name_or_path", "data.train", "train.output_dir"])
@@ -152,8 +158,10 @@ def test_yaml_file_overrides_and_json_round_trip(tmp_path):
         "model: {name_or_path: world}\ndata: {train: 'world:pairs_train'}\n"
         "loss: {name: dpo, beta: 0.1}\ntrain: {output_dir: out, learning_rate: 5e-6, max_steps: 7}\n"
     )
-    config = load_config(tmp_path / "run.yaml", ["train.max_steps=9", "lora.enabled=true",
-                                                 "lora.target_modules=[q_proj, v_proj]", "resume=latest"])
+    config = load_config(
+        tmp_path / "run.yaml",
+        ["train.max_steps=9", "lora.enabled=true", "lora.target_modules=[q_proj, v_proj]", "resume=latest"],
+    )
     assert config.train.learning_rate == 5e-6 and isinstance(config.train.learning_rate, float)
     assert config.train.max_steps == 9  # the override wins over the file
     assert config.train.loss is config.loss and config.loss.name == "dpo" and config.loss.gamma == 0.0
@@ -178,7 +186,9 @@ def test_config_error_exits_with_code_2_and_names_the_field(capsys):
 
 
 def test_print_config_shows_resolved_defaults(capsys):
-    assert main(["model.name_or_path=world", "data.train=x.jsonl", "train.output_dir=o", "--print-config"]) == 0
+    assert (
+        main(["model.name_or_path=world", "data.train=x.jsonl", "train.output_dir=o", "--print-config"]) == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     assert printed["loss"] == {**printed["loss"], "name": "simpo", "beta": 2.0, "gamma": 1.0}
 
@@ -191,8 +201,10 @@ def test_implicit_prompt_dataset_folder_is_mapped_and_subset(tiny_world, tmp_pat
     rows, _ = read_jsonl(tiny_world["train"])
     folder = tmp_path / "ultrafeedback_like"
     folder.mkdir()
-    implicit = [{"chosen": r["prompt"] + r["chosen"], "rejected": r["prompt"] + r["rejected"], "score": i}
-                for i, r in enumerate(rows)]
+    implicit = [
+        {"chosen": r["prompt"] + r["chosen"], "rejected": r["prompt"] + r["rejected"], "score": i}
+        for i, r in enumerate(rows)
+    ]
     (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in implicit))
     _, tokenizer = load_hub_model(str(tiny_world["model"]), select_device("cpu", verbose=False))
     train_config = TrainConfig(max_length=128, max_prompt_length=64)
@@ -201,7 +213,10 @@ def test_implicit_prompt_dataset_folder_is_mapped_and_subset(tiny_world, tmp_pat
     for row in loaded:
         original = rows[row["score"]]
         assert (row["prompt"], row["chosen"], row["rejected"]) == (
-            original["prompt"], original["chosen"], original["rejected"])
+            original["prompt"],
+            original["chosen"],
+            original["rejected"],
+        )
     assert len({row["score"] for row in loaded}) == 10
 
 
@@ -283,7 +298,9 @@ def test_dpo_with_lora_uses_the_adapter_free_base_and_exports_a_merged_model(tin
     load_checkpoint(checkpoint, model=adapted, restore_rng=False)
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "lora" / "final").eval()
     original = AutoModelForCausalLM.from_pretrained(tiny_world["model"]).eval()
-    input_ids = torch.randint(5, merged.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    input_ids = torch.randint(
+        5, merged.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0)
+    )
     with torch.no_grad():
         expected = adapted.eval()(input_ids=input_ids).logits
         got = merged(input_ids=input_ids).logits

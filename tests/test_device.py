@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from simplepo_helpers import DevicePolicy, select_device
-from simplepo_helpers import device as device_module
+from simplepo_helpers.runtime import device as device_module
 
 
 def fake_cuda(monkeypatch, capability, name="Fake GPU", bf16_supported=True):

@@ -16,15 +16,13 @@ import torch.nn.functional as F
 from conftest import build_test_model
 
 from simplepo_helpers import LossConfig, tokenize_preference
-from simplepo_helpers.evaluation import (
-    GenerationBrowser,
+from simplepo_helpers.course.widgets import GenerationBrowser, browser_rows, generation_panels_html
+from simplepo_helpers.evaluation.metrics import (
     Generations,
-    browser_rows,
     evaluate_policy,
     family_breakdown,
     fit_length_logistic,
     generate_and_judge,
-    generation_panels_html,
     judge_responses,
     kl_to_reference,
     lc_win_rate,
@@ -49,11 +47,21 @@ def _assistant(text):
 
 
 PAIRS = [
-    {"prompt": _user("What is two plus three?"), "chosen": _assistant("Two plus three is five."),
-     "rejected": _assistant("It is six, I think. The quick brown fox.")},
-    {"prompt": _user("Name a colour."), "chosen": _assistant("Blue."), "rejected": _assistant("The lazy dog.")},
-    {"prompt": _user("Count the letters in banana."), "chosen": _assistant("It has six letters."),
-     "rejected": _assistant("Sorry, I cannot help with that request.")},
+    {
+        "prompt": _user("What is two plus three?"),
+        "chosen": _assistant("Two plus three is five."),
+        "rejected": _assistant("It is six, I think. The quick brown fox."),
+    },
+    {
+        "prompt": _user("Name a colour."),
+        "chosen": _assistant("Blue."),
+        "rejected": _assistant("The lazy dog."),
+    },
+    {
+        "prompt": _user("Count the letters in banana."),
+        "chosen": _assistant("It has six letters."),
+        "rejected": _assistant("Sorry, I cannot help with that request."),
+    },
     {"prompt": _user("Say hello."), "chosen": _assistant("hello world"), "rejected": _assistant("dog")},
 ]
 
@@ -106,8 +114,9 @@ def test_win_rate_rejects_bad_input():
 # ------------------------------------------------------------------------ length-controlled win rate
 
 
-def _synthetic(rng: np.random.Generator, n: int, theta: float, phi: float, tie_share: float,
-               length_shift: float = 0.0):
+def _synthetic(
+    rng: np.random.Generator, n: int, theta: float, phi: float, tie_share: float, length_shift: float = 0.0
+):
     """Outcomes drawn from P(win) = sigma(theta + phi tanh(delta / sd(delta))); a tie (1/2) keeps that mean."""
     delta = rng.normal(length_shift, 20.0, n)
     x = np.tanh(delta / delta.std())
@@ -180,7 +189,10 @@ def _naive_pair_logps(model, tokenizer, average):
     out = []
     for pair in PAIRS:
         tokens = tokenize_preference(pair, tokenizer)
-        sums = [_naive_response_logps(model, tokens["prompt_ids"], tokens[k]) for k in ("chosen_ids", "rejected_ids")]
+        sums = [
+            _naive_response_logps(model, tokens["prompt_ids"], tokens[k])
+            for k in ("chosen_ids", "rejected_ids")
+        ]
         out.append([s / n if average else s for s, n in sums])
     return torch.tensor(out, dtype=torch.float64)  # [N, 2]
 
@@ -199,7 +211,9 @@ def test_simpo_without_length_normalisation_uses_sums(tokenizer, tiny_model):
     config = LossConfig(name="simpo", beta=2.0, gamma=0.5, length_normalize=False)
     report = preference_rewards(tiny_model, tokenizer, PAIRS, config)
     sums, averages = (_naive_pair_logps(tiny_model, tokenizer, average=a) for a in (False, True))
-    torch.testing.assert_close(report.margins, 2.0 * (sums[:, 0] - sums[:, 1]), atol=1e-4, rtol=1e-6)  # float32 sums
+    torch.testing.assert_close(
+        report.margins, 2.0 * (sums[:, 0] - sums[:, 1]), atol=1e-4, rtol=1e-6
+    )  # float32 sums
     torch.testing.assert_close(report.avg_logp_margins, averages[:, 0] - averages[:, 1], atol=1e-5, rtol=0)
     same_sign = (torch.sign(sums[:, 0] - sums[:, 1]) == torch.sign(averages[:, 0] - averages[:, 1])).double()
     assert report.likelihood_agreement == pytest.approx(float(same_sign.mean()))
@@ -229,8 +243,13 @@ def test_dpo_rewards_need_a_reference(tokenizer, tiny_model):
     with pytest.raises(ValueError, match="reference"):
         preference_rewards(tiny_model, tokenizer, PAIRS, LossConfig(name="dpo"))
     with pytest.raises(ValueError, match="average"):
-        preference_rewards(tiny_model, tokenizer, PAIRS, LossConfig(name="dpo"),
-                           ref_logps={"ref_chosen_logps": [0.0] * 4, "ref_rejected_logps": [0.0] * 4, "average": True})
+        preference_rewards(
+            tiny_model,
+            tokenizer,
+            PAIRS,
+            LossConfig(name="dpo"),
+            ref_logps={"ref_chosen_logps": [0.0] * 4, "ref_rejected_logps": [0.0] * 4, "average": True},
+        )
 
 
 # ------------------------------------------------------------------------------------- KL on samples
@@ -262,7 +281,9 @@ def test_cut_off_response_is_scored_without_eos(tokenizer, tiny_model):
     cut = response_logps(tiny_model, tokenizer, PROMPTS[2:], [response], max_new_tokens=n_tokens)
     ended = response_logps(tiny_model, tokenizer, PROMPTS[2:], [response], max_new_tokens=n_tokens + 1)
     response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
-    assert float(cut[0]) == pytest.approx(_naive_response_logps(tiny_model, prompt_ids, response_ids)[0], abs=1e-5)
+    assert float(cut[0]) == pytest.approx(
+        _naive_response_logps(tiny_model, prompt_ids, response_ids)[0], abs=1e-5
+    )
     assert float(ended[0]) < float(cut[0])  # the EOS adds one more (negative) log-prob
 
 
@@ -277,8 +298,10 @@ def test_kl_is_the_mean_log_ratio(tokenizer, tiny_model):
     estimate = kl_to_reference(tiny_model, reference, tokenizer, PROMPTS, RESPONSES)
     ratios = []
     for prompt, response in zip(PROMPTS, RESPONSES, strict=True):
-        ids = (_generation_prompt_ids(tokenizer, prompt),
-               tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])
+        ids = (
+            _generation_prompt_ids(tokenizer, prompt),
+            tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id],
+        )
         ratios.append(_naive_response_logps(tiny_model, *ids)[0] - _naive_response_logps(reference, *ids)[0])
     assert estimate.mean == pytest.approx(np.mean(ratios), abs=1e-5)
     assert estimate.stderr == pytest.approx(np.std(ratios, ddof=1) / math.sqrt(len(ratios)), abs=1e-5)
@@ -295,11 +318,16 @@ def test_kl_rejects_mismatched_inputs(tokenizer, tiny_model):
 
 
 def test_response_lengths_count_tokens_without_special_tokens(tokenizer):
-    assert response_lengths(tokenizer, ["", "hello"]) == [0, len(tokenizer("hello")["input_ids"]) - 1]  # minus BOS
+    assert response_lengths(tokenizer, ["", "hello"]) == [
+        0,
+        len(tokenizer("hello")["input_ids"]) - 1,
+    ]  # minus BOS
 
 
 def test_repetition_rate_hand_cases():
-    assert repetition_rate(["a b c a b c"]) == pytest.approx(0.25)  # trigrams abc bca cab abc: 3 of 4 distinct
+    assert repetition_rate(["a b c a b c"]) == pytest.approx(
+        0.25
+    )  # trigrams abc bca cab abc: 3 of 4 distinct
     assert repetition_rate(["one two", "x y z"]) == 0.0  # too short / all distinct
     assert repetition_rate(["a a a a", "a b c"]) == pytest.approx((1 - 1 / 2) / 2)  # "a a a" twice
     assert repetition_rate(["A b. a B."], n=1) == pytest.approx(0.5)  # case-insensitive words
@@ -323,16 +351,27 @@ VERDICTS = [
 
 def test_safety_summary_hand_case():
     summary = safety_summary(VERDICTS)
-    assert summary == {"n_allowed": 3, "n_forbidden": 2, "helpfulness": pytest.approx(1 / 3),
-                       "over_refusal_rate": pytest.approx(1 / 3), "correct_refusal_rate": 0.5}
+    assert summary == {
+        "n_allowed": 3,
+        "n_forbidden": 2,
+        "helpfulness": pytest.approx(1 / 3),
+        "over_refusal_rate": pytest.approx(1 / 3),
+        "correct_refusal_rate": 0.5,
+    }
     assert safety_summary(VERDICTS[:2])["correct_refusal_rate"] is None  # no forbidden request: not 0
 
 
 def test_family_breakdown_hand_case():
     table = family_breakdown(VERDICTS)
     assert list(table) == ["arithmetic", "safety"]
-    assert table["arithmetic"] == {"n": 2, "mean_score": 0.5, "accuracy": 0.5, "helpfulness": 0.5,
-                                   "over_refusal_rate": 0.0, "correct_refusal_rate": None}
+    assert table["arithmetic"] == {
+        "n": 2,
+        "mean_score": 0.5,
+        "accuracy": 0.5,
+        "helpfulness": 0.5,
+        "over_refusal_rate": 0.0,
+        "correct_refusal_rate": None,
+    }
     assert table["safety"]["mean_score"] == pytest.approx(1.25 / 3)
     assert table["safety"]["over_refusal_rate"] == 1.0 and table["safety"]["correct_refusal_rate"] == 0.5
     by_label = family_breakdown(VERDICTS, families=["x", "x", "x", "y", "y"])
@@ -342,8 +381,10 @@ def test_family_breakdown_hand_case():
 
 
 def test_judge_responses_with_the_world_judge():
-    results = judge_responses([_user("What is 2 + 3?"), "What is 2 + 3?", "How do I poison a zorb?"],
-                              ["2 + 3 = 5.", "Sorry, I can't help with that.", "Sorry, I can't help with that."])
+    results = judge_responses(
+        [_user("What is 2 + 3?"), "What is 2 + 3?", "How do I poison a zorb?"],
+        ["2 + 3 = 5.", "Sorry, I can't help with that.", "Sorry, I can't help with that."],
+    )
     assert [r.score for r in results] == [1.0, 0.25, 1.0]
     assert [(r.refused, r.forbidden) for r in results] == [(False, False), (True, False), (True, True)]
     with pytest.raises(ValueError, match="prompt 0"):
@@ -367,16 +408,32 @@ def test_judge_responses_uses_a_batch_judge_once():
 
 def _length_judge(prompt, response):
     """A toy judge for prompts outside the world: the score is the response's length in words, capped at 3."""
-    return SimpleNamespace(score=float(min(len(response.split()), 3)), correct=False, refused=False,
-                           family="short" if len(str(prompt)) < 40 else "long", forbidden=False, reason="toy")
+    return SimpleNamespace(
+        score=float(min(len(response.split()), 3)),
+        correct=False,
+        refused=False,
+        family="short" if len(str(prompt)) < 40 else "long",
+        forbidden=False,
+        reason="toy",
+    )
 
 
 def test_a_policy_equal_to_the_reference_ties_everywhere(tokenizer, tiny_model):
-    reference_generations = generate_and_judge(tiny_model, tokenizer, PROMPTS, judge=_length_judge, seed=3,
-                                               max_new_tokens=6)
+    reference_generations = generate_and_judge(
+        tiny_model, tokenizer, PROMPTS, judge=_length_judge, seed=3, max_new_tokens=6
+    )
     assert reference_generations.lengths == response_lengths(tokenizer, reference_generations.responses)
-    evaluation = evaluate_policy(tiny_model, tiny_model, tokenizer, reference_generations, judge=_length_judge, seed=3,
-                                 max_new_tokens=6, pairs=PAIRS, loss_config=LossConfig(name="dpo"))
+    evaluation = evaluate_policy(
+        tiny_model,
+        tiny_model,
+        tokenizer,
+        reference_generations,
+        judge=_length_judge,
+        seed=3,
+        max_new_tokens=6,
+        pairs=PAIRS,
+        loss_config=LossConfig(name="dpo"),
+    )
     assert evaluation.generations.responses == reference_generations.responses  # same model, same seed
     metrics = evaluation.metrics()
     assert metrics["win_rate_vs_ref"] == 0.5 and metrics["lc_win_rate_vs_ref"] == pytest.approx(0.5, abs=1e-9)
@@ -386,8 +443,12 @@ def test_a_policy_equal_to_the_reference_ties_everywhere(tokenizer, tiny_model):
 
 def test_a_different_policy_is_compared_prompt_by_prompt(tokenizer, tiny_model):
     other = build_test_model(len(tokenizer), seed=5)
-    reference_generations = generate_and_judge(tiny_model, tokenizer, PROMPTS, judge=_length_judge, max_new_tokens=6)
-    evaluation = evaluate_policy(other, tiny_model, tokenizer, reference_generations, judge=_length_judge, max_new_tokens=6)
+    reference_generations = generate_and_judge(
+        tiny_model, tokenizer, PROMPTS, judge=_length_judge, max_new_tokens=6
+    )
+    evaluation = evaluate_policy(
+        other, tiny_model, tokenizer, reference_generations, judge=_length_judge, max_new_tokens=6
+    )
     expected = win_rate(evaluation.generations.scores, reference_generations.scores)
     assert evaluation.win == expected and evaluation.rewards is None
     assert "reward_accuracy" not in evaluation.metrics()
@@ -401,8 +462,12 @@ def _generations(responses, families=("short", "long", "short")):
 
 
 def test_generation_browser_steps_and_filters():
-    browser = GenerationBrowser({"reference": _generations(["hi", "once", "blue"]),
-                                 "SimPO": _generations(["<script>x</script>", "a fox", "red"])})
+    browser = GenerationBrowser(
+        {
+            "reference": _generations(["hi", "once", "blue"]),
+            "SimPO": _generations(["<script>x</script>", "a fox", "red"]),
+        }
+    )
     assert len(browser.panels) == 2 and browser.indices == [0, 1, 2]
     assert "&lt;script&gt;" in browser.panels[1].value and "<script>" not in browser.panels[1].value
     assert "ok &lt;b&gt;" in browser.panels[0].value

@@ -11,7 +11,7 @@ from conftest import build_test_model
 from datasets import Dataset
 
 from simplepo_helpers import LossConfig, TrainConfig, train
-from simplepo_helpers.experiments import (
+from simplepo_helpers.evaluation.experiments import (
     PeakMemory,
     RunSpec,
     comparison_specs,
@@ -23,15 +23,17 @@ from simplepo_helpers.experiments import (
     train_or_load,
     variant,
 )
-from simplepo_helpers.generation import generate_responses
+from simplepo_helpers.evaluation.generation import generate_responses
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-
 def _row(prompt, chosen, rejected):
-    return {"prompt": [{"role": "user", "content": prompt}], "chosen": [{"role": "assistant", "content": chosen}],
-            "rejected": [{"role": "assistant", "content": rejected}]}
+    return {
+        "prompt": [{"role": "user", "content": prompt}],
+        "chosen": [{"role": "assistant", "content": chosen}],
+        "rejected": [{"role": "assistant", "content": rejected}],
+    }
 
 
 ROWS = [
@@ -50,13 +52,21 @@ def cache(tmp_path, monkeypatch):
 
 
 def _spec(name="simpo", seed=0, steps=3, **loss):
-    config = TrainConfig(loss=LossConfig(name=name, **loss), learning_rate=1e-3, max_steps=steps, batch_size=2,
-                         seed=seed, warmup_ratio=0.0)
+    config = TrainConfig(
+        loss=LossConfig(name=name, **loss),
+        learning_rate=1e-3,
+        max_steps=steps,
+        batch_size=2,
+        seed=seed,
+        warmup_ratio=0.0,
+    )
     return RunSpec(label=name, train=config)
 
 
 def _same_weights(a, b):
-    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    return all(
+        torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
 
 
 def test_run_is_trained_once_then_reused(tokenizer):
@@ -79,11 +89,15 @@ def test_key_changes_with_config_data_and_reference(tokenizer):
         train_or_load(_spec(steps=1, seed=1), reference, tokenizer, ROWS, progress=False),
         train_or_load(_spec(steps=1, gamma=0.5), reference, tokenizer, ROWS, progress=False),
         train_or_load(_spec(steps=1), reference, tokenizer, ROWS[::-1], progress=False),
-        train_or_load(_spec(steps=1), build_test_model(len(tokenizer), seed=3), tokenizer, ROWS, progress=False),
+        train_or_load(
+            _spec(steps=1), build_test_model(len(tokenizer), seed=3), tokenizer, ROWS, progress=False
+        ),
     ]
     assert len({base.key, *(run.key for run in others)}) == 5
     assert not any(run.reused for run in others)
-    assert sorted(p.name.startswith(".") for p in runs_dir().iterdir()) == [False] * 5  # no staging folder left
+    assert (
+        sorted(p.name.startswith(".") for p in runs_dir().iterdir()) == [False] * 5
+    )  # no staging folder left
 
 
 def test_dpo_run_with_precomputed_reference_matches_a_live_reference(tokenizer):
@@ -91,7 +105,9 @@ def test_dpo_run_with_precomputed_reference_matches_a_live_reference(tokenizer):
     spec = _spec("dpo", steps=3, beta=0.5)
     cached = train_or_load(spec, reference, tokenizer, ROWS, progress=False)
     live_model = build_test_model(len(tokenizer))
-    live = train(live_model, tokenizer, ROWS, spec.train, ref_model=build_test_model(len(tokenizer)), progress=False)
+    live = train(
+        live_model, tokenizer, ROWS, spec.train, ref_model=build_test_model(len(tokenizer)), progress=False
+    )
     for ours, theirs in zip(cached.history, live.history, strict=True):
         assert ours["loss"] == pytest.approx(theirs["loss"], abs=1e-5)
 
@@ -99,18 +115,28 @@ def test_dpo_run_with_precomputed_reference_matches_a_live_reference(tokenizer):
 def test_length_curve_is_measured_at_checkpoints(tokenizer):
     reference = build_test_model(len(tokenizer))
     spec = RunSpec("simpo", _spec(steps=4).train, length_checkpoints=2)
-    run = train_or_load(spec, reference, tokenizer, ROWS, length_prompts=PROMPTS, max_new_tokens=6, progress=False)
+    run = train_or_load(
+        spec, reference, tokenizer, ROWS, length_prompts=PROMPTS, max_new_tokens=6, progress=False
+    )
     steps = [step for step, _ in run.info["length_curve"]]
     assert steps == [0, 2, 4]
     responses = generate_responses(reference, tokenizer, PROMPTS, max_new_tokens=6, seed=0)
-    expected = sum(len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in responses) / len(responses)
+    expected = sum(len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in responses) / len(
+        responses
+    )
     assert run.info["length_curve"][0][1] == pytest.approx(expected)
     assert not (run.path / "checkpoints").exists()
-    without = train_or_load(RunSpec("simpo", _spec(steps=4).train), reference, tokenizer, ROWS, progress=False)
+    without = train_or_load(
+        RunSpec("simpo", _spec(steps=4).train), reference, tokenizer, ROWS, progress=False
+    )
     assert without.key != run.key and "length_curve" not in without.info
-    reloaded = train_or_load(spec, reference, tokenizer, ROWS, length_prompts=PROMPTS, max_new_tokens=6, progress=False)
+    reloaded = train_or_load(
+        spec, reference, tokenizer, ROWS, length_prompts=PROMPTS, max_new_tokens=6, progress=False
+    )
     assert reloaded.reused and reloaded.info["length_curve"] == run.info["length_curve"]
-    longer = train_or_load(spec, reference, tokenizer, ROWS, length_prompts=PROMPTS, max_new_tokens=7, progress=False)
+    longer = train_or_load(
+        spec, reference, tokenizer, ROWS, length_prompts=PROMPTS, max_new_tokens=7, progress=False
+    )
     assert not longer.reused and longer.key != run.key  # the length probe is part of the key
 
 
@@ -137,15 +163,20 @@ def test_peak_memory_sees_a_large_allocation():
         block = torch.ones(64, 2**20)  # 256 MiB, touched
         time.sleep(0.05)
         del block
-    assert "RSS" in peak.method
+    assert peak.method.startswith(("VmHWM", "ru_maxrss"))
     assert peak.peak_bytes >= 200 * 2**20
+    with PeakMemory("cpu") as small:  # a new region: the 256 MiB block above is not counted again
+        torch.ones(2**10)
+    assert small.peak_bytes < 100 * 2**20
 
 
 def test_measure_step_cost(tokenizer):
     reference = build_test_model(len(tokenizer))
     config = _spec("dpo", beta=0.5).train
     live = measure_step_cost(reference, tokenizer, ROWS, config, live_reference=True, steps=2)
-    precomputed = measure_step_cost(reference, tokenizer, Dataset.from_list(ROWS), config, steps=2)  # a Dataset too
+    precomputed = measure_step_cost(
+        reference, tokenizer, Dataset.from_list(ROWS), config, steps=2
+    )  # a Dataset too
     params_mb = sum(p.numel() * 4 for p in reference.parameters()) / 2**20
     assert live["weights_held_mb"] == pytest.approx(2 * params_mb)
     assert precomputed["weights_held_mb"] == pytest.approx(params_mb)
@@ -155,13 +186,25 @@ def test_measure_step_cost(tokenizer):
 
 
 def test_comparison_specs_share_everything_but_the_loss():
-    setup = SimpleNamespace(defaults={"learning_rate": 1e-3, "beta": 2.5, "gamma": 1.375, "steps": 7, "batch_size": 4,
-                                      "grad_accum_steps": 2, "warmup_ratio": 0.1},
-                            max_length=128, max_prompt_length=64)
+    setup = SimpleNamespace(
+        defaults={
+            "learning_rate": 1e-3,
+            "beta": 2.5,
+            "gamma": 1.375,
+            "steps": 7,
+            "batch_size": 4,
+            "grad_accum_steps": 2,
+            "warmup_ratio": 0.1,
+        },
+        max_length=128,
+        max_prompt_length=64,
+    )
     specs = comparison_specs(setup, seeds=[0, 1], gamma=0.5, dpo_beta=0.2)
     assert list(specs) == ["simpo", "dpo", "simpo_no_ln"]
     trainings = [spec.train for group in specs.values() for spec in group]
-    assert {(t.max_steps, t.examples_per_step, t.learning_rate, t.max_length) for t in trainings} == {(7, 8, 1e-3, 128)}
+    assert {(t.max_steps, t.examples_per_step, t.learning_rate, t.max_length) for t in trainings} == {
+        (7, 8, 1e-3, 128)
+    }
     assert [spec.train.seed for spec in specs["dpo"]] == [0, 1]
     simpo, dpo, no_ln = (specs[k][0].train.loss for k in specs)
     assert (simpo.beta, simpo.gamma, simpo.length_normalize) == (2.5, 0.5, True)

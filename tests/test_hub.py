@@ -12,15 +12,11 @@ import torch
 from conftest import build_test_model
 from trl import extract_prompt
 
-from simplepo_helpers import LossConfig, PreferenceCollator, hub, preference_loss
-from simplepo_helpers.device import DevicePolicy
-from simplepo_helpers.hub import (
-    HubConfig,
-    load_gpu_profile,
-    load_profile,
-    resolve_profile,
-    ultrafeedback_to_preference,
-)
+from simplepo_helpers import LossConfig, PreferenceCollator, preference_loss
+from simplepo_helpers.runtime.device import DevicePolicy
+from simplepo_helpers.scale import profiles
+from simplepo_helpers.scale.hub import HubConfig, ultrafeedback_to_preference
+from simplepo_helpers.scale.profiles import load_gpu_profile, load_profile, resolve_profile
 
 CPU = DevicePolicy(torch.device("cpu"), torch.float32, None, False, "tests")
 
@@ -88,8 +84,10 @@ def test_ultrafeedback_mapping_keeps_a_system_message_in_the_prompt():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda r: r["rejected"].__setitem__(0, {"role": "user", "content": "Another question?"}),
-         "row 7: chosen and rejected do not share the same prompt"),
+        (
+            lambda r: r["rejected"].__setitem__(0, {"role": "user", "content": "Another question?"}),
+            "row 7: chosen and rejected do not share the same prompt",
+        ),
         (lambda r: r["chosen"].pop(), "row 7: chosen must be a prompt followed by one assistant reply"),
         (lambda r: r["rejected"][1].__setitem__("role", "user"), "row 7: rejected must be a prompt followed"),
         (lambda r: r.pop("rejected"), "row 7: no 'rejected' column"),
@@ -114,19 +112,24 @@ def test_gpu_profile_loads_model_tokenizer_and_subsets_offline(hub_dirs, tokeniz
     assert setup.name == "gpu" and setup.policy is CPU
     assert setup.model.dtype == torch.float32 and setup.model.device.type == "cpu"
     text = "What is two plus three? Two plus three is five."
-    assert setup.tokenizer(text)["input_ids"] == tokenizer(text)["input_ids"]  # the saved tokenizer, not another
+    assert (
+        setup.tokenizer(text)["input_ids"] == tokenizer(text)["input_ids"]
+    )  # the saved tokenizer, not another
     messages = [{"role": "user", "content": "Hi"}]
-    assert setup.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) == \
-        tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert setup.tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=False
+    ) == tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     # the too-long row is reported, not silently dropped, and the subset is filled from the other rows
     assert len(setup.train_rows) == 4 and len(setup.eval_rows) == 2
     too_long = [bad for bad in setup.reports["train"].bad_rows if bad.reason == "too_long"]
     assert len(too_long) == 1
     kept_questions = {row["prompt"][-1]["content"] for row in setup.train_rows}
-    assert "Say hello." not in kept_questions and kept_questions <= {r["chosen"][0]["content"] for r in TRAIN_ROWS}
+    assert "Say hello." not in kept_questions and kept_questions <= {
+        r["chosen"][0]["content"] for r in TRAIN_ROWS
+    }
     assert setup.eval_prompts == list(setup.eval_rows["prompt"])
     assert all(prompt[-1]["role"] == "user" for prompt in setup.eval_prompts)
-    assert setup.defaults == hub.PROFILE_DEFAULTS["gpu"]
+    assert setup.defaults == profiles.PROFILE_DEFAULTS["gpu"]
 
 
 def test_gpu_profile_subset_is_seeded(hub_dirs):
@@ -142,8 +145,12 @@ def test_gpu_profile_subset_is_seeded(hub_dirs):
 
 def test_gpu_profile_batches_train_with_the_kit(hub_dirs):
     model_dir, data_dir = hub_dirs
-    setup = load_gpu_profile(HubConfig(model_id=str(model_dir), dataset_id=str(data_dir), **SMALL), policy=CPU)
-    collator = PreferenceCollator(setup.tokenizer, max_length=setup.max_length, max_prompt_length=setup.max_prompt_length)
+    setup = load_gpu_profile(
+        HubConfig(model_id=str(model_dir), dataset_id=str(data_dir), **SMALL), policy=CPU
+    )
+    collator = PreferenceCollator(
+        setup.tokenizer, max_length=setup.max_length, max_prompt_length=setup.max_prompt_length
+    )
     batch = collator(list(setup.train_rows))
     assert batch["input_ids"].shape[0] == 2 * len(setup.train_rows)
     assert batch["input_ids"].shape[1] <= setup.max_length
@@ -172,7 +179,9 @@ def test_hub_config_rejects_bad_sizes():
 
 def test_resolve_profile():
     assert resolve_profile("cpu", cuda_available=True) == ("cpu", "profile 'cpu' requested")
-    assert resolve_profile("gpu", cuda_available=False)[0] == "gpu"  # an explicit choice is kept (and may fail)
+    assert (
+        resolve_profile("gpu", cuda_available=False)[0] == "gpu"
+    )  # an explicit choice is kept (and may fail)
     name, reason = resolve_profile("auto", cuda_available=False)
     assert name == "cpu" and "no CUDA" in reason
     assert resolve_profile("auto", cuda_available=True)[0] == "gpu"
@@ -185,8 +194,8 @@ def fake_cuda(monkeypatch):
     """CUDA 'available', the policy pinned to the CPU, and the cpu profile replaced by a stub recording its reason."""
     calls = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(hub, "select_device", lambda *args, **kwargs: CPU)
-    monkeypatch.setattr(hub, "load_cpu_profile", lambda *, reason: calls.append(reason) or "cpu-setup")
+    monkeypatch.setattr(profiles, "select_device", lambda *args, **kwargs: CPU)
+    monkeypatch.setattr(profiles, "load_cpu_profile", lambda *, reason: calls.append(reason) or "cpu-setup")
     return calls
 
 
@@ -220,9 +229,19 @@ def test_cpu_profile_reads_the_world_data(monkeypatch, tokenizer):
     monkeypatch.setattr(world, "load_reference_model", lambda: (stub_model, world_tokenizer))
     setup = load_profile("auto")
     assert setup.name == "cpu" and "no CUDA" in setup.reason
-    assert setup.model is stub_model and setup.policy.device.type == "cpu" and setup.policy.autocast_dtype is None
-    lines = {stem: sum(1 for _ in world.data_file(stem).open()) for stem in ("pairs_train", "pairs_test", "eval_prompts")}
-    assert setup.reports["train"].n_total == lines["pairs_train"] and setup.reports["eval"].n_total == lines["pairs_test"]
+    assert (
+        setup.model is stub_model
+        and setup.policy.device.type == "cpu"
+        and setup.policy.autocast_dtype is None
+    )
+    lines = {
+        stem: sum(1 for _ in world.data_file(stem).open())
+        for stem in ("pairs_train", "pairs_test", "eval_prompts")
+    }
+    assert (
+        setup.reports["train"].n_total == lines["pairs_train"]
+        and setup.reports["eval"].n_total == lines["pairs_test"]
+    )
     assert len(setup.train_rows) == setup.reports["train"].n_kept > 0.95 * lines["pairs_train"]
     assert len(setup.eval_prompts) == lines["eval_prompts"]
     assert all(prompt[-1]["role"] == "user" for prompt in setup.eval_prompts)
@@ -231,4 +250,4 @@ def test_cpu_profile_reads_the_world_data(monkeypatch, tokenizer):
     assert setup.max_length <= world_tokenizer.model_max_length
     from simplepo_helpers.world.reference import MAX_NEW_TOKENS
 
-    assert setup.defaults == {**hub.PROFILE_DEFAULTS["cpu"], "max_new_tokens": MAX_NEW_TOKENS}
+    assert setup.defaults == {**profiles.PROFILE_DEFAULTS["cpu"], "max_new_tokens": MAX_NEW_TOKENS}

@@ -16,10 +16,12 @@ from simplepo_helpers import (
     train,
     training_step,
 )
-from simplepo_helpers.lora import LoraOptions, adapter_disabled_reference, apply_lora
+from simplepo_helpers.scale.lora import LoraOptions, adapter_disabled_reference, apply_lora
 from simplepo_helpers.training import concatenated_forward
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")  # PEFT on transformers 5
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:.*is_gradient_checkpointing.*:FutureWarning"
+)  # PEFT on transformers 5
 ROWS = [
     {"prompt": "What is two plus three?", "chosen": "Two plus three is five.", "rejected": "It is six."},
     {"prompt": "Name a colour.", "chosen": "Blue is a colour.", "rejected": "The dog."},
@@ -122,7 +124,9 @@ def test_dpo_with_lora_starts_at_ln2_and_trains_away_from_the_base(tokenizer, ti
 
 
 def test_bad_lora_settings_name_the_problem(tiny_model):
-    with pytest.raises(ValueError, match=r"lora.target_modules=\['nope'\].*linear layers of this model: .*q_proj"):
+    with pytest.raises(
+        ValueError, match=r"lora.target_modules=\['nope'\].*linear layers of this model: .*q_proj"
+    ):
         apply_lora(tiny_model, target_modules=["nope"])
     with pytest.raises(TypeError, match="unknown settings"):
         apply_lora(tiny_model, rank=8)

@@ -34,7 +34,7 @@ def launch_two_processes(config_path: Path, tmp_path: Path) -> subprocess.Comple
         sys.executable, "-m", "accelerate.commands.launch",
         "--multi_gpu", "--num_processes", "2", "--num_machines", "1",  # without CUDA: MULTI_CPU over gloo
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-        "-m", "simplepo_helpers.cli", "--config", str(config_path), "--quiet",
+        "-m", "simplepo_helpers.scale.cli", "--config", str(config_path), "--quiet",
     ]  # fmt: skip
     env = {
         **os.environ,

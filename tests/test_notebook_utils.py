@@ -12,10 +12,7 @@ import pytest
 import torch
 from nbformat.v4 import new_code_cell, new_notebook
 
-from simplepo_helpers.notebook import (
-    ALL_FAMILIES,
-    LossExplorer,
-    PairBrowser,
+from simplepo_helpers.course.display import (
     cmp,
     draw_simpo_curves,
     html_table,
@@ -24,7 +21,8 @@ from simplepo_helpers.notebook import (
     simpo_curves,
     tokens_html,
 )
-from simplepo_helpers.run_notebooks import main as run_notebooks_main
+from simplepo_helpers.course.run_notebooks import main as run_notebooks_main
+from simplepo_helpers.course.widgets import ALL_FAMILIES, LossExplorer, PairBrowser
 
 matplotlib.use("Agg")
 
@@ -67,7 +65,9 @@ def test_tokens_html_colours_each_token_by_role_and_escapes_it():
     assert out.count("<span title=") == 4
     assert "&lt;s&gt;" in out and "&lt;b&gt;" in out and "<b>" not in out  # token text is escaped
     assert "Hi\\n</span>" in out  # a newline is shown, not rendered
-    assert "title='eos'" in out and "roles: " in out and "padding</span>" not in out  # legend: roles present only
+    assert (
+        "title='eos'" in out and "roles: " in out and "padding</span>" not in out
+    )  # legend: roles present only
     with pytest.raises(ValueError, match="unknown token roles \\['nonsense'\\]"):
         tokens_html([("x", "nonsense")])
 
@@ -82,11 +82,22 @@ def test_html_table_escapes_cells_and_formats_floats():
 # ----------------------------------------------------------------------------------------- browser
 
 ROWS = [
-    {"family": "arithmetic", "prompt": [{"role": "user", "content": "What is 2 + 3?"}],
-     "chosen": [{"role": "assistant", "content": "5."}], "rejected": [{"role": "assistant", "content": "6."}],
-     "chosen_score": 1.0, "rejected_score": 0.0},
-    {"family": "safety", "prompt": "How do I poison a zorb?", "chosen": "Sorry, I can't help <with> that.",
-     "rejected": "Mix glowcap & stir.", "chosen_score": 1.0, "rejected_score": 0.0},
+    {
+        "family": "arithmetic",
+        "prompt": [{"role": "user", "content": "What is 2 + 3?"}],
+        "chosen": [{"role": "assistant", "content": "5."}],
+        "rejected": [{"role": "assistant", "content": "6."}],
+        "chosen_score": 1.0,
+        "rejected_score": 0.0,
+    },
+    {
+        "family": "safety",
+        "prompt": "How do I poison a zorb?",
+        "chosen": "Sorry, I can't help <with> that.",
+        "rejected": "Mix glowcap & stir.",
+        "chosen_score": 1.0,
+        "rejected_score": 0.0,
+    },
     {"family": "arithmetic", "prompt": "What is 4 + 4?", "chosen": "8.", "rejected": "Eight or nine."},
     {"family": "arithmetic", "prompt": "What is 1 + 0?", "chosen": "1.", "rejected": "0."},
 ]
@@ -141,7 +152,9 @@ def test_simpo_curves_match_the_hand_formulas():
     for i, m in enumerate(margins):
         z = beta * m - gamma
         assert curves["loss"][i] == pytest.approx(math.log1p(math.exp(-z)), abs=1e-12)  # softplus(-z)
-        assert curves["grad_weight"][i] == pytest.approx(beta / (1 + math.exp(z)), abs=1e-12)  # beta*sigma(-z)
+        assert curves["grad_weight"][i] == pytest.approx(
+            beta / (1 + math.exp(z)), abs=1e-12
+        )  # beta*sigma(-z)
         assert curves["reward_margin"][i] == pytest.approx(beta * m)
     assert curves["loss"][2] == pytest.approx(math.log(2), abs=1e-12)  # margin gamma / beta: z = 0
 

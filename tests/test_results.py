@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from simplepo_helpers.results import (
+from simplepo_helpers.evaluation.results import (
     MARKERS,
     load_results,
     main,
@@ -19,10 +19,24 @@ from simplepo_helpers.results import (
 )
 
 PER_SEED = {
-    "simpo": {0: {"win_rate_vs_ref": 0.6, "lc_win_rate_vs_ref": 0.58, "mean_length": 10.0, "reward_accuracy": 0.7,
-                  "kl_to_ref": 2.0, "judge_score": 0.6},
-              1: {"win_rate_vs_ref": 0.7, "lc_win_rate_vs_ref": 0.66, "mean_length": 12.0, "reward_accuracy": 0.8,
-                  "kl_to_ref": 4.0, "judge_score": 0.7}},
+    "simpo": {
+        0: {
+            "win_rate_vs_ref": 0.6,
+            "lc_win_rate_vs_ref": 0.58,
+            "mean_length": 10.0,
+            "reward_accuracy": 0.7,
+            "kl_to_ref": 2.0,
+            "judge_score": 0.6,
+        },
+        1: {
+            "win_rate_vs_ref": 0.7,
+            "lc_win_rate_vs_ref": 0.66,
+            "mean_length": 12.0,
+            "reward_accuracy": 0.8,
+            "kl_to_ref": 4.0,
+            "judge_score": 0.7,
+        },
+    },
 }
 
 
@@ -53,14 +67,20 @@ def test_write_and_load_round_trip(tmp_path):
     assert load_results(path) == json.loads(json.dumps(_results()))
 
 
-@pytest.mark.parametrize("edit,message", [
-    (lambda r: r.pop("dpo"), "no entry for 'dpo'"),
-    (lambda r: r["simpo_no_ln"].pop("kl_to_ref"), "'simpo_no_ln' lacks 'kl_to_ref'"),
-    (lambda r: r["reference"].pop("judge_score"), "'reference' lacks 'judge_score'"),
-    (lambda r: r["simpo"].update(win_rate_vs_ref=math.nan), "simpo.win_rate_vs_ref must be a finite number"),
-    (lambda r: r["dpo"]["per_seed"].update(kl_to_ref=[1.0, math.inf]), r"dpo.per_seed.kl_to_ref\[1\]"),
-    (lambda r: r["dpo"]["per_seed"].update(kl_to_ref=[1.0]), "1 values for 2 seeds"),
-])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda r: r.pop("dpo"), "no entry for 'dpo'"),
+        (lambda r: r["simpo_no_ln"].pop("kl_to_ref"), "'simpo_no_ln' lacks 'kl_to_ref'"),
+        (lambda r: r["reference"].pop("judge_score"), "'reference' lacks 'judge_score'"),
+        (
+            lambda r: r["simpo"].update(win_rate_vs_ref=math.nan),
+            "simpo.win_rate_vs_ref must be a finite number",
+        ),
+        (lambda r: r["dpo"]["per_seed"].update(kl_to_ref=[1.0, math.inf]), r"dpo.per_seed.kl_to_ref\[1\]"),
+        (lambda r: r["dpo"]["per_seed"].update(kl_to_ref=[1.0]), "1 values for 2 seeds"),
+    ],
+)
 def test_bad_results_are_refused_with_the_place(tmp_path, edit, message):
     results = json.loads(json.dumps(_results()))
     edit(results)

@@ -7,8 +7,8 @@ import torch
 from conftest import build_test_tokenizer
 from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
 
-from simplepo_helpers.evaluation import judge_responses, safety_summary, win_rate
-from simplepo_helpers.reward_model import RewardModelJudge
+from simplepo_helpers.evaluation.metrics import judge_responses, safety_summary, win_rate
+from simplepo_helpers.evaluation.reward_model import RewardModelJudge
 
 PROMPTS = ["What is 2 + 3?", [{"role": "user", "content": "Name a colour."}], "Say hello."]
 RESPONSES = ["2 + 3 = 5.", "Sorry, I can't help with that.", "hello world, hello world, and a longer answer"]
@@ -16,9 +16,16 @@ RESPONSES = ["2 + 3 = 5.", "Sorry, I can't help with that.", "hello world, hello
 
 def _save_tiny_reward_model(folder, num_labels=1):
     tokenizer = build_test_tokenizer()
-    config = DebertaV2Config(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                             intermediate_size=64, max_position_embeddings=128, num_labels=num_labels,
-                             pad_token_id=tokenizer.pad_token_id)
+    config = DebertaV2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=num_labels,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(0)
     model = DebertaV2ForSequenceClassification(config).eval()
     model.save_pretrained(folder)

@@ -24,8 +24,9 @@ from simplepo_helpers import (
     train,
     training_step,
 )
-from simplepo_helpers.device import DevicePolicy
-from simplepo_helpers.training import ShuffledStream, build_optimizer
+from simplepo_helpers.runtime.batches import ShuffledStream
+from simplepo_helpers.runtime.device import DevicePolicy
+from simplepo_helpers.runtime.optim import build_optimizer
 
 EXAMPLES = [
     {"prompt": "What is two plus three?", "chosen": " Two plus three is five.", "rejected": " It is six."},
@@ -350,7 +351,7 @@ def test_fp16_policy_needs_and_uses_a_grad_scaler(tiny_model, collator):
 
 
 def test_optimizer_is_fused_adamw_where_supported_and_decays_matrices_only(tiny_model):
-    optimizer, impl = build_optimizer(tiny_model, TrainConfig(weight_decay=0.1))
+    optimizer, impl = build_optimizer(tiny_model, learning_rate=1e-5, weight_decay=0.1)
     decayed, plain = optimizer.param_groups
     assert all(p.ndim == 2 for p in decayed["params"]) and decayed["weight_decay"] == 0.1
     assert all(p.ndim == 1 for p in plain["params"]) and plain["weight_decay"] == 0.0

@@ -26,7 +26,9 @@ def rebuilt() -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def rows() -> dict[str, list[dict]]:
-    return {name: [json.loads(line) for line in (data_dir() / name).read_text().splitlines()] for name in FILES}
+    return {
+        name: [json.loads(line) for line in (data_dir() / name).read_text().splitlines()] for name in FILES
+    }
 
 
 def _prompt(row: dict) -> str:
@@ -36,7 +38,9 @@ def _prompt(row: dict) -> str:
 def test_rebuild_matches_committed_files_byte_for_byte(rebuilt):
     assert set(rebuilt) == {*FILES, "README.md"}
     for name, content in rebuilt.items():
-        assert (data_dir() / name).read_bytes() == content, f"data/{name} differs from a rebuild: run `make data`"
+        assert (data_dir() / name).read_bytes() == content, (
+            f"data/{name} differs from a rebuild: run `make data`"
+        )
 
 
 def test_another_seed_gives_other_data(rebuilt):
@@ -51,7 +55,10 @@ def test_files_are_small():
 
 def test_no_prompt_shared_between_training_and_held_out(rows):
     training = {_prompt(r) for name in ("sft_train.jsonl", "pairs_train.jsonl") for r in rows[name]}
-    test, evaluation = {_prompt(r) for r in rows["pairs_test.jsonl"]}, {_prompt(r) for r in rows["eval_prompts.jsonl"]}
+    test, evaluation = (
+        {_prompt(r) for r in rows["pairs_test.jsonl"]},
+        {_prompt(r) for r in rows["eval_prompts.jsonl"]},
+    )
     assert not training & test and not training & evaluation and not test & evaluation
     assert {split_of(p) for p in training} == {"train"}
     eval_prompts = [_prompt(r) for r in rows["eval_prompts.jsonl"]]
@@ -93,7 +100,9 @@ def test_chosen_is_longer_on_average_although_the_judge_ignores_length(rows):
     ties = [r for r in pairs if r["chosen_score"] == r["rejected_score"]]
     assert mean(len(r["chosen"][0]["content"]) > len(r["rejected"][0]["content"]) for r in ties) > 0.7
     # while the judge gives a right answer the same score with or without filler
-    assert judge("What is 2 + 3?", "Sure, happy to help with that. 2 + 3 = 5. I hope this helps!").score == 1.0
+    assert (
+        judge("What is 2 + 3?", "Sure, happy to help with that. 2 + 3 = 5. I hope this helps!").score == 1.0
+    )
     assert judge("What is 2 + 3?", "2 + 3 = 5.").score == 1.0
 
 
@@ -129,8 +138,9 @@ def test_loadable_with_datasets_json():
 def test_loadable_with_the_kit_loader(rows):
     tokenizer = world_tokenizer()
     for stem in ("pairs_train", "pairs_test"):
-        dataset, report = load_preference_dataset(data_dir() / f"{stem}.jsonl", tokenizer=tokenizer,
-                                                  max_length=MAX_LENGTH, strict=True)
+        dataset, report = load_preference_dataset(
+            data_dir() / f"{stem}.jsonl", tokenizer=tokenizer, max_length=MAX_LENGTH, strict=True
+        )
         assert (report.n_bad, report.format, report.n_prompt_truncated) == (0, "conversational", 0)
         assert len(dataset) == len(rows[f"{stem}.jsonl"])
 

@@ -51,7 +51,7 @@ def test_left_padding_single_bos_and_generation_prompt(tiny_model, tokenizer):
     ids, mask = seen["input_ids"], seen["attention_mask"]  # [3, T]
     header = tokenizer("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
     for row in range(len(PROMPTS)):
-        assert ids[row, -len(header):].tolist() == header  # every row ends where generation starts
+        assert ids[row, -len(header) :].tolist() == header  # every row ends where generation starts
         real = ids[row][mask[row].bool()].tolist()
         assert real.count(tokenizer.bos_token_id) == 1 and real[0] == tokenizer.bos_token_id
         assert mask[row].tolist() == sorted(mask[row].tolist())  # zeros (padding) only on the left
@@ -89,7 +89,9 @@ def test_sampling_is_not_top_k_limited(tiny_model, tokenizer):
 def test_greedy_is_batch_independent_and_training_mode_restored(tiny_model, tokenizer):
     tiny_model.train()
     together = generate_responses(tiny_model, tokenizer, PROMPTS, max_new_tokens=6, do_sample=False)
-    alone = [generate_responses(tiny_model, tokenizer, [p], max_new_tokens=6, do_sample=False)[0] for p in PROMPTS]
+    alone = [
+        generate_responses(tiny_model, tokenizer, [p], max_new_tokens=6, do_sample=False)[0] for p in PROMPTS
+    ]
     assert together == alone
     assert tiny_model.training
 

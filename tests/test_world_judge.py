@@ -46,7 +46,9 @@ HAND_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("prompt", "response", "correct", "score"), [c for c in HAND_CASES if c[1] is not None])
+@pytest.mark.parametrize(
+    ("prompt", "response", "correct", "score"), [c for c in HAND_CASES if c[1] is not None]
+)
 def test_hand_derived_verdicts(prompt, response, correct, score):
     result = judge(prompt, response)
     assert (result.correct, result.score) == (correct, score), result.reason
@@ -62,8 +64,16 @@ def test_conversation_prompt_and_family_fields():
     assert judge(templated, "5.").correct and not judge(templated, "6.").correct
 
 
-@pytest.mark.parametrize("text", ["Where can I find a wix?", "What is the capital of France?", "What is 3 * 4?",
-                                  "What is the opposite of warm?", "What colour is a dragon?"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Where can I find a wix?",
+        "What is the capital of France?",
+        "What is 3 * 4?",
+        "What is the opposite of warm?",
+        "What colour is a dragon?",
+    ],
+)
 def test_foreign_prompts_raise(text):
     with pytest.raises(ValueError, match="not a prompt of the preference world"):
         judge(text, "Anything.")

@@ -40,12 +40,15 @@ def test_cache_builds_once_and_rebuilds_on_request(fake_builds, tmp_path):
     path = reference.ensure_reference_model(progress=False)
     assert path.parent == tmp_path and path.name.startswith("reference-")
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= {
-        p.name for p in path.iterdir()}
+        p.name for p in path.iterdir()
+    }
     assert reference.ensure_reference_model(progress=False) == path and len(builds) == 1
     reference.ensure_reference_model(rebuild=True, progress=False)
     assert len(builds) == 2
     info = json.loads((path / "build_info.json").read_text())
-    assert info["parameters"] == sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(path).parameters())
+    assert info["parameters"] == sum(
+        p.numel() for p in AutoModelForCausalLM.from_pretrained(path).parameters()
+    )
 
 
 def test_cache_key_follows_config_and_data():
@@ -77,21 +80,26 @@ def test_sft_labels_cover_only_the_reply_and_its_eos():
     ids, labels = sft_example(tokenizer, messages, 0)
     reply = [i for i, label in zip(ids, labels, strict=True) if label != -100]
     assert tokenizer.decode(reply) == "5.<|im_end|>"
-    assert reply == labels[-len(reply):] and ids[-1] == tokenizer.eos_token_id
+    assert reply == labels[-len(reply) :] and ids[-1] == tokenizer.eos_token_id
 
 
 def test_reference_model_is_mediocre_on_held_out_prompts():
     """The one real build (cached after the first run): size, loading, and the judged correct rate."""
     model, tokenizer = load_reference_model()
     assert 500_000 <= sum(p.numel() for p in model.parameters()) <= 3_000_000
-    assert type(tokenizer).__name__ in json.loads(
-        (reference.reference_model_dir() / "tokenizer_config.json").read_text())["tokenizer_class"]
+    assert (
+        type(tokenizer).__name__
+        in json.loads((reference.reference_model_dir() / "tokenizer_config.json").read_text())[
+            "tokenizer_class"
+        ]
+    )
     assert model.dtype == torch.float32 and not model.training
     prompts = [row["prompt"] for row in build_world()["eval_prompts"]]
     responses = generate_responses(model, tokenizer, prompts, max_new_tokens=48, seed=0)
     verdicts = [judge(p, r) for p, r in zip(prompts, responses, strict=True)]
     correct = mean(v.correct for v in verdicts)
     assert 0.2 <= correct <= 0.7, correct
-    malformed = mean(("cut off" in v.reason) or ("repeats" in v.reason) or v.reason == "empty response"
-                     for v in verdicts)
+    malformed = mean(
+        ("cut off" in v.reason) or ("repeats" in v.reason) or v.reason == "empty response" for v in verdicts
+    )
     assert malformed < 0.1, malformed

@@ -21,8 +21,16 @@ def test_build_is_deterministic(tok):
     assert len(tok) == 640
 
 
-@pytest.mark.parametrize("text", ["What is 7 + 5?", "Reversed, the words are key hat cup.", "Sorry, I can't help.",
-                                  "  spaces\tand\nnewlines ", "unseen: ß漢字🙂 Zebra 12345"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "What is 7 + 5?",
+        "Reversed, the words are key hat cup.",
+        "Sorry, I can't help.",
+        "  spaces\tand\nnewlines ",
+        "unseen: ß漢字🙂 Zebra 12345",
+    ],
+)
 def test_round_trip(tok, text):
     ids = tok(text)["input_ids"]
     assert tok.decode(ids) == text

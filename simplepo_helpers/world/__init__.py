@@ -32,9 +32,24 @@ _LAZY = {  # name -> submodule (imports torch / transformers)
 }
 
 __all__ = [
-    "FAMILIES", "STYLES", "JudgeResult", "Task", "WorldConfig", "build_world", "cache_dir", "data_dir",
-    "data_file", "judge", "parse_prompt", "render_response", "split_of",
-    "ReferenceConfig", "build_tokenizer", "ensure_reference_model", "load_reference_model", "load_tokenizer",
+    "FAMILIES",
+    "STYLES",
+    "JudgeResult",
+    "Task",
+    "WorldConfig",
+    "build_world",
+    "cache_dir",
+    "data_dir",
+    "data_file",
+    "judge",
+    "parse_prompt",
+    "render_response",
+    "split_of",
+    "ReferenceConfig",
+    "build_tokenizer",
+    "ensure_reference_model",
+    "load_reference_model",
+    "load_tokenizer",
     "reference_model_dir",
 ]
 

@@ -1,6 +1,6 @@
 """`make data`: write data/ (JSONL files and the data card) and rebuild the cached reference model.
 
-    python -m simplepo_helpers.world.build [--out DIR] [--data-only] [--keep-cache]
+python -m simplepo_helpers.world.build [--out DIR] [--data-only] [--keep-cache]
 """
 
 from __future__ import annotations

@@ -55,10 +55,20 @@ def render_card(world: dict[str, list[dict]], config: WorldConfig) -> str:
     s = world_stats(world)
     names = list(world)
     examples = {r["family"]: r["prompt"][0]["content"] for r in reversed(world["pairs_train"])}
-    length_rows = [[name, f"{p['pairs']}", f"{p['chosen_chars']:.1f}", f"{p['rejected_chars']:.1f}",
-                    f"{p['chosen_words']:.2f}", f"{p['rejected_words']:.2f}", f"{p['chosen_longer']:.3f}",
-                    f"{p['tie_rate']:.3f}", f"{p['noise_rate']:.3f}"]
-                   for name, p in (("pairs_train", s["pairs_train"]), ("pairs_test", s["pairs_test"]))]
+    length_rows = [
+        [
+            name,
+            f"{p['pairs']}",
+            f"{p['chosen_chars']:.1f}",
+            f"{p['rejected_chars']:.1f}",
+            f"{p['chosen_words']:.2f}",
+            f"{p['rejected_words']:.2f}",
+            f"{p['chosen_longer']:.3f}",
+            f"{p['tie_rate']:.3f}",
+            f"{p['noise_rate']:.3f}",
+        ]
+        for name, p in (("pairs_train", s["pairs_train"]), ("pairs_test", s["pairs_test"]))
+    ]
     shares = ", ".join(f"{name} {share}%" for name, share in SPLIT_SHARES)
     return f"""# Data card: the SimplePO preference world
 
@@ -73,12 +83,14 @@ by a simulated annotator that follows the judge with documented noise and a docu
 
 | family | example prompt | what is right |
 | --- | --- | --- |
-| arithmetic | {examples['arithmetic']} | the sum or difference (operands 0-5) |
-| comparison | {examples['comparison']} | the larger or smaller of two numbers (1-9) |
-| opposites | {examples['opposites']} | the word's opposite (table in `world/facts.py`) |
-| counting | {examples['counting']} | how often the word occurs |
-| facts | {examples['facts']} | the creature's colour, town or food (table in `world/facts.py`) |
-| safety | {examples['safety']} | feed / find / draw: answer from the facts; poison / steal / hurt: decline politely |
+| arithmetic | {examples["arithmetic"]} | the sum or difference (operands 0-5) |
+| comparison | {examples["comparison"]} | the larger or smaller of two numbers (1-9) |
+| opposites | {examples["opposites"]} | the word's opposite (table in `world/facts.py`) |
+| counting | {examples["counting"]} | how often the word occurs |
+| facts | {examples["facts"]} | the creature's colour, town or food (table in `world/facts.py`) |
+| safety | {
+        examples["safety"]
+    } | feed / find / draw: answer from the facts; poison / steal / hurt: decline politely |
 
 Styles: `concise` (right, one sentence), `verbose` (right, wrapped in filler), `wrong`, `wrong_confident`
 (wrong, wrapped in confident filler) and `refusal` (declines an allowed request: over-refusal). For a
@@ -87,20 +99,26 @@ forbidden request `concise` / `verbose` are polite refusals and the wrong styles
 ## Files
 | file | rows | bytes | content |
 | --- | --- | --- | --- |
-| sft_train.jsonl | {s['rows']['sft_train']} | {s['bytes']['sft_train']} | `messages` (user, assistant), `family`, `style` |
-| pairs_train.jsonl | {s['rows']['pairs_train']} | {s['bytes']['pairs_train']} | preference pairs for training |
-| pairs_test.jsonl | {s['rows']['pairs_test']} | {s['bytes']['pairs_test']} | held-out preference pairs |
-| eval_prompts.jsonl | {s['rows']['eval_prompts']} | {s['bytes']['eval_prompts']} | distinct held-out prompts: `prompt`, `family`, `forbidden`, `answer` |
+| sft_train.jsonl | {s["rows"]["sft_train"]} | {
+        s["bytes"]["sft_train"]
+    } | `messages` (user, assistant), `family`, `style` |
+| pairs_train.jsonl | {s["rows"]["pairs_train"]} | {
+        s["bytes"]["pairs_train"]
+    } | preference pairs for training |
+| pairs_test.jsonl | {s["rows"]["pairs_test"]} | {s["bytes"]["pairs_test"]} | held-out preference pairs |
+| eval_prompts.jsonl | {s["rows"]["eval_prompts"]} | {
+        s["bytes"]["eval_prompts"]
+    } | distinct held-out prompts: `prompt`, `family`, `forbidden`, `answer` |
 
 Pairs use TRL's conversational preference format: `prompt` (one user message), `chosen` and `rejected`
 (one assistant message each), plus `family`, `forbidden`, `minimal`, `chosen_style`, `rejected_style`,
 `chosen_score`, `rejected_score` (the judge's scores). `answer` is "" for a forbidden request.
 
 Rows per family:
-{_table(["file", *FAMILIES], [[n, *(s['families'][n][f] for f in FAMILIES)] for n in names])}
+{_table(["file", *FAMILIES], [[n, *(s["families"][n][f] for f in FAMILIES)] for n in names])}
 
 Splits: each prompt text is assigned by a hash ({shares}), so no prompt of `pairs_test` or
-`eval_prompts` occurs in `sft_train` or `pairs_train`. `eval_prompts` has {s['eval_forbidden']} forbidden
+`eval_prompts` occurs in `sft_train` or `pairs_train`. `eval_prompts` has {s["eval_forbidden"]} forbidden
 requests; its `facts` family is smaller because that family has few distinct prompts.
 
 ## The judge (`simplepo_helpers.world.judge`)
@@ -113,7 +131,7 @@ a cut-off ending halves the score. Length earns nothing.
 ## Labels, noise and length bias
 Each pair takes one prompt and two responses:
 - *minimal pairs* (`minimal` true; a share {config.minimal_pair_share} of the allowed requests,
-  {s['pairs_train']['minimal']} training pairs): the same answer sentence once with the right and once with
+  {s["pairs_train"]["minimal"]} training pairs): the same answer sentence once with the right and once with
   a wrong answer, so only the answer differs;
 - otherwise two responses in two different styles, never both wrong (such pairs teach nothing, and
   binarised datasets drop them).
@@ -124,17 +142,31 @@ The simulated annotator then labels the pair from the judge's scores:
   the length bias, since the judge ignores length. Right answers are also more often long (`verbose` is a
   right style; the short `wrong` style is not).
 
-{_table(["file", "pairs", "chosen chars", "rejected chars", "chosen words", "rejected words",
-         "chosen longer", "tie rate", "noise rate"], length_rows)}
+{
+        _table(
+            [
+                "file",
+                "pairs",
+                "chosen chars",
+                "rejected chars",
+                "chosen words",
+                "rejected words",
+                "chosen longer",
+                "tie rate",
+                "noise rate",
+            ],
+            length_rows,
+        )
+    }
 
 Lengths are means over pairs; chosen longer = share of pairs whose chosen response has more characters;
 noise rate = share of the pairs with different judge scores whose chosen response scores lower
-(configured: {config.label_noise}). Chosen is judged correct in {s['pairs_train']['chosen_correct']:.3f} of
-training pairs, rejected in {s['pairs_train']['rejected_correct']:.3f}.
+(configured: {config.label_noise}). Chosen is judged correct in {s["pairs_train"]["chosen_correct"]:.3f} of
+training pairs, rejected in {s["pairs_train"]["rejected_correct"]:.3f}.
 
 ## SFT data
-Answer styles (rows): {', '.join(f"{k} {v}" for k, v in sorted(s['sft_styles'].items()))}; judged correct:
-{s['sft_correct']:.3f}. The mix is mediocre on purpose, so preference training has room to improve the
+Answer styles (rows): {", ".join(f"{k} {v}" for k, v in sorted(s["sft_styles"].items()))}; judged correct:
+{s["sft_correct"]:.3f}. The mix is mediocre on purpose, so preference training has room to improve the
 reference model (`simplepo_helpers.world.load_reference_model()`), which is trained on this file. Every
 wrong SFT answer is `wrong_confident` (its first words announce it), so a tiny model can learn from the
 pairs to avoid wrong answers even where it cannot compute them; plain `wrong` answers occur only in pairs.

@@ -47,11 +47,16 @@ class WorldConfig:
     # answer is announced by its first words: preference training can learn to avoid it even where the
     # model cannot compute the answer. Plain `wrong` answers appear only in the pairs.
     sft_styles: tuple[tuple[str, float], ...] = (
-        ("concise", 0.36), ("verbose", 0.24), ("wrong", 0.0), ("wrong_confident", 0.28), ("refusal", 0.12))
+        ("concise", 0.36),
+        ("verbose", 0.24),
+        ("wrong", 0.0),
+        ("wrong_confident", 0.28),
+        ("refusal", 0.12),
+    )
 
 
 def split_of(prompt: str) -> str:
-    """"train", "test" or "eval": a fixed function of the prompt text."""
+    """ "train", "test" or "eval": a fixed function of the prompt text."""
     bucket = int(hashlib.sha256(prompt.encode()).hexdigest()[:8], 16) % 100
     for name, share in SPLIT_SHARES:
         if bucket < share:
@@ -88,12 +93,15 @@ def sft_rows(config: WorldConfig) -> list[dict]:
         task = _task_in("train", rng)
         style = _sft_style(task, rng, config)
         response = render_response(task, style, rng)
-        rows.append({"messages": _user(task.prompt) + _assistant(response), "family": task.family, "style": style})
+        rows.append(
+            {"messages": _user(task.prompt) + _assistant(response), "family": task.family, "style": style}
+        )
     return rows
 
 
-def annotate(first: tuple[str, float], second: tuple[str, float], rng: random.Random,
-             config: WorldConfig) -> tuple[int, int]:
+def annotate(
+    first: tuple[str, float], second: tuple[str, float], rng: random.Random, config: WorldConfig
+) -> tuple[int, int]:
     """(chosen index, rejected index) among two (text, judge score) candidates (module docstring)."""
     (text_a, score_a), (text_b, score_b) = first, second
     if score_a != score_b:
@@ -125,12 +133,20 @@ def pair_rows(split: str, n: int, config: WorldConfig) -> list[dict]:
             texts = [render_response(task, style, rng) for style in styles]
         scores = [judge(task.prompt, text).score for text in texts]
         chosen, rejected = annotate((texts[0], scores[0]), (texts[1], scores[1]), rng, config)
-        rows.append({
-            "prompt": _user(task.prompt), "chosen": _assistant(texts[chosen]), "rejected": _assistant(texts[rejected]),
-            "family": task.family, "forbidden": task.forbidden, "minimal": minimal,
-            "chosen_style": styles[chosen], "rejected_style": styles[rejected],
-            "chosen_score": scores[chosen], "rejected_score": scores[rejected],
-        })
+        rows.append(
+            {
+                "prompt": _user(task.prompt),
+                "chosen": _assistant(texts[chosen]),
+                "rejected": _assistant(texts[rejected]),
+                "family": task.family,
+                "forbidden": task.forbidden,
+                "minimal": minimal,
+                "chosen_style": styles[chosen],
+                "rejected_style": styles[rejected],
+                "chosen_score": scores[chosen],
+                "rejected_score": scores[rejected],
+            }
+        )
     return rows
 
 
@@ -147,8 +163,14 @@ def eval_prompt_rows(config: WorldConfig) -> list[dict]:
             task = _task_in("eval", rng, family)
             if task.prompt not in seen:
                 seen.add(task.prompt)
-                rows.append({"prompt": _user(task.prompt), "family": family, "forbidden": task.forbidden,
-                             "answer": task.answer})
+                rows.append(
+                    {
+                        "prompt": _user(task.prompt),
+                        "family": family,
+                        "forbidden": task.forbidden,
+                        "answer": task.answer,
+                    }
+                )
     return rows
 
 

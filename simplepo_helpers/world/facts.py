@@ -36,10 +36,24 @@ ATTRIBUTES: dict[str, tuple[int, tuple[str, ...]]] = {
 OBJECTS = ("cup", "hat", "key", "lamp", "book", "sock", "drum", "kite", "ring", "bell")
 
 # The opposites task, both directions (no word is a colour, food, town or filler word).
-_OPPOSITE_PAIRS = (("hot", "cold"), ("big", "small"), ("up", "down"), ("day", "night"), ("fast", "slow"),
-                   ("wet", "dry"), ("full", "empty"), ("loud", "quiet"), ("hard", "soft"), ("early", "late"),
-                   ("sweet", "sour"), ("open", "closed"), ("light", "dark"), ("thick", "thin"), ("near", "far"),
-                   ("rich", "poor"))
+_OPPOSITE_PAIRS = (
+    ("hot", "cold"),
+    ("big", "small"),
+    ("up", "down"),
+    ("day", "night"),
+    ("fast", "slow"),
+    ("wet", "dry"),
+    ("full", "empty"),
+    ("loud", "quiet"),
+    ("hard", "soft"),
+    ("early", "late"),
+    ("sweet", "sour"),
+    ("open", "closed"),
+    ("light", "dark"),
+    ("thick", "thin"),
+    ("near", "far"),
+    ("rich", "poor"),
+)
 OPPOSITES: dict[str, str] = {**dict(_OPPOSITE_PAIRS), **{b: a for a, b in _OPPOSITE_PAIRS}}
 
 # Safety: each allowed verb has a forbidden look-alike used in the same prompt templates.
@@ -54,8 +68,20 @@ HARM_METHODS: dict[str, str] = {
 GERUNDS = {"poison": "poisoning", "steal": "stealing", "hurt": "hurting"}
 
 NUMBER_WORDS = {
-    "zero": 0, "one": 1, "once": 1, "two": 2, "twice": 2, "three": 3, "thrice": 3, "four": 4, "five": 5,
-    "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10,
+    "zero": 0,
+    "one": 1,
+    "once": 1,
+    "two": 2,
+    "twice": 2,
+    "three": 3,
+    "thrice": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
 }
 
 

@@ -58,22 +58,36 @@ class ReferenceConfig:
 
 def model_config(config: ReferenceConfig, tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
     return LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
-        num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
-        num_key_value_heads=config.num_key_value_heads, max_position_embeddings=tokenizer.model_max_length,
-        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+        num_key_value_heads=config.num_key_value_heads,
+        max_position_embeddings=tokenizer.model_max_length,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
 
 
-def sft_example(tokenizer: PreTrainedTokenizerFast, messages: list[dict], index: int) -> tuple[list[int], list[int]]:
+def sft_example(
+    tokenizer: PreTrainedTokenizerFast, messages: list[dict], index: int
+) -> tuple[list[int], list[int]]:
     """(input_ids, labels) of one conversation: labels cover the assistant reply and its EOS only."""
-    prompt_ids = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=True)["input_ids"]
+    prompt_ids = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=True)[
+        "input_ids"
+    ]
     full_ids = tokenizer.apply_chat_template(messages, tokenize=True)["input_ids"]
     if full_ids[: len(prompt_ids)] != prompt_ids:
-        raise ValueError(f"SFT row {index}: the templated prompt is not a prefix of the templated conversation")
-    end = full_ids.index(tokenizer.eos_token_id, len(prompt_ids)) + 1  # keep the EOS, drop the newline after it
-    labels = [-100] * len(prompt_ids) + full_ids[len(prompt_ids):end]
+        raise ValueError(
+            f"SFT row {index}: the templated prompt is not a prefix of the templated conversation"
+        )
+    end = (
+        full_ids.index(tokenizer.eos_token_id, len(prompt_ids)) + 1
+    )  # keep the EOS, drop the newline after it
+    labels = [-100] * len(prompt_ids) + full_ids[len(prompt_ids) : end]
     return full_ids[:end], labels
 
 
@@ -96,13 +110,15 @@ def _length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Ran
     window = batch_size * 16
     batches = []
     for start in range(0, len(order), window):
-        chunk = sorted(order[start:start + window], key=lengths.__getitem__)
-        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+        chunk = sorted(order[start : start + window], key=lengths.__getitem__)
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)
     return batches
 
 
-def train_reference(config: ReferenceConfig, progress: bool = True) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+def train_reference(
+    config: ReferenceConfig, progress: bool = True
+) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
     """Build the tokenizer from the world's SFT text, then SFT a fresh Llama on those rows."""
     rows = sft_rows(config.world)
     tokenizer = world_tokenizer(config.world)
@@ -113,31 +129,40 @@ def train_reference(config: ReferenceConfig, progress: bool = True) -> tuple[Lla
     finally:
         torch.set_num_threads(threads)
     model.eval()
-    model.generation_config.update(do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
-                                   max_new_tokens=MAX_NEW_TOKENS)
+    model.generation_config.update(
+        do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=MAX_NEW_TOKENS
+    )
     return model, tokenizer
 
 
-def _sft(config: ReferenceConfig, tokenizer: PreTrainedTokenizerFast, rows: list[dict], progress: bool) -> LlamaForCausalLM:
+def _sft(
+    config: ReferenceConfig, tokenizer: PreTrainedTokenizerFast, rows: list[dict], progress: bool
+) -> LlamaForCausalLM:
     """A fresh Llama trained on `rows`: AdamW, warm-up then cosine, loss on the replies only."""
     examples = [sft_example(tokenizer, row["messages"], i) for i, row in enumerate(rows)]
     torch.manual_seed(config.seed)
     model = LlamaForCausalLM(model_config(config, tokenizer))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
     steps_per_epoch = math.ceil(len(examples) / config.batch_size)
     total = steps_per_epoch * config.epochs
 
     def schedule(step: int) -> float:  # linear warm-up, then cosine decay to 10%
         if step < config.warmup_steps:
             return (step + 1) / config.warmup_steps
-        return 0.1 + 0.45 * (1 + math.cos(math.pi * (step - config.warmup_steps) / max(1, total - config.warmup_steps)))
+        return 0.1 + 0.45 * (
+            1 + math.cos(math.pi * (step - config.warmup_steps) / max(1, total - config.warmup_steps))
+        )
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     order_rng = random.Random(config.seed)
     model.train()
     with tqdm(total=total, desc="SFT reference model", disable=not progress) as bar:
         for _ in range(config.epochs):
-            for indices in _length_grouped_batches([len(ids) for ids, _ in examples], config.batch_size, order_rng):
+            for indices in _length_grouped_batches(
+                [len(ids) for ids, _ in examples], config.batch_size, order_rng
+            ):
                 batch = _collate([examples[i] for i in indices], tokenizer.pad_token_id)
                 loss = model(**batch).loss  # mean NLL over the reply tokens
                 loss.backward()
@@ -153,7 +178,9 @@ def _sft(config: ReferenceConfig, tokenizer: PreTrainedTokenizerFast, rows: list
 @functools.lru_cache(maxsize=8)
 def cache_key(config: ReferenceConfig) -> str:
     """Hash of the recipe, the build version and the SFT data (the model's only input): new key, new build."""
-    recipe = {k: v for k, v in asdict(config).items() if k != "world"}  # the world enters through its SFT rows
+    recipe = {
+        k: v for k, v in asdict(config).items() if k != "world"
+    }  # the world enters through its SFT rows
     digest = hashlib.sha256(json.dumps({"recipe": recipe, "version": BUILD_VERSION}, sort_keys=True).encode())
     digest.update(to_jsonl(sft_rows(config.world)))
     return digest.hexdigest()[:16]
@@ -179,8 +206,9 @@ def _file_lock(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def ensure_reference_model(config: ReferenceConfig | None = None, *, rebuild: bool = False,
-                           progress: bool = True) -> Path:
+def ensure_reference_model(
+    config: ReferenceConfig | None = None, *, rebuild: bool = False, progress: bool = True
+) -> Path:
     """Build the reference model into the cache unless it is already there; return its folder."""
     config = config or ReferenceConfig()
     target = reference_model_dir(config)
@@ -195,10 +223,17 @@ def ensure_reference_model(config: ReferenceConfig | None = None, *, rebuild: bo
             staging.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary folder
             model.save_pretrained(staging, safe_serialization=True)
             tokenizer.save_pretrained(staging)
-            (staging / "build_info.json").write_text(json.dumps(
-                {"config": asdict(config), "seconds": round(time.perf_counter() - start, 1),
-                 "cpu_seconds": round(time.process_time() - cpu_start, 1),
-                 "parameters": sum(p.numel() for p in model.parameters())}, indent=1))
+            (staging / "build_info.json").write_text(
+                json.dumps(
+                    {
+                        "config": asdict(config),
+                        "seconds": round(time.perf_counter() - start, 1),
+                        "cpu_seconds": round(time.process_time() - cpu_start, 1),
+                        "parameters": sum(p.numel() for p in model.parameters()),
+                    },
+                    indent=1,
+                )
+            )
             if target.exists():  # a rebuild: move the old model aside only once the new one is complete
                 old = target.with_name(f".{target.name}-old-{os.getpid()}")
                 os.replace(target, old)
@@ -211,8 +246,9 @@ def ensure_reference_model(config: ReferenceConfig | None = None, *, rebuild: bo
     return target
 
 
-def load_reference_model(config: ReferenceConfig | None = None, *, rebuild: bool = False,
-                         progress: bool = True) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+def load_reference_model(
+    config: ReferenceConfig | None = None, *, rebuild: bool = False, progress: bool = True
+) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
     """(model, tokenizer) of the world's reference model, in eval mode, built and cached when missing."""
     path = ensure_reference_model(config, rebuild=rebuild, progress=progress)
     model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False)

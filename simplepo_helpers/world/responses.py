@@ -23,15 +23,31 @@ STYLES = ("concise", "verbose", "wrong", "wrong_confident", "refusal")
 CORRECT_STYLES = ("concise", "verbose")
 WRONG_STYLES = ("wrong", "wrong_confident")
 
-OPENERS = ("Great question!", "Sure, happy to help with that.", "Let me think about this carefully.",
-           "Good question, let me work through it.", "Of course!")
-CLOSERS = ("I hope this helps!", "Let me know if you have any other questions.", "Feel free to ask me anything else.",
-           "Happy to help further if needed.")
+OPENERS = (
+    "Great question!",
+    "Sure, happy to help with that.",
+    "Let me think about this carefully.",
+    "Good question, let me work through it.",
+    "Of course!",
+)
+CLOSERS = (
+    "I hope this helps!",
+    "Let me know if you have any other questions.",
+    "Feel free to ask me anything else.",
+    "Happy to help further if needed.",
+)
 CONFIDENT_OPENERS = ("Easy!", "Oh, I know this!", "Absolutely!", "Simple.")
-CONFIDENT_CLOSERS = ("I am completely sure about that.", "No doubt about it.", "Trust me on this.",
-                     "Anyone can see that.")
-REFUSALS = ("Sorry, I can't help with that.", "I'm sorry, but I can't help with that request.",
-            "Sorry, I cannot help with this.")
+CONFIDENT_CLOSERS = (
+    "I am completely sure about that.",
+    "No doubt about it.",
+    "Trust me on this.",
+    "Anyone can see that.",
+)
+REFUSALS = (
+    "Sorry, I can't help with that.",
+    "I'm sorry, but I can't help with that request.",
+    "Sorry, I cannot help with this.",
+)
 
 
 def styles_for(task: Task) -> tuple[str, ...]:
@@ -41,11 +57,15 @@ def styles_for(task: Task) -> tuple[str, ...]:
 
 def _refusal(task: Task, rng: random.Random, verbose: bool) -> str:
     creature = task.slots["creature"]
-    short = rng.choice((*REFUSALS, f"Sorry, I can't help with {facts.GERUNDS[task.slots['verb']]} a {creature}."))
+    short = rng.choice(
+        (*REFUSALS, f"Sorry, I can't help with {facts.GERUNDS[task.slots['verb']]} a {creature}.")
+    )
     if not verbose:
         return short
-    return (f"{short} That would harm a {creature}, and this world does not allow it. "
-            f"{rng.choice(('I am happy to help with something else!', 'Is there anything else I can do for you?'))}")
+    return (
+        f"{short} That would harm a {creature}, and this world does not allow it. "
+        f"{rng.choice(('I am happy to help with something else!', 'Is there anything else I can do for you?'))}"
+    )
 
 
 def render_response(task: Task, style: str, rng: random.Random, form: int | None = None) -> str:

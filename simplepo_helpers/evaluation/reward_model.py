@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .world.judge import is_refusal, prompt_text
+from ..world.judge import is_refusal, prompt_text
 
 DEFAULT_REWARD_MODEL = "OpenAssistant/reward-model-deberta-v3-large-v2"
 
@@ -39,8 +39,14 @@ class RewardVerdict:
 class RewardModelJudge:
     """Score (prompt, response) pairs with a one-output sequence-classification reward model."""
 
-    def __init__(self, model_id: str = DEFAULT_REWARD_MODEL, *, device: str | torch.device | None = None,
-                 batch_size: int = 16, max_length: int = 512) -> None:
+    def __init__(
+        self,
+        model_id: str = DEFAULT_REWARD_MODEL,
+        *,
+        device: str | torch.device | None = None,
+        batch_size: int = 16,
+        max_length: int = 512,
+    ) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         if batch_size < 1 or max_length < 2:
@@ -49,8 +55,10 @@ class RewardModelJudge:
         self.tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=False)
         self.model = AutoModelForSequenceClassification.from_pretrained(model_id, trust_remote_code=False)
         if self.model.config.num_labels != 1:
-            raise ValueError(f"{model_id}: a reward model has one output (num_labels=1), this one has "
-                             f"{self.model.config.num_labels}")
+            raise ValueError(
+                f"{model_id}: a reward model has one output (num_labels=1), this one has "
+                f"{self.model.config.num_labels}"
+            )
         self.model.to(self.device).eval()
         self.batch_size, self.max_length = batch_size, max_length
 
@@ -62,15 +70,23 @@ class RewardModelJudge:
         questions = [prompt_text(prompt) for prompt in prompts]
         rewards: list[float] = []
         for start in range(0, len(questions), self.batch_size):
-            batch = self.tokenizer(questions[start:start + self.batch_size], list(responses[start:start + self.batch_size]),
-                                   truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
+            batch = self.tokenizer(
+                questions[start : start + self.batch_size],
+                list(responses[start : start + self.batch_size]),
+                truncation=True,
+                max_length=self.max_length,
+                padding=True,
+                return_tensors="pt",
+            )
             logits = self.model(**batch.to(self.device)).logits  # [b, 1]
             rewards += logits[:, 0].float().cpu().tolist()
         return rewards
 
     def judge_many(self, prompts: Sequence[Any], responses: Sequence[str]) -> list[RewardVerdict]:
-        return [RewardVerdict(score, is_refusal(response))
-                for score, response in zip(self.scores(prompts, responses), responses, strict=True)]
+        return [
+            RewardVerdict(score, is_refusal(response))
+            for score, response in zip(self.scores(prompts, responses), responses, strict=True)
+        ]
 
     def __call__(self, prompt: Any, response: str) -> RewardVerdict:
         return self.judge_many([prompt], [response])[0]

@@ -23,9 +23,18 @@ def _as_messages(prompt: Prompt, index: int) -> list[dict]:
     return messages
 
 
-def generate_responses(model, tokenizer, prompts: Sequence[Prompt], *, max_new_tokens: int,
-                       temperature: float = 1.0, top_p: float = 1.0, do_sample: bool = True, seed: int = 0,
-                       batch_size: int = 64) -> list[str]:
+def generate_responses(
+    model,
+    tokenizer,
+    prompts: Sequence[Prompt],
+    *,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    do_sample: bool = True,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> list[str]:
     """One response per prompt (a user string or a message list), decoded without special tokens."""
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError("max_new_tokens and batch_size must be positive")
@@ -41,16 +50,26 @@ def generate_responses(model, tokenizer, prompts: Sequence[Prompt], *, max_new_t
     responses: list[str] = []
     try:
         for start in range(0, len(conversations), batch_size):
-            texts = tokenizer.apply_chat_template(conversations[start:start + batch_size], tokenize=False,
-                                                  add_generation_prompt=True)
-            batch = tokenizer(texts, add_special_tokens=False, padding=True, padding_side="left",
-                              return_tensors="pt").to(device)
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.inference_mode():
+            texts = tokenizer.apply_chat_template(
+                conversations[start : start + batch_size], tokenize=False, add_generation_prompt=True
+            )
+            batch = tokenizer(
+                texts, add_special_tokens=False, padding=True, padding_side="left", return_tensors="pt"
+            ).to(device)
+            with (
+                torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+                torch.inference_mode(),
+            ):
                 torch.manual_seed(seed + start)
-                output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=do_sample,
-                                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                                        **sampling)  # [b, T_prompt + T_new]
-            new_tokens = output[:, batch["input_ids"].shape[1]:]  # [b, T_new]
+                output = model.generate(
+                    **batch,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=do_sample,
+                    eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=tokenizer.pad_token_id,
+                    **sampling,
+                )  # [b, T_prompt + T_new]
+            new_tokens = output[:, batch["input_ids"].shape[1] :]  # [b, T_new]
             responses += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
     finally:
         model.train(was_training)

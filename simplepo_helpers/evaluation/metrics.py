@@ -30,10 +30,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .batching import PreferenceCollator
+from ..batching import PreferenceCollator
+from ..logps import sequence_logps
 from .generation import _as_messages
-from .logps import sequence_logps
-from .notebook import PairBrowser
 
 Z_95 = 1.959963984540054  # two-sided 95% normal quantile
 Judge = Callable[[Any, str], Any]  # (prompt, response) -> a result with .score (world.judge.JudgeResult)
@@ -71,8 +70,10 @@ class WinRate:
         return self.wins + self.ties + self.losses
 
     def __str__(self) -> str:
-        return (f"{self.rate:.3f} [{self.ci_low:.3f}, {self.ci_high:.3f}] "
-                f"({self.wins} wins, {self.ties} ties, {self.losses} losses)")
+        return (
+            f"{self.rate:.3f} [{self.ci_low:.3f}, {self.ci_high:.3f}] "
+            f"({self.wins} wins, {self.ties} ties, {self.losses} losses)"
+        )
 
 
 def _as_float_array(values: Sequence[float], name: str) -> np.ndarray:
@@ -88,7 +89,9 @@ def _as_float_array(values: Sequence[float], name: str) -> np.ndarray:
 def _paired(a: Sequence[float], b: Sequence[float], names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
     first, second = _as_float_array(a, names[0]), _as_float_array(b, names[1])
     if first.shape != second.shape:
-        raise ValueError(f"{names[0]} and {names[1]} must pair up prompt by prompt: {first.size} vs {second.size}")
+        raise ValueError(
+            f"{names[0]} and {names[1]} must pair up prompt by prompt: {first.size} vs {second.size}"
+        )
     if first.size == 0:
         raise ValueError(f"{names[0]} is empty")
     return first, second
@@ -120,8 +123,9 @@ class LCWinRate:
     n: int
 
 
-def fit_length_logistic(outcome: np.ndarray, feature: np.ndarray, *, l2: float = 0.1,
-                        tol: float = 1e-10, max_iter: int = 100) -> tuple[float, float]:
+def fit_length_logistic(
+    outcome: np.ndarray, feature: np.ndarray, *, l2: float = 0.1, tol: float = 1e-10, max_iter: int = 100
+) -> tuple[float, float]:
     """(theta, phi) maximising sum[o log p + (1-o) log(1-p)] - l2/2 phi^2, p = sigma(theta + phi x).
 
     Newton's method with step halving; ``outcome`` in [0, 1] must not be all 0 or all 1 (no finite MLE).
@@ -153,8 +157,14 @@ def fit_length_logistic(outcome: np.ndarray, feature: np.ndarray, *, l2: float =
     return float(params[0]), float(params[1])
 
 
-def lc_win_rate(scores: Sequence[float], baseline_scores: Sequence[float], lengths: Sequence[float],
-                baseline_lengths: Sequence[float], *, l2: float = 0.1) -> LCWinRate:
+def lc_win_rate(
+    scores: Sequence[float],
+    baseline_scores: Sequence[float],
+    lengths: Sequence[float],
+    baseline_lengths: Sequence[float],
+    *,
+    l2: float = 0.1,
+) -> LCWinRate:
     """Length-controlled win rate of the policy over the baseline (module docstring: model and ties)."""
     result = outcomes(scores, baseline_scores)
     policy_len, baseline_len = _paired(lengths, baseline_lengths, ("lengths", "baseline_lengths"))
@@ -200,17 +210,27 @@ class RewardReport:
         return float(agree.mean())
 
 
-def _pair_logps(model, examples, collator, batch_size: int, average: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    from .training import precompute_reference_logps  # any model's log-probs of every pair, no grad
+def _pair_logps(
+    model, examples, collator, batch_size: int, average: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    from ..reference import precompute_reference_logps  # any model's log-probs of every pair, no grad
 
     logps = precompute_reference_logps(model, examples, collator, batch_size, average=average)
     return logps["ref_chosen_logps"].double(), logps["ref_rejected_logps"].double()
 
 
-def preference_rewards(model: torch.nn.Module, tokenizer: Any, examples: Sequence[Mapping[str, Any]],
-                       loss_config: Any, *, ref_model: torch.nn.Module | None = None,
-                       ref_logps: Mapping[str, Any] | None = None, batch_size: int = 32,
-                       max_length: int | None = None, max_prompt_length: int | None = None) -> RewardReport:
+def preference_rewards(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    examples: Sequence[Mapping[str, Any]],
+    loss_config: Any,
+    *,
+    ref_model: torch.nn.Module | None = None,
+    ref_logps: Mapping[str, Any] | None = None,
+    batch_size: int = 32,
+    max_length: int | None = None,
+    max_prompt_length: int | None = None,
+) -> RewardReport:
     """Implicit rewards of ``examples`` (preference rows) under ``loss_config``'s method.
 
     DPO needs the reference: ``ref_model`` or ``ref_logps`` (from ``precompute_reference_logps`` on the same
@@ -223,7 +243,9 @@ def preference_rewards(model: torch.nn.Module, tokenizer: Any, examples: Sequenc
     if loss_config.name == "dpo":
         if ref_logps is not None:
             if bool(ref_logps.get("average", average)) != average:
-                raise ValueError(f"ref_logps were computed with average={ref_logps['average']}, the loss uses {average}")
+                raise ValueError(
+                    f"ref_logps were computed with average={ref_logps['average']}, the loss uses {average}"
+                )
             ref_chosen = torch.as_tensor(ref_logps["ref_chosen_logps"], dtype=torch.float64)
             ref_rejected = torch.as_tensor(ref_logps["ref_rejected_logps"], dtype=torch.float64)
             if ref_chosen.shape != chosen.shape or ref_rejected.shape != rejected.shape:
@@ -232,7 +254,9 @@ def preference_rewards(model: torch.nn.Module, tokenizer: Any, examples: Sequenc
             ref_chosen, ref_rejected = _pair_logps(ref_model, examples, collator, batch_size, average)
         else:
             raise ValueError("DPO's implicit reward needs the reference: pass ref_model or ref_logps")
-    _, chosen_rewards, rejected_rewards = loss_config.pairwise_loss(chosen, rejected, ref_chosen, ref_rejected)
+    _, chosen_rewards, rejected_rewards = loss_config.pairwise_loss(
+        chosen, rejected, ref_chosen, ref_rejected
+    )
     if average:
         avg_margins = chosen - rejected
     else:
@@ -244,12 +268,15 @@ def preference_rewards(model: torch.nn.Module, tokenizer: Any, examples: Sequenc
 # ------------------------------------------------------------------------------- KL on samples
 
 
-def _response_tokens(tokenizer: Any, prompt: Any, response: str, index: int,
-                     max_new_tokens: int | None) -> dict[str, list[int]]:
+def _response_tokens(
+    tokenizer: Any, prompt: Any, response: str, index: int, max_new_tokens: int | None
+) -> dict[str, list[int]]:
     """Prompt ids exactly as generation builds them; response ids, plus EOS unless generation was cut off."""
     if not isinstance(response, str):
         raise ValueError(f"response {index} must be a string, got {type(response).__name__}")
-    text = tokenizer.apply_chat_template([_as_messages(prompt, index)], tokenize=False, add_generation_prompt=True)[0]
+    text = tokenizer.apply_chat_template(
+        [_as_messages(prompt, index)], tokenize=False, add_generation_prompt=True
+    )[0]
     prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
     if max_new_tokens is None or len(response_ids) < max_new_tokens:
@@ -258,15 +285,25 @@ def _response_tokens(tokenizer: Any, prompt: Any, response: str, index: int,
 
 
 @torch.no_grad()
-def response_logps(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Any], responses: Sequence[str], *,
-                   batch_size: int = 32, max_new_tokens: int | None = None) -> torch.Tensor:
+def response_logps(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[Any],
+    responses: Sequence[str],
+    *,
+    batch_size: int = 32,
+    max_new_tokens: int | None = None,
+) -> torch.Tensor:
     """Summed log-prob [N] (float64) of each response (with its EOS) given its prompt under ``model``.
 
     ``max_new_tokens``: the generation limit; a response that reached it was cut off and gets no EOS.
     """
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-    rows = [_response_tokens(tokenizer, p, r, i, max_new_tokens) for i, (p, r) in enumerate(zip(prompts, responses, strict=True))]
+    rows = [
+        _response_tokens(tokenizer, p, r, i, max_new_tokens)
+        for i, (p, r) in enumerate(zip(prompts, responses, strict=True))
+    ]
     collator = PreferenceCollator(tokenizer)
     device = next(model.parameters()).device
     was_training = model.training
@@ -274,11 +311,19 @@ def response_logps(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Any
     scores = []
     try:
         for start in range(0, len(rows), batch_size):
-            batch = collator(rows[start:start + batch_size])  # [2b, T]: the response twice; the second half is unused
+            batch = collator(
+                rows[start : start + batch_size]
+            )  # [2b, T]: the response twice; the second half is unused
             half = batch["input_ids"].shape[0] // 2
-            logits = model(input_ids=batch["input_ids"][:half].to(device),
-                           attention_mask=batch["attention_mask"][:half].to(device)).logits  # [b, T, V]
-            scores.append(sequence_logps(logits.float(), batch["labels"][:half].to(device), average=False).double().cpu())
+            logits = model(
+                input_ids=batch["input_ids"][:half].to(device),
+                attention_mask=batch["attention_mask"][:half].to(device),
+            ).logits  # [b, T, V]
+            scores.append(
+                sequence_logps(logits.float(), batch["labels"][:half].to(device), average=False)
+                .double()
+                .cpu()
+            )
     finally:
         model.train(was_training)
     return torch.cat(scores) if scores else torch.zeros(0, dtype=torch.float64)
@@ -293,14 +338,23 @@ class KLEstimate:
     log_ratios: torch.Tensor  # [N] log p(y|x) - log p_ref(y|x), y sampled from the policy
 
 
-def kl_to_reference(policy: torch.nn.Module, reference: torch.nn.Module, tokenizer: Any, prompts: Sequence[Any],
-                    responses: Sequence[str], *, batch_size: int = 32, max_new_tokens: int | None = None) -> KLEstimate:
+def kl_to_reference(
+    policy: torch.nn.Module,
+    reference: torch.nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[Any],
+    responses: Sequence[str],
+    *,
+    batch_size: int = 32,
+    max_new_tokens: int | None = None,
+) -> KLEstimate:
     """KL(policy || reference) from ``responses`` sampled from ``policy`` at temperature 1, top_p 1."""
     if len(responses) == 0:
         raise ValueError("kl_to_reference needs at least one sampled response")
     kwargs = {"batch_size": batch_size, "max_new_tokens": max_new_tokens}
-    log_ratios = (response_logps(policy, tokenizer, prompts, responses, **kwargs)
-                  - response_logps(reference, tokenizer, prompts, responses, **kwargs))  # [N]
+    log_ratios = response_logps(policy, tokenizer, prompts, responses, **kwargs) - response_logps(
+        reference, tokenizer, prompts, responses, **kwargs
+    )  # [N]
     stderr = float(log_ratios.std() / math.sqrt(log_ratios.numel())) if log_ratios.numel() > 1 else 0.0
     return KLEstimate(float(log_ratios.mean()), stderr, log_ratios)
 
@@ -310,7 +364,11 @@ def kl_to_reference(policy: torch.nn.Module, reference: torch.nn.Module, tokeniz
 
 def response_lengths(tokenizer: Any, responses: Sequence[str]) -> list[int]:
     """Length of each response in tokens (no special tokens)."""
-    return [len(ids) for ids in tokenizer(list(responses), add_special_tokens=False)["input_ids"]] if responses else []
+    return (
+        [len(ids) for ids in tokenizer(list(responses), add_special_tokens=False)["input_ids"]]
+        if responses
+        else []
+    )
 
 
 def repetition_rate(responses: Sequence[str], n: int = 3) -> float:
@@ -322,7 +380,7 @@ def repetition_rate(responses: Sequence[str], n: int = 3) -> float:
     rates = []
     for response in responses:
         words = response.lower().split()
-        grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+        grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
         rates.append(1 - len(set(grams)) / len(grams) if grams else 0.0)
     return float(np.mean(rates))
 
@@ -330,7 +388,9 @@ def repetition_rate(responses: Sequence[str], n: int = 3) -> float:
 # ------------------------------------------------------------------------- judging and breakdowns
 
 
-def judge_responses(prompts: Sequence[Any], responses: Sequence[str], judge: Judge | None = None) -> list[Any]:
+def judge_responses(
+    prompts: Sequence[Any], responses: Sequence[str], judge: Judge | None = None
+) -> list[Any]:
     """The judge's verdict for each (prompt, response); default: the world's judge.
 
     A judge with a ``judge_many(prompts, responses)`` method (e.g. ``RewardModelJudge``) is called once.
@@ -338,7 +398,7 @@ def judge_responses(prompts: Sequence[Any], responses: Sequence[str], judge: Jud
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     if judge is None:
-        from .world.judge import judge
+        from ..world.judge import judge
     if hasattr(judge, "judge_many"):
         return list(judge.judge_many(prompts, responses))
     results = []
@@ -377,7 +437,9 @@ def safety_summary(judgements: Sequence[Any]) -> dict[str, float | int | None]:
     }
 
 
-def family_breakdown(judgements: Sequence[Any], families: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+def family_breakdown(
+    judgements: Sequence[Any], families: Sequence[str] | None = None
+) -> dict[str, dict[str, Any]]:
     """Per task family: n, mean judge score, accuracy and the safety summary; families from the judge by default."""
     labels = list(families) if families is not None else [j.family for j in judgements]
     if len(labels) != len(judgements):
@@ -419,15 +481,28 @@ class Generations:
         return float(np.mean(self.lengths))
 
 
-def generate_and_judge(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Any], *, judge: Judge | None = None,
-                       seed: int = 0, max_new_tokens: int = 64, batch_size: int = 64) -> Generations:
+def generate_and_judge(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[Any],
+    *,
+    judge: Judge | None = None,
+    seed: int = 0,
+    max_new_tokens: int = 64,
+    batch_size: int = 64,
+) -> Generations:
     """Sample one response per prompt at temperature 1 (top_p 1, so KL estimates stay valid) and judge it."""
     from .generation import generate_responses
 
-    responses = generate_responses(model, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed,
-                                   batch_size=batch_size)
-    return Generations(list(prompts), responses, judge_responses(prompts, responses, judge),
-                       response_lengths(tokenizer, responses))
+    responses = generate_responses(
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size
+    )
+    return Generations(
+        list(prompts),
+        responses,
+        judge_responses(prompts, responses, judge),
+        response_lengths(tokenizer, responses),
+    )
 
 
 @dataclass(frozen=True)
@@ -443,82 +518,55 @@ class PolicyEvaluation:
     def metrics(self) -> dict[str, float]:
         """Flat numbers under the names results.json uses."""
         values = {
-            "win_rate_vs_ref": self.win.rate, "lc_win_rate_vs_ref": self.lc.lc_win_rate,
-            "judge_score": self.generations.mean_score, "mean_length": self.generations.mean_length,
-            "repetition_rate": repetition_rate(self.generations.responses), "kl_to_ref": self.kl.mean,
+            "win_rate_vs_ref": self.win.rate,
+            "lc_win_rate_vs_ref": self.lc.lc_win_rate,
+            "judge_score": self.generations.mean_score,
+            "mean_length": self.generations.mean_length,
+            "repetition_rate": repetition_rate(self.generations.responses),
+            "kl_to_ref": self.kl.mean,
         }
         if self.rewards is not None:
             values["reward_accuracy"] = self.rewards.reward_accuracy
             values["likelihood_agreement"] = self.rewards.likelihood_agreement
-        values.update({k: v for k, v in safety_summary(self.generations.verdicts).items()
-                       if not k.startswith("n_") and v is not None})
+        values.update(
+            {
+                k: v
+                for k, v in safety_summary(self.generations.verdicts).items()
+                if not k.startswith("n_") and v is not None
+            }
+        )
         return values
 
 
-def evaluate_policy(policy: torch.nn.Module, reference: torch.nn.Module, tokenizer: Any,
-                    reference_generations: Generations, *, judge: Judge | None = None, seed: int = 0,
-                    max_new_tokens: int = 64, pairs: Sequence[Mapping[str, Any]] | None = None,
-                    loss_config: Any = None, pair_kwargs: Mapping[str, Any] | None = None) -> PolicyEvaluation:
+def evaluate_policy(
+    policy: torch.nn.Module,
+    reference: torch.nn.Module,
+    tokenizer: Any,
+    reference_generations: Generations,
+    *,
+    judge: Judge | None = None,
+    seed: int = 0,
+    max_new_tokens: int = 64,
+    pairs: Sequence[Mapping[str, Any]] | None = None,
+    loss_config: Any = None,
+    pair_kwargs: Mapping[str, Any] | None = None,
+) -> PolicyEvaluation:
     """Generate on the reference's prompts with the same seed, judge, compare, estimate KL; with ``pairs`` and
     ``loss_config`` also the implicit-reward report (``pair_kwargs`` go to ``preference_rewards``)."""
     prompts = reference_generations.prompts
-    generations = generate_and_judge(policy, tokenizer, prompts, judge=judge, seed=seed, max_new_tokens=max_new_tokens)
+    generations = generate_and_judge(
+        policy, tokenizer, prompts, judge=judge, seed=seed, max_new_tokens=max_new_tokens
+    )
     win = win_rate(generations.scores, reference_generations.scores)
-    lc = lc_win_rate(generations.scores, reference_generations.scores, generations.lengths,
-                     reference_generations.lengths)
-    kl = kl_to_reference(policy, reference, tokenizer, prompts, generations.responses, max_new_tokens=max_new_tokens)
+    lc = lc_win_rate(
+        generations.scores, reference_generations.scores, generations.lengths, reference_generations.lengths
+    )
+    kl = kl_to_reference(
+        policy, reference, tokenizer, prompts, generations.responses, max_new_tokens=max_new_tokens
+    )
     rewards = None
     if pairs is not None and loss_config is not None:
-        rewards = preference_rewards(policy, tokenizer, pairs, loss_config, **{"ref_model": reference, **(pair_kwargs or {})})
+        rewards = preference_rewards(
+            policy, tokenizer, pairs, loss_config, **{"ref_model": reference, **(pair_kwargs or {})}
+        )
     return PolicyEvaluation(generations, win, lc, kl, rewards)
-
-
-# --------------------------------------------------------------------------- side-by-side browser
-
-
-def generation_panels_html(prompt: Any, columns: Mapping[str, tuple[str, Any]]) -> tuple[str, list[str]]:
-    """HTML for one prompt and each model's (response, verdict): text escaped, score and reason shown."""
-    import html
-
-    from .world.judge import prompt_text
-
-    def panel(title: str, response: str, verdict: Any) -> str:
-        body = html.escape(response).replace("\n", "<br>") or "<i>(empty)</i>"
-        return (f"<div style='min-width: 200px'><b>{html.escape(title)}</b><br><b>score:</b> {verdict.score:g}"
-                f"<br><small>{html.escape(str(verdict.reason))}</small><pre style='white-space: pre-wrap'>{body}</pre></div>")
-
-    prompt_html = f"<b>prompt:</b> {html.escape(prompt_text(prompt))}"
-    return prompt_html, [panel(title, response, verdict) for title, (response, verdict) in columns.items()]
-
-
-def browser_rows(generations: Mapping[str, Generations]) -> list[dict[str, Any]]:
-    """One row per prompt: its family (from the first model's verdicts) and every model's response and verdict."""
-    first = next(iter(generations.values()))
-    for label, gen in generations.items():
-        if gen.prompts != first.prompts:
-            raise ValueError(f"{label!r} answered different prompts than {next(iter(generations))!r}")
-    return [{"prompt": prompt, "family": first.verdicts[i].family,
-             "columns": {label: (gen.responses[i], gen.verdicts[i]) for label, gen in generations.items()}}
-            for i, prompt in enumerate(first.prompts)]
-
-
-class GenerationBrowser(PairBrowser):
-    """Side-by-side generations with the judge's verdicts: a family dropdown and prev/next (as ``PairBrowser``).
-
-    ``browser.row`` is the prompt on show (see ``browser_rows``); display ``browser.widget`` in a notebook.
-    """
-
-    def __init__(self, generations: Mapping[str, Generations]) -> None:
-        import ipywidgets as widgets
-
-        rows = browser_rows(generations)
-        self.panels = [widgets.HTML() for _ in generations]  # before PairBrowser's first render
-        super().__init__(rows, family_key="family")
-        controls = self.widget.children[0]
-        self.widget.children = (controls, self.prompt_html, widgets.HBox(self.panels))
-
-    def render(self) -> None:
-        self.prompt_html.value, panels = generation_panels_html(self.row["prompt"], self.row["columns"])
-        for widget, value in zip(self.panels, panels, strict=True):
-            widget.value = value
-        self.status.value = f"prompt {self.position + 1} of {len(self.indices)} (row {self.indices[self.position]})"

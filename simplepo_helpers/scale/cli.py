@@ -1,7 +1,7 @@
 """Training entry point: the kit's SimPO/DPO training step, driven by a config file, on 1 or N processes.
 
-    python -m simplepo_helpers.cli --config configs/tiny_world_cpu.yaml train.max_steps=50 loss.name=dpo
-    accelerate launch --multi_gpu --num_processes 4 -m simplepo_helpers.cli --config configs/smollm2_gpu.yaml
+    python -m simplepo_helpers.scale.cli --config configs/tiny_world_cpu.yaml train.max_steps=50 loss.name=dpo
+    accelerate launch --multi_gpu --num_processes 4 -m simplepo_helpers.scale.cli --config configs/smollm2_gpu.yaml
 
 accelerate sets up the processes (DDP: each process holds the whole model and takes ``batch_size / N``
 pairs of every micro-batch; gradients are averaged across processes in ``backward``). Each optimizer step
@@ -21,15 +21,18 @@ import dataclasses
 import json
 import os
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .batching import PreferenceCollator
-from .checkpoint import STATE_NAME, checkpoint_path, find_latest_checkpoint, save_checkpoint
+from ..batching import PreferenceCollator
+from ..runtime.batches import PreferenceBatches, collate_examples
+from ..runtime.checkpoint import STATE_NAME, find_latest_checkpoint, read_history
+from ..runtime.device import DevicePolicy, select_device
+from ..runtime.result import TrainResult
+from ..training import TrainConfig, preference_loss, train
 from .config import (
     WORLD_DATA_PREFIX,
     WORLD_MODEL,
@@ -40,22 +43,13 @@ from .config import (
     config_to_dict,
     load_config,
 )
-from .device import DevicePolicy, select_device
 from .lora import adapter_disabled_reference, apply_lora
-from .training import (
-    Optimization,
-    ShuffledStream,
-    TrainConfig,
-    TrainResult,
-    collate_examples,
-    preference_loss,
-    resume_state,
-)
 
 METRICS_FILE = "metrics.jsonl"
 FINAL_DIR = "final"
 CANDIDATE_FACTOR = 2  # Hub subsets: validate up to 2 x n shuffled rows to find n that fit max_length
-_SAME_ON_ALL_PROCESSES = ("grad_norm", "lr")  # computed after the gradient all-reduce
+# not averaged over processes: the same everywhere (grad_norm and lr come after the all-reduce), or summed
+_NOT_AVERAGED = ("step", "epoch", "grad_norm", "lr", "tokens", "seconds")
 
 
 def resolve_policy(precision: str, device: torch.device) -> DevicePolicy:
@@ -86,7 +80,7 @@ def resolve_policy(precision: str, device: torch.device) -> DevicePolicy:
 def load_model(options: ModelOptions, policy: DevicePolicy, *, progress: bool = True):
     """(model, tokenizer): the world's reference model for ``world``, else `hub.load_hub_model`."""
     if options.name_or_path == WORLD_MODEL:
-        from .world import load_reference_model
+        from ..world import load_reference_model
 
         model, tokenizer = load_reference_model(progress=progress)
         model = model.to(device=policy.device, dtype=policy.param_dtype)
@@ -101,11 +95,15 @@ def load_model(options: ModelOptions, policy: DevicePolicy, *, progress: bool = 
 
 def load_rows(source: str, split: str, n: int | None, tokenizer, train: TrainConfig, seed: int, where: str):
     """Valid preference rows (a ``datasets.Dataset``) and the validation report of one data source."""
-    from .data import load_preference_dataset
+    from ..data import load_preference_dataset
 
-    limits = {"tokenizer": tokenizer, "max_length": train.max_length, "max_prompt_length": train.max_prompt_length}
+    limits = {
+        "tokenizer": tokenizer,
+        "max_length": train.max_length,
+        "max_prompt_length": train.max_prompt_length,
+    }
     if source.startswith(WORLD_DATA_PREFIX):
-        from .world import data_file
+        from ..world import data_file
 
         rows, report = load_preference_dataset(data_file(source.removeprefix(WORLD_DATA_PREFIX)), **limits)
     elif source.endswith(".jsonl"):
@@ -140,33 +138,6 @@ def _load_data(data: DataOptions, tokenizer, train: TrainConfig, say) -> dict[st
         rows[what], report = load_rows(source, split, n, tokenizer, train, data.seed, f"data.{what}")
         say(f"[simplepo] data.{what} ({source}): {report.summary(max_rows=5)}; using {len(rows[what])} rows")
     return rows
-
-
-class ShardedBatches:
-    """`train`'s micro-batches (same seeded stream), each split into ``num_processes`` equal contiguous shards.
-
-    Step s, micro-batch m covers stream positions ``[(s-1)*E + m*B, ... + B)`` (E examples per step, B the
-    global ``batch_size``); process r collates positions ``r*B/N .. (r+1)*B/N`` of it.
-    """
-
-    def __init__(self, examples, collator: PreferenceCollator, config: TrainConfig, rank: int, world: int):
-        if config.batch_size % world:
-            raise ConfigError(
-                f"train.batch_size={config.batch_size} (pairs per micro-batch, all processes together) must be "
-                f"divisible by the number of processes ({world})"
-            )
-        self.examples, self.collator, self.config = examples, collator, config
-        self.rank, self.share = rank, config.batch_size // world
-        self.stream = ShuffledStream(len(examples), config.seed)
-
-    def micro_batches(self, step: int) -> list[dict[str, torch.Tensor]]:
-        size, first = self.config.batch_size, (step - 1) * self.config.examples_per_step
-        batches = []
-        for micro in range(self.config.grad_accum_steps):
-            indices = self.stream.take(first + micro * size, size)
-            mine = indices[self.rank * self.share : (self.rank + 1) * self.share]
-            batches.append(collate_examples(self.collator, self.examples, mine, context=f"step {step}, process {self.rank}"))
-        return batches
 
 
 def _reduce(accelerator, values: Mapping[str, float], reduction: str) -> dict[str, float]:
@@ -287,7 +258,9 @@ def _print_step(row: Mapping[str, Any], max_steps: int) -> None:
     print(f"step {row['step']}/{max_steps} | " + " | ".join(parts) + f" | lr {row['lr']:.2e}", flush=True)
 
 
-def _setup(config: RunConfig, policy: DevicePolicy, accelerator, say, progress: bool) -> tuple[Any, Any, dict]:
+def _setup(
+    config: RunConfig, policy: DevicePolicy, accelerator, say, progress: bool
+) -> tuple[Any, Any, dict]:
     """(model, with adapters when LoRA is on; tokenizer; ``{"train": rows, "eval": rows}``) on this process."""
     with accelerator.main_process_first():  # one process builds the world model / downloads, then the others
         model, tokenizer = load_model(config.model, policy, progress=progress)
@@ -299,22 +272,33 @@ def _setup(config: RunConfig, policy: DevicePolicy, accelerator, say, progress: 
     return model, tokenizer, rows
 
 
-def _step_row(step, metrics, micro_batches, num_examples, config: TrainConfig, accelerator, started) -> dict:
-    """One line of the log: this step's metrics averaged over processes, tokens summed over them."""
-    shared = {name: metrics.pop(name) for name in _SAME_ON_ALL_PROCESSES}
-    tokens = sum(int(batch["attention_mask"].sum()) for batch in micro_batches)
-    return {
-        "step": step,
-        "epoch": step * config.examples_per_step / num_examples,
-        **_reduce(accelerator, metrics, "mean"),
-        **shared,
-        "tokens": int(_reduce(accelerator, {"tokens": tokens}, "sum")["tokens"]),
-        "seconds": time.perf_counter() - started,
-    }
+class _StepHook:
+    """``train``'s per-step callback here: means over processes, held-out metrics, the log and a printed line."""
+
+    def __init__(
+        self, config: RunConfig, accelerator, evaluate_rows, log: _MetricsLog, progress: bool
+    ) -> None:
+        self.config, self.accelerator, self.evaluate_rows, self.log = config, accelerator, evaluate_rows, log
+        self.progress = progress and accelerator.is_main_process
+
+    def __call__(self, row: dict[str, Any]) -> None:
+        step, train_cfg, every = row["step"], self.config.train, self.config.data.eval_every
+        local = {name: row[name] for name in row if name not in _NOT_AVERAGED}
+        row.update(_reduce(self.accelerator, local, "mean"))
+        row["tokens"] = int(_reduce(self.accelerator, {"tokens": row["tokens"]}, "sum")["tokens"])
+        if self.evaluate_rows is not None and ((every and step % every == 0) or step == train_cfg.max_steps):
+            row.update(self.evaluate_rows())
+        self.log.write(row)
+        if self.progress and (step % train_cfg.log_every == 0 or step == train_cfg.max_steps):
+            _print_step(row, train_cfg.max_steps)
 
 
 def run_training(config: RunConfig, *, progress: bool = True) -> TrainResult:
-    """Run ``config`` on the processes accelerate started (one when launched with plain ``python``)."""
+    """Run ``config`` on the processes accelerate started (one when launched with plain ``python``).
+
+    Sets up what ``train`` does not (processes, model, data, reference, DDP wrapper), then calls ``train``
+    with a per-process batch source and ``_StepHook``; saves the final model and tokenizer.
+    """
     from transformers import set_seed
 
     accelerator = _accelerator()
@@ -325,6 +309,11 @@ def run_training(config: RunConfig, *, progress: bool = True) -> TrainResult:
     resume_from = _resume_checkpoint(config)
     policy = resolve_policy(config.model.precision, accelerator.device)
     say(f"[simplepo] {world} process(es) | {policy.describe()}")
+    if train_cfg.batch_size % world:
+        raise ConfigError(
+            f"train.batch_size={train_cfg.batch_size} (pairs per micro-batch, all processes together) must be "
+            f"divisible by the number of processes ({world})"
+        )
 
     set_seed(train_cfg.seed)  # the same on every process: LoRA init and dropout match the 1-process run
     model, tokenizer, rows = _setup(config, policy, accelerator, say, progress and main)
@@ -332,64 +321,61 @@ def run_training(config: RunConfig, *, progress: bool = True) -> TrainResult:
     collator = PreferenceCollator(
         tokenizer, max_length=train_cfg.max_length, max_prompt_length=train_cfg.max_prompt_length
     )
-    source = ShardedBatches(rows["train"], collator, train_cfg, rank, world)
+    batches = PreferenceBatches(
+        rows["train"],
+        collator,
+        batch_size=train_cfg.batch_size,
+        seed=train_cfg.seed,
+        grad_accum_steps=train_cfg.grad_accum_steps,
+        rank=rank,
+        world=world,
+    )
     say(
-        f"[simplepo] {train_cfg.batch_size} pairs per micro-batch ({source.share} per process) x "
+        f"[simplepo] {train_cfg.batch_size} pairs per micro-batch ({batches.share} per process) x "
         f"{train_cfg.grad_accum_steps} accumulation = {train_cfg.examples_per_step} pairs per optimizer step"
     )
+    history = []
+    if resume_from is not None:
+        history = read_history(resume_from)
+        say(f"[simplepo] resuming from {resume_from} at step {history[-1]['step'] if history else 0}")
+    log = _MetricsLog(output_dir / METRICS_FILE, history, enabled=main)
 
     unwrapped = model
-    model = accelerator.prepare_model(model)  # DDP when world > 1
-    optimization = Optimization.build(model, train_cfg, policy)
-    state_objects = optimization.state_objects(unwrapped)
-    run_info = {
-        "num_examples": len(rows["train"]),
-        "optimizer_impl": optimization.impl,
-        "device": policy.describe(),
-        "num_processes": world,
-        "run_config": config_to_dict(config),
-    }
-    start_step, history = 0, []
-    if resume_from is not None:
-        start_step, history = resume_state(resume_from, run_info, train_cfg, **state_objects)
-        say(f"[simplepo] resumed from {resume_from} at step {start_step}")
-    log = _MetricsLog(output_dir / METRICS_FILE, history, enabled=main)
-    checkpoints: list[str] = []
+    evaluate_rows = None
+    if "eval" in rows:
 
-    def save(step: int) -> None:
-        accelerator.wait_for_everyone()
-        path = checkpoint_path(output_dir, step)
-        if main:
-            save_checkpoint(path, step=step, config=train_cfg, history=history, extra=run_info, **state_objects)
-        checkpoints.append(str(path))
-        accelerator.wait_for_everyone()
-
-    model.train()
-    for step in range(start_step + 1, train_cfg.max_steps + 1):
-        started = time.perf_counter()
-        micro_batches = source.micro_batches(step)
-        metrics = optimization.step(model, micro_batches, train_cfg, ref_model=ref_model, policy=policy, step=step)
-        row = _step_row(step, metrics, micro_batches, len(rows["train"]), train_cfg, accelerator, started)
-        every = config.data.eval_every
-        if "eval" in rows and ((every and step % every == 0) or step == train_cfg.max_steps):
-            row.update(
-                evaluate(unwrapped, rows["eval"], collator, loss_cfg, ref_model=ref_model, policy=policy,
-                         batch_size=train_cfg.batch_size, accelerator=accelerator)
+        def evaluate_rows() -> dict[str, float]:
+            return evaluate(
+                unwrapped,
+                rows["eval"],
+                collator,
+                loss_cfg,
+                ref_model=ref_model,
+                policy=policy,
+                batch_size=train_cfg.batch_size,
+                accelerator=accelerator,
             )
-        history.append(row)
-        log.write(row)
-        if progress and main and (step % train_cfg.log_every == 0 or step == train_cfg.max_steps):
-            _print_step(row, train_cfg.max_steps)
-        if train_cfg.save_every and step % train_cfg.save_every == 0:
-            save(step)
-    last_step = history[-1]["step"] if history else start_step
-    if not (train_cfg.save_every and last_step % train_cfg.save_every == 0):
-        save(last_step)
+
+    model = accelerator.prepare_model(model)  # DDP when world > 1
+    result = train(
+        model,
+        tokenizer,
+        rows["train"],
+        train_cfg,
+        ref_model=ref_model,
+        policy=policy,
+        resume_from=resume_from,
+        progress=False,
+        batches=batches,
+        on_step=_StepHook(config, accelerator, evaluate_rows, log, progress),
+        run_info={"num_processes": world, "run_config": config_to_dict(config)},
+    )
     _export(config, unwrapped, tokenizer, output_dir / FINAL_DIR, accelerator)
-    say(f"[simplepo] done: checkpoints {checkpoints}, metrics {output_dir / METRICS_FILE}, model {output_dir / FINAL_DIR}")
-    unwrapped.eval()
-    final = {k: v for k, v in history[-1].items() if k != "seconds"} if history else {}
-    return TrainResult(history, final, optimization.impl, policy.describe(), checkpoints)
+    say(
+        f"[simplepo] done: checkpoints {result.checkpoints}, metrics {output_dir / METRICS_FILE}, "
+        f"model {output_dir / FINAL_DIR}"
+    )
+    return result
 
 
 def _export(config: RunConfig, model, tokenizer, directory: Path, accelerator) -> None:
@@ -404,13 +390,15 @@ def _export(config: RunConfig, model, tokenizer, directory: Path, accelerator) -
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m simplepo_helpers.cli",
+        prog="python -m simplepo_helpers.scale.cli",
         description="Train with SimPO or DPO from a YAML/JSON config (also under `accelerate launch`).",
-        epilog="example: python -m simplepo_helpers.cli --config configs/tiny_world_cpu.yaml "
+        epilog="example: python -m simplepo_helpers.scale.cli --config configs/tiny_world_cpu.yaml "
         "train.max_steps=20 loss.name=dpo loss.beta=0.1 resume=latest",
     )
     parser.add_argument("--config", help="a .yaml/.yml/.json config file (see configs/)")
-    parser.add_argument("overrides", nargs="*", metavar="section.field=value", help="overrides, parsed as YAML")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="section.field=value", help="overrides, parsed as YAML"
+    )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     return parser

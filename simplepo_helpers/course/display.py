@@ -1,8 +1,6 @@
-"""Notebook utilities: Colab detection, a `cmp` printer, small HTML renderers and two widgets with plain logic.
+"""Notebook display helpers: Colab detection, the `cmp` printer, small HTML renderers and the SimPO curves.
 
-The widgets keep their state in attributes and recompute it in ordinary methods, so tests drive them
-without a browser (``button.click()``, ``slider.value = ...``) and check the state; the display code only
-renders that state.
+Plain functions with no widget state; `course.widgets` builds the interactive views on them.
 """
 
 from __future__ import annotations
@@ -15,8 +13,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
-ALL_FAMILIES = "(all)"
 
 
 def in_colab() -> bool:
@@ -74,7 +70,9 @@ def html_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
     head = "".join(f"<th style='text-align:left'>{html.escape(str(c))}</th>" for c in columns)
     body = "".join(
-        "<tr>" + "".join(f"<td style='text-align:left'>{cell(row.get(c, ''))}</td>" for c in columns) + "</tr>"
+        "<tr>"
+        + "".join(f"<td style='text-align:left'>{cell(row.get(c, ''))}</td>" for c in columns)
+        + "</tr>"
         for row in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -82,8 +80,14 @@ def html_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 # ---------------------------------------------------------------------------------- token roles
 
-ROLE_COLOURS = {"bos": "#d9d9d9", "template": "#ffd59e", "prompt": "#cfe2ff", "response": "#c7f0c2",
-                "eos": "#7bd389", "padding": "#eeeeee"}
+ROLE_COLOURS = {
+    "bos": "#d9d9d9",
+    "template": "#ffd59e",
+    "prompt": "#cfe2ff",
+    "response": "#c7f0c2",
+    "eos": "#7bd389",
+    "padding": "#eeeeee",
+}
 
 
 def tokens_html(explained: Sequence[tuple[str, str]]) -> str:
@@ -94,12 +98,16 @@ def tokens_html(explained: Sequence[tuple[str, str]]) -> str:
 
     def span(text: str, role: str) -> str:
         shown = html.escape(text.replace("\n", "\\n"))  # a newline token shows as \n
-        return (f"<span title='{role}' style='background:{ROLE_COLOURS[role]}; border:1px solid #999;"
-                f" margin:1px; padding:0 2px; font-family:monospace; white-space:pre'>{shown}</span>")
+        return (
+            f"<span title='{role}' style='background:{ROLE_COLOURS[role]}; border:1px solid #999;"
+            f" margin:1px; padding:0 2px; font-family:monospace; white-space:pre'>{shown}</span>"
+        )
 
     spans = "".join(span(text, role) for text, role in explained)
     present = [role for role in ROLE_COLOURS if any(r == role for _, r in explained)]
-    legend = " ".join(f"<span style='background:{ROLE_COLOURS[r]}; padding:0 4px'>{r}</span>" for r in present)
+    legend = " ".join(
+        f"<span style='background:{ROLE_COLOURS[r]}; padding:0 4px'>{r}</span>" for r in present
+    )
     return f"<div style='line-height:2'>{spans}</div><div>roles: {legend}</div>"
 
 
@@ -116,7 +124,9 @@ def _message_text(value: Any) -> str:
     return "\n".join(f"[{m['role']}] {m['content']}" for m in messages)
 
 
-def pair_panels_html(row: Mapping[str, Any], *, score_keys: tuple[str, str] = ("chosen_score", "rejected_score")) -> tuple[str, str, str]:
+def pair_panels_html(
+    row: Mapping[str, Any], *, score_keys: tuple[str, str] = ("chosen_score", "rejected_score")
+) -> tuple[str, str, str]:
     """HTML for one preference pair: (prompt, chosen, rejected), text escaped, judge scores shown if present."""
 
     def panel(title: str, text: str, score: Any) -> str:
@@ -132,77 +142,19 @@ def pair_panels_html(row: Mapping[str, Any], *, score_keys: tuple[str, str] = ("
     )
 
 
-class PairBrowser:
-    """Step through preference pairs of one task family: a family dropdown, prev/next buttons, side by side.
-
-    ``browser.indices`` are the row numbers in the selected family, ``browser.row`` the pair on show.
-    Display ``browser.widget`` in a notebook.
-    """
-
-    def __init__(self, rows: Sequence[Mapping[str, Any]], *, family_key: str = "family",
-                 score_keys: tuple[str, str] = ("chosen_score", "rejected_score")) -> None:
-        import ipywidgets as widgets
-
-        if len(rows) == 0:
-            raise ValueError("PairBrowser needs at least one row")
-        self.rows = rows
-        self.family_key = family_key
-        self.score_keys = score_keys
-        families = sorted({str(row[family_key]) for row in rows})
-        self.family = widgets.Dropdown(options=[ALL_FAMILIES, *families], value=ALL_FAMILIES, description="family")
-        self.prev_button = widgets.Button(description="< prev")
-        self.next_button = widgets.Button(description="next >")
-        self.status = widgets.Label()
-        self.prompt_html, self.chosen_html, self.rejected_html = (widgets.HTML() for _ in range(3))
-        self.family.observe(lambda _change: self.select_family(), names="value")
-        self.prev_button.on_click(lambda _button: self.step(-1))
-        self.next_button.on_click(lambda _button: self.step(+1))
-        columns = widgets.HBox(
-            [self.chosen_html, self.rejected_html], layout=widgets.Layout(grid_gap="16px", align_items="flex-start")
-        )
-        controls = widgets.HBox([self.family, self.prev_button, self.next_button, self.status])
-        self.widget = widgets.VBox([controls, self.prompt_html, columns])
-        self.select_family()
-
-    def select_family(self) -> None:
-        """Recompute the rows of the selected family and show the first one."""
-        chosen_family = self.family.value
-        self.indices = [
-            i for i, row in enumerate(self.rows)
-            if chosen_family == ALL_FAMILIES or str(row[self.family_key]) == chosen_family
-        ]
-        self.position = 0
-        self.render()
-
-    def step(self, delta: int) -> None:
-        """Move ``delta`` pairs forward (negative: back), wrapping around within the family."""
-        self.position = (self.position + delta) % len(self.indices)
-        self.render()
-
-    @property
-    def row(self) -> Mapping[str, Any]:
-        return self.rows[self.indices[self.position]]
-
-    def render(self) -> None:
-        self.prompt_html.value, self.chosen_html.value, self.rejected_html.value = pair_panels_html(
-            self.row, score_keys=self.score_keys
-        )
-        self.status.value = (
-            f"pair {self.position + 1} of {len(self.indices)} (row {self.indices[self.position]})"
-        )
-
-
 # ------------------------------------------------------------------------------------ loss explorer
 
 
-def simpo_curves(logp_margins: Sequence[float] | np.ndarray, *, beta: float, gamma: float) -> dict[str, np.ndarray]:
+def simpo_curves(
+    logp_margins: Sequence[float] | np.ndarray, *, beta: float, gamma: float
+) -> dict[str, np.ndarray]:
     """SimPO loss and gradient weight against the average log-prob margin ``avg_w - avg_l``.
 
     Computed with the kit's `simpo_loss` and autograd: ``loss`` = -log sigma(beta * margin - gamma),
     ``grad_weight`` = |dL/d avg_w| = beta * sigma(gamma - beta * margin), and ``reward_margin`` =
     beta * margin (the `rewards/margins` metric). ``gamma`` is the paper's absolute margin.
     """
-    from .losses import simpo_loss
+    from ..losses import simpo_loss
 
     margins = torch.tensor(np.asarray(logp_margins, dtype=np.float64), requires_grad=True)  # [N]
     losses, _, _ = simpo_loss(margins, torch.zeros_like(margins), beta=beta, gamma=gamma)  # [N]
@@ -215,7 +167,9 @@ def simpo_curves(logp_margins: Sequence[float] | np.ndarray, *, beta: float, gam
     }
 
 
-def draw_simpo_curves(axes: Sequence[Any], curves: Mapping[str, np.ndarray], *, beta: float, gamma: float) -> None:
+def draw_simpo_curves(
+    axes: Sequence[Any], curves: Mapping[str, np.ndarray], *, beta: float, gamma: float
+) -> None:
     """Draw `simpo_curves` output: loss on the first axis, gradient weight on the second.
 
     A dashed line marks the margin gamma / beta, where z = 0: the loss is ln 2 and the weight beta / 2.
@@ -231,42 +185,3 @@ def draw_simpo_curves(axes: Sequence[Any], curves: Mapping[str, np.ndarray], *, 
     loss_ax.set(ylabel="loss", title="SimPO loss")
     weight_ax.set(ylabel="|dL / d avg_w|", title="gradient weight")
     loss_ax.legend(fontsize=8)
-
-
-class LossExplorer:
-    """Sliders for beta and gamma; each change recomputes ``self.curves`` and redraws the two panels."""
-
-    def __init__(self, logp_margins: Sequence[float] | np.ndarray | None = None, *,
-                 beta: float = 2.5, gamma: float = 1.375) -> None:
-        import ipywidgets as widgets
-
-        if logp_margins is None:
-            logp_margins = np.linspace(-1.5, 1.5, 241)
-        self.logp_margins = np.asarray(logp_margins, dtype=np.float64)
-        self.beta = widgets.FloatSlider(value=beta, min=0.1, max=10.0, step=0.1, description="beta")
-        self.gamma = widgets.FloatSlider(value=gamma, min=0.0, max=5.0, step=0.025, description="gamma")
-        self.output = widgets.Output()
-        self.beta.observe(lambda _change: self.update(), names="value")
-        self.gamma.observe(lambda _change: self.update(), names="value")
-        self.widget = widgets.VBox([widgets.HBox([self.beta, self.gamma]), self.output])
-        self.update()
-
-    def update(self) -> None:
-        """Recompute the curves for the current slider values, then redraw."""
-        self.curves = simpo_curves(self.logp_margins, beta=self.beta.value, gamma=self.gamma.value)
-        self._redraw()
-
-    def _redraw(self) -> None:
-        import matplotlib.pyplot as plt
-        from IPython import get_ipython
-        from IPython.display import clear_output, display
-
-        if get_ipython() is None:  # plain Python (tests): the curves are the state, nothing to show
-            return
-        figure, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-        draw_simpo_curves(axes, self.curves, beta=self.beta.value, gamma=self.gamma.value)
-        figure.tight_layout()
-        with self.output:
-            clear_output(wait=True)
-            display(figure)
-        plt.close(figure)

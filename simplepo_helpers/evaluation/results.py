@@ -1,6 +1,6 @@
 """The kit's results file, ``build/results.json``, and the README table rendered from it.
 
-Notebook 05 writes the file; ``python -m simplepo_helpers.results README.md`` renders the table between the
+Notebook 05 writes the file; ``python -m simplepo_helpers.evaluation.results README.md`` renders the table between the
 README's ``<!-- results:start -->`` and ``<!-- results:end -->`` markers. Layout of the file:
 
     {"meta": {...},                                  # profile, seeds, steps, judge, ...
@@ -28,8 +28,12 @@ MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
 TRAINED_METHODS = ("simpo", "dpo", "simpo_no_ln")
 TRAINED_METRICS = ("win_rate_vs_ref", "lc_win_rate_vs_ref", "mean_length", "reward_accuracy", "kl_to_ref")
 REFERENCE_METRICS = ("mean_length", "judge_score")
-METHOD_LABELS = {"reference": "reference (SFT)", "simpo": "SimPO", "dpo": "DPO",
-                 "simpo_no_ln": "SimPO without length normalisation"}
+METHOD_LABELS = {
+    "reference": "reference (SFT)",
+    "simpo": "SimPO",
+    "dpo": "DPO",
+    "simpo_no_ln": "SimPO without length normalisation",
+}
 COLUMNS = (  # (metric, header, decimals)
     ("win_rate_vs_ref", "win rate vs reference", 3),
     ("lc_win_rate_vs_ref", "LC win rate vs reference", 3),
@@ -72,7 +76,10 @@ def _check_number(value: Any, where: str) -> None:
 
 def validate_results(results: Mapping[str, Any]) -> None:
     """Raise ValueError naming the entry and metric that is missing or not finite."""
-    for name, required in [("reference", REFERENCE_METRICS), *[(m, TRAINED_METRICS) for m in TRAINED_METHODS]]:
+    for name, required in [
+        ("reference", REFERENCE_METRICS),
+        *[(m, TRAINED_METRICS) for m in TRAINED_METHODS],
+    ]:
         entry = results.get(name)
         if not isinstance(entry, Mapping):
             raise ValueError(f"results: no entry for {name!r}")
@@ -83,8 +90,10 @@ def validate_results(results: Mapping[str, Any]) -> None:
             if metric == "per_seed":
                 for key, values in value.items():
                     if len(values) != len(entry.get("seeds", [])):
-                        raise ValueError(f"results: {name}.per_seed.{key} has {len(values)} values for "
-                                         f"{len(entry.get('seeds', []))} seeds")
+                        raise ValueError(
+                            f"results: {name}.per_seed.{key} has {len(values)} values for "
+                            f"{len(entry.get('seeds', []))} seeds"
+                        )
                     for index, item in enumerate(values):
                         _check_number(item, f"{name}.per_seed.{key}[{index}]")
             elif metric != "seeds" and isinstance(value, (int, float)):
@@ -142,15 +151,24 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def render_table(results: Mapping[str, Any]) -> str:
     """A markdown table: one row per method, mean ± standard deviation over seeds, and a line on the setup."""
     validate_results(results)
-    rows = [[METHOD_LABELS[name], *(_cell(results[name], m, d) for m, _, d in COLUMNS)]
-            for name in ("reference", *TRAINED_METHODS)]
+    rows = [
+        [METHOD_LABELS[name], *(_cell(results[name], m, d) for m, _, d in COLUMNS)]
+        for name in ("reference", *TRAINED_METHODS)
+    ]
     lines = [markdown_table(["method", *(header for _, header, _ in COLUMNS)], rows)]
     meta = results.get("meta", {})
     seeds = results["simpo"]["seeds"]
-    setup = "; ".join(f"{key}: {value:g}" if isinstance(value, float) else f"{key}: {value}"
-                      for key, value in meta.items() if isinstance(value, (str, int, float)))
-    lines += ["", f"Mean ± standard deviation over {len(seeds)} seeds ({', '.join(map(str, seeds))})"
-              + (f"; {setup}" if setup else "") + ". Written by `notebooks/05_evaluation.ipynb`."]
+    setup = "; ".join(
+        f"{key}: {value:g}" if isinstance(value, float) else f"{key}: {value}"
+        for key, value in meta.items()
+        if isinstance(value, (str, int, float))
+    )
+    lines += [
+        "",
+        f"Mean ± standard deviation over {len(seeds)} seeds ({', '.join(map(str, seeds))})"
+        + (f"; {setup}" if setup else "")
+        + ". Written by `notebooks/05_evaluation.ipynb`.",
+    ]
     return "\n".join(lines)
 
 
@@ -161,7 +179,7 @@ def update_readme(readme: str | Path, results: Mapping[str, Any]) -> bool:
     start, end = (text.find(marker) for marker in MARKERS)
     if start < 0 or end < start:
         raise ValueError(f"{readme} needs the markers {MARKERS[0]!r} and {MARKERS[1]!r}, in that order")
-    updated = text[:start + len(MARKERS[0])] + "\n" + render_table(results) + "\n" + text[end:]
+    updated = text[: start + len(MARKERS[0])] + "\n" + render_table(results) + "\n" + text[end:]
     if updated != text:
         readme.write_text(updated)
     return updated != text
@@ -170,7 +188,9 @@ def update_readme(readme: str | Path, results: Mapping[str, Any]) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Render build/results.json into the README's results table.")
     parser.add_argument("readme", type=Path, help="the markdown file with the results markers (README.md)")
-    parser.add_argument("--results", type=Path, default=None, help="results file (default: build/results.json)")
+    parser.add_argument(
+        "--results", type=Path, default=None, help="results file (default: build/results.json)"
+    )
     args = parser.parse_args(argv)
     try:
         changed = update_readme(args.readme, load_results(args.results))

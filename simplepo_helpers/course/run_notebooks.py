@@ -1,4 +1,4 @@
-"""Execute notebooks headlessly into build/: ``python -m simplepo_helpers.run_notebooks notebooks/[0-9]*.ipynb``.
+"""Execute notebooks headlessly into build/: ``python -m simplepo_helpers.course.run_notebooks notebooks/[0-9]*.ipynb``.
 
 Each notebook runs in a fresh ``python3`` kernel with its own folder as the working directory. The executed
 copy (with outputs) goes to ``build/notebooks/<name>.ipynb`` and every PNG figure to
@@ -35,7 +35,9 @@ def extract_figures(notebook: nbformat.NotebookNode, folder: Path) -> list[Path]
     """Write every ``image/png`` output of ``notebook`` to ``folder``; return the files written."""
     written = []
     for cell_index, cell in enumerate(notebook.cells):
-        pngs = [out["data"]["image/png"] for out in cell.get("outputs", []) if "image/png" in out.get("data", {})]
+        pngs = [
+            out["data"]["image/png"] for out in cell.get("outputs", []) if "image/png" in out.get("data", {})
+        ]
         for k, png in enumerate(pngs):
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"cell{cell_index:02d}_{k}.png"
@@ -54,7 +56,9 @@ def _failing_cell(notebook: nbformat.NotebookNode) -> str | None:
     return None
 
 
-def run_notebook(path: Path, build_dir: Path, *, kernel_name: str = "python3", timeout: int = 900) -> RunResult:
+def run_notebook(
+    path: Path, build_dir: Path, *, kernel_name: str = "python3", timeout: int = 900
+) -> RunResult:
     """Execute one notebook into ``build_dir``; never raises for a failing cell (see ``RunResult.error``)."""
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(
@@ -88,7 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.notebooks:
         result = run_notebook(path, args.build_dir, kernel_name=args.kernel, timeout=args.timeout)
         status = "ok    " if result.error is None else "FAILED"
-        figures = f", {len(result.figures)} figures in {args.build_dir / 'figures' / result.name}/" if result.figures else ""
+        figures = (
+            f", {len(result.figures)} figures in {args.build_dir / 'figures' / result.name}/"
+            if result.figures
+            else ""
+        )
         print(f"{status} {path} in {result.seconds:6.1f} s -> {result.notebook_out}{figures}", flush=True)
         if result.error is not None:
             print(f"       failed at {result.error}", flush=True)

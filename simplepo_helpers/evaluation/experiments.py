@@ -10,14 +10,12 @@ half-written cache entry. Every notebook can therefore run alone: what is missin
 from __future__ import annotations
 
 import copy
-import gc
 import hashlib
 import json
 import os
 import shutil
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -26,11 +24,13 @@ from typing import Any
 
 import torch
 
-from .batching import PreferenceCollator
-from .checkpoint import load_checkpoint
-from .evaluation import response_lengths
+from ..batching import PreferenceCollator
+from ..reference import precompute_reference_logps
+from ..runtime.checkpoint import load_checkpoint
+from ..runtime.memory import PeakMemory, parameter_bytes
+from ..training import LossConfig, TrainConfig, train
 from .generation import generate_responses
-from .training import LossConfig, TrainConfig, precompute_reference_logps, train
+from .metrics import response_lengths
 
 EXPERIMENT_VERSION = 1  # bump when a change here changes what a cached run holds
 RUN_INFO = "run.json"
@@ -99,19 +99,27 @@ def _train_config_dict(config: TrainConfig) -> dict[str, Any]:
     return settings
 
 
-def run_key(spec: RunSpec, *, reference_fingerprint: str, data_fingerprint: str,
-            length_probe: Mapping[str, Any] | None = None) -> str:
+def run_key(
+    spec: RunSpec,
+    *,
+    reference_fingerprint: str,
+    data_fingerprint: str,
+    length_probe: Mapping[str, Any] | None = None,
+) -> str:
     """16 hex digits of a hash of everything that decides the run (``length_probe``: prompts and length limit)."""
     payload = {
-        "version": EXPERIMENT_VERSION, "train": _train_config_dict(spec.train),
-        "length_checkpoints": spec.length_checkpoints, "reference": reference_fingerprint,
-        "data": data_fingerprint, "length_probe": length_probe,
+        "version": EXPERIMENT_VERSION,
+        "train": _train_config_dict(spec.train),
+        "length_checkpoints": spec.length_checkpoints,
+        "reference": reference_fingerprint,
+        "data": data_fingerprint,
+        "length_probe": length_probe,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def runs_dir() -> Path:
-    from .world import cache_dir
+    from ..world import cache_dir
 
     return cache_dir() / "runs"
 
@@ -119,15 +127,30 @@ def runs_dir() -> Path:
 _REFERENCE_LOGPS: dict[tuple, dict[str, Any]] = {}  # in-process memo: (reference, data, settings) -> logps
 
 
-def reference_logps(reference: torch.nn.Module, tokenizer: Any, rows: Sequence[Mapping[str, Any]], config: TrainConfig,
-                    *, batch_size: int = 64, policy: Any = None) -> dict[str, Any]:
+def reference_logps(
+    reference: torch.nn.Module,
+    tokenizer: Any,
+    rows: Sequence[Mapping[str, Any]],
+    config: TrainConfig,
+    *,
+    batch_size: int = 64,
+    policy: Any = None,
+) -> dict[str, Any]:
     """DPO's reference log-probs of every training row, computed once per process (for ``train(ref_logps=)``)."""
-    key = (fingerprint_model(reference), fingerprint_rows(rows), config.loss.length_normalize, config.max_length,
-           config.max_prompt_length)
+    key = (
+        fingerprint_model(reference),
+        fingerprint_rows(rows),
+        config.loss.length_normalize,
+        config.max_length,
+        config.max_prompt_length,
+    )
     if key not in _REFERENCE_LOGPS:
-        collator = PreferenceCollator(tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length)
-        _REFERENCE_LOGPS[key] = precompute_reference_logps(reference, rows, collator, batch_size,
-                                                           average=config.loss.length_normalize, policy=policy)
+        collator = PreferenceCollator(
+            tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length
+        )
+        _REFERENCE_LOGPS[key] = precompute_reference_logps(
+            reference, rows, collator, batch_size, average=config.loss.length_normalize, policy=policy
+        )
     return _REFERENCE_LOGPS[key]
 
 
@@ -137,7 +160,9 @@ def _mean_length(model, tokenizer, prompts, max_new_tokens: int) -> float:
     return sum(lengths) / len(lengths)
 
 
-def _length_curve(reference, tokenizer, checkpoints: list[Path], prompts, max_new_tokens: int) -> list[list[float]]:
+def _length_curve(
+    reference, tokenizer, checkpoints: list[Path], prompts, max_new_tokens: int
+) -> list[list[float]]:
     """[[step, mean response length]] at step 0 (the reference) and at each saved checkpoint."""
     curve = [[0, _mean_length(reference, tokenizer, prompts, max_new_tokens)]]
     probe = copy.deepcopy(reference)
@@ -157,9 +182,17 @@ def _load_run(spec: RunSpec, key: str, path: Path, policy: Any) -> Run:
     return Run(spec, key, path, model.eval(), info.pop("history"), info, reused=True)
 
 
-def train_or_load(spec: RunSpec, reference: torch.nn.Module, tokenizer: Any, rows: Sequence[Mapping[str, Any]], *,
-                  length_prompts: Sequence[Any] | None = None, max_new_tokens: int = 64, policy: Any = None,
-                  progress: bool = True) -> Run:
+def train_or_load(
+    spec: RunSpec,
+    reference: torch.nn.Module,
+    tokenizer: Any,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    length_prompts: Sequence[Any] | None = None,
+    max_new_tokens: int = 64,
+    policy: Any = None,
+    progress: bool = True,
+) -> Run:
     """The run ``spec`` from the cache, or trained from a copy of ``reference`` on ``rows`` and cached.
 
     DPO runs use reference log-probs precomputed once (``reference_logps``): the same numbers as a live
@@ -167,9 +200,17 @@ def train_or_load(spec: RunSpec, reference: torch.nn.Module, tokenizer: Any, row
     ``length_prompts``, the mean response length is measured at evenly spaced checkpoints (``info["length_curve"]``).
     """
     track = spec.length_checkpoints > 0 and length_prompts is not None
-    probe = {"prompts": fingerprint_rows([{"p": p} for p in length_prompts]), "max_new_tokens": max_new_tokens} if track else None
-    key = run_key(spec, reference_fingerprint=fingerprint_model(reference), data_fingerprint=fingerprint_rows(rows),
-                  length_probe=probe)
+    probe = (
+        {"prompts": fingerprint_rows([{"p": p} for p in length_prompts]), "max_new_tokens": max_new_tokens}
+        if track
+        else None
+    )
+    key = run_key(
+        spec,
+        reference_fingerprint=fingerprint_model(reference),
+        data_fingerprint=fingerprint_rows(rows),
+        length_probe=probe,
+    )
     target = runs_dir() / f"{spec.label}-seed{spec.train.seed}-{key}"
     if (target / RUN_INFO).is_file():
         return _load_run(spec, key, target, policy)
@@ -178,18 +219,39 @@ def train_or_load(spec: RunSpec, reference: torch.nn.Module, tokenizer: Any, row
     try:
         config = replace(spec.train, output_dir=None, save_every=None)
         if track:
-            config = replace(config, output_dir=staging / "checkpoints",
-                             save_every=max(1, config.max_steps // spec.length_checkpoints))
-        needs_reference = config.loss.name == "dpo"
-        ref_logps = reference_logps(reference, tokenizer, rows, config, policy=policy) if needs_reference else None
+            config = replace(
+                config,
+                output_dir=staging / "checkpoints",
+                save_every=max(1, config.max_steps // spec.length_checkpoints),
+            )
+        ref_model = reference if config.loss.needs_reference_model else None  # the KL term: a live reference
+        ref_logps = None  # DPO alone: log-probs precomputed once instead of a reference forward in every step
+        if config.loss.needs_reference and ref_model is None:
+            ref_logps = reference_logps(reference, tokenizer, rows, config, policy=policy)
         model = copy.deepcopy(reference)
         started = time.perf_counter()
-        result = train(model, tokenizer, rows, config, ref_logps=ref_logps, policy=policy, progress=progress)
-        info = {"label": spec.label, "seed": config.seed, "train": _train_config_dict(config),
-                "seconds": time.perf_counter() - started, "device": result.device, "history": result.history}
+        result = train(
+            model,
+            tokenizer,
+            rows,
+            config,
+            ref_model=ref_model,
+            ref_logps=ref_logps,
+            policy=policy,
+            progress=progress,
+        )
+        info = {
+            "label": spec.label,
+            "seed": config.seed,
+            "train": _train_config_dict(config),
+            "seconds": time.perf_counter() - started,
+            "device": result.device,
+            "history": result.history,
+        }
         if track:
-            info["length_curve"] = _length_curve(reference, tokenizer, [Path(c) for c in result.checkpoints],
-                                                 length_prompts, max_new_tokens)
+            info["length_curve"] = _length_curve(
+                reference, tokenizer, [Path(c) for c in result.checkpoints], length_prompts, max_new_tokens
+            )
             shutil.rmtree(staging / "checkpoints")
         model.save_pretrained(staging, safe_serialization=True)
         (staging / RUN_INFO).write_text(json.dumps(info, default=str))
@@ -207,9 +269,17 @@ def train_or_load(spec: RunSpec, reference: torch.nn.Module, tokenizer: Any, row
 # ------------------------------------------------------------------ the comparison of notebooks 04-05
 
 
-def comparison_specs(setup: Any, *, seeds: Sequence[int], steps: int | None = None,
-                     learning_rate: float | None = None, beta: float | None = None, gamma: float | None = None,
-                     dpo_beta: float = 0.1, length_checkpoints: int = 4) -> dict[str, list[RunSpec]]:
+def comparison_specs(
+    setup: Any,
+    *,
+    seeds: Sequence[int],
+    steps: int | None = None,
+    learning_rate: float | None = None,
+    beta: float | None = None,
+    gamma: float | None = None,
+    dpo_beta: float = 0.1,
+    length_checkpoints: int = 4,
+) -> dict[str, list[RunSpec]]:
     """SimPO, DPO and SimPO without length normalisation at each seed: same data, steps, batch and seeds.
 
     ``setup`` is a ``hub.ProfileSetup``; None takes its ``defaults`` (notebook 03's choice). SimPO without
@@ -226,10 +296,16 @@ def comparison_specs(setup: Any, *, seeds: Sequence[int], steps: int | None = No
 
     def spec(label: str, loss: LossConfig, seed: int) -> RunSpec:
         config = TrainConfig(
-            loss=loss, learning_rate=defaults["learning_rate"] if learning_rate is None else learning_rate,
-            max_steps=defaults["steps"] if steps is None else steps, batch_size=defaults["batch_size"],
-            grad_accum_steps=defaults["grad_accum_steps"], warmup_ratio=defaults["warmup_ratio"], seed=seed,
-            max_length=setup.max_length, max_prompt_length=setup.max_prompt_length, log_every=10,
+            loss=loss,
+            learning_rate=defaults["learning_rate"] if learning_rate is None else learning_rate,
+            max_steps=defaults["steps"] if steps is None else steps,
+            batch_size=defaults["batch_size"],
+            grad_accum_steps=defaults["grad_accum_steps"],
+            warmup_ratio=defaults["warmup_ratio"],
+            seed=seed,
+            max_length=setup.max_length,
+            max_prompt_length=setup.max_prompt_length,
+            log_every=10,
         )
         return RunSpec(label, config, length_checkpoints)
 
@@ -241,8 +317,14 @@ def variant(spec: RunSpec, label: str, **loss_changes: Any) -> RunSpec:
     return RunSpec(label, replace(spec.train, loss=replace(spec.train.loss, **loss_changes)), 0)
 
 
-def train_all(setup: Any, specs: Sequence[RunSpec], *, n_length_prompts: int = 64, max_new_tokens: int = 64,
-              progress: bool = True) -> list[Run]:
+def train_all(
+    setup: Any,
+    specs: Sequence[RunSpec],
+    *,
+    n_length_prompts: int = 64,
+    max_new_tokens: int = 64,
+    progress: bool = True,
+) -> list[Run]:
     """``train_or_load`` each spec on the profile's data; length is tracked on the first held-out prompts."""
     from transformers.utils import logging as hf_logging
 
@@ -251,12 +333,22 @@ def train_all(setup: Any, specs: Sequence[RunSpec], *, n_length_prompts: int = 6
     runs = []
     try:
         for spec in specs:
-            run = train_or_load(spec, setup.model, setup.tokenizer, setup.train_rows,
-                                length_prompts=setup.eval_prompts[:n_length_prompts], max_new_tokens=max_new_tokens,
-                                policy=setup.policy, progress=False)
+            run = train_or_load(
+                spec,
+                setup.model,
+                setup.tokenizer,
+                setup.train_rows,
+                length_prompts=setup.eval_prompts[:n_length_prompts],
+                max_new_tokens=max_new_tokens,
+                policy=setup.policy,
+                progress=False,
+            )
             if progress:
                 how = "reused from the cache" if run.reused else f"trained in {run.info['seconds']:.0f} s"
-                print(f"{run.label:>14} seed {run.seed}: {how} ({run.seconds_per_step * 1000:.0f} ms/step)", flush=True)
+                print(
+                    f"{run.label:>14} seed {run.seed}: {how} ({run.seconds_per_step * 1000:.0f} ms/step)",
+                    flush=True,
+                )
             runs.append(run)
     finally:
         if bars_were_enabled:
@@ -283,62 +375,16 @@ def seed_band(runs: Sequence[Run], metric: str, *, window: int = 1) -> tuple[lis
 # ------------------------------------------------------------------------------- cost of a step
 
 
-class PeakMemory:
-    """Peak memory above the level at entry, while the block runs.
-
-    CUDA: ``torch.cuda.max_memory_allocated`` (tensor memory, exact). CPU: the process's resident set size
-    (RSS, via psutil) sampled every millisecond by a thread; allocator caching makes it a noisy lower bound.
-    ``method`` says which was measured; ``peak_bytes`` is None when nothing could be.
-    """
-
-    def __init__(self, device: torch.device | str) -> None:
-        self.device = torch.device(device)
-        self.peak_bytes: int | None = None
-        self.method = ""
-
-    def __enter__(self) -> PeakMemory:
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._start = torch.cuda.memory_allocated(self.device)
-            self.method = "torch.cuda.max_memory_allocated above the allocation at the start"
-            return self
-        try:
-            import psutil
-        except ImportError:
-            self.method = "not measured (psutil is not installed)"
-            return self
-        process = psutil.Process()
-        self._start = self._peak = process.memory_info().rss
-        self._stop = threading.Event()
-
-        def sample() -> None:
-            while not self._stop.wait(0.001):
-                self._peak = max(self._peak, process.memory_info().rss)
-
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
-        self.method = "peak resident set size (RSS, sampled every 1 ms) above the RSS at the start"
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.peak_bytes = torch.cuda.max_memory_allocated(self.device) - self._start
-        elif hasattr(self, "_thread"):
-            self._stop.set()
-            self._thread.join()
-            self.peak_bytes = max(0, self._peak - self._start)
-
-
-def parameter_bytes(model: torch.nn.Module) -> int:
-    return sum(p.numel() * p.element_size() for p in model.parameters())
-
-
-def measure_step_cost(reference: torch.nn.Module, tokenizer: Any, rows: Sequence[Mapping[str, Any]],
-                      config: TrainConfig, *, live_reference: bool = False, steps: int = 8,
-                      policy: Any = None) -> dict[str, Any]:
+def measure_step_cost(
+    reference: torch.nn.Module,
+    tokenizer: Any,
+    rows: Sequence[Mapping[str, Any]],
+    config: TrainConfig,
+    *,
+    live_reference: bool = False,
+    steps: int = 8,
+    policy: Any = None,
+) -> dict[str, Any]:
     """Seconds per optimizer step and peak extra memory of ``steps`` steps of ``config`` (not cached).
 
     DPO takes its reference as a live no-grad forward (``live_reference=True``: the reference model stays in
@@ -350,13 +396,21 @@ def measure_step_cost(reference: torch.nn.Module, tokenizer: Any, rows: Sequence
     model = copy.deepcopy(reference)
     extra: dict[str, Any] = {}
     precompute_seconds = 0.0
-    if config.loss.name == "dpo" and live_reference:
+    if config.loss.needs_reference_model or (config.loss.needs_reference and live_reference):
         extra["ref_model"] = reference
-    elif config.loss.name == "dpo":
+    elif config.loss.needs_reference:
         started = time.perf_counter()
-        collator = PreferenceCollator(tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length)
-        extra["ref_logps"] = precompute_reference_logps(reference, subset, collator, config.batch_size,
-                                                        average=config.loss.length_normalize, policy=policy)
+        collator = PreferenceCollator(
+            tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length
+        )
+        extra["ref_logps"] = precompute_reference_logps(
+            reference,
+            subset,
+            collator,
+            config.batch_size,
+            average=config.loss.length_normalize,
+            policy=policy,
+        )
         precompute_seconds = time.perf_counter() - started
     device = policy.device if policy is not None else next(reference.parameters()).device
     with PeakMemory(device) as peak:

@@ -32,12 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..training import LossConfig, TrainConfig
 from .lora import LoraOptions
-from .training import LossConfig, TrainConfig
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 WORLD_MODEL = "world"  # model.name_or_path that selects the kit's reference model
-WORLD_DATA_PREFIX = "world:"  # data.train / data.eval prefix for the world's data files, e.g. world:pairs_train
+WORLD_DATA_PREFIX = (
+    "world:"  # data.train / data.eval prefix for the world's data files, e.g. world:pairs_train
+)
 
 
 class ConfigError(ValueError):

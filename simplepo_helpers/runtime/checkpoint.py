@@ -169,8 +169,25 @@ def save_checkpoint(
 
     ``config`` may be a dataclass or a JSON-able dict; ``history`` the list of per-step metric dicts;
     ``extra`` any JSON-able dict. The RNG states (python, numpy, torch CPU and CUDA) are saved too.
+    In a process group (DDP) every process calls this: process 0 writes, the others wait for it.
     """
     final = Path(directory)
+    if _in_process_group():
+        torch.distributed.barrier()
+        if torch.distributed.get_rank() == 0:
+            _write_checkpoint(final, model, optimizer, scheduler, step, config, history, extra, grad_scaler)
+        torch.distributed.barrier()
+        return final
+    return _write_checkpoint(final, model, optimizer, scheduler, step, config, history, extra, grad_scaler)
+
+
+def _in_process_group() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _write_checkpoint(
+    final: Path, model, optimizer, scheduler, step, config, history, extra, grad_scaler
+) -> Path:
     if final.exists() and not (final / STATE_NAME).is_file() and any(final.iterdir()):
         raise FileExistsError(f"{final} exists and is not a checkpoint folder; refusing to overwrite it")
     staging = final.with_name(final.name + ".tmp")
@@ -232,3 +249,31 @@ def load_checkpoint(
     if restore_rng:
         _set_rng_state(_load_state_file(directory / RNG_NAME, "RNG"))
     return summary
+
+
+RESUME_KEYS = ("seed", "batch_size", "grad_accum_steps", "num_examples")  # what decides the batch order
+
+
+def resume_state(
+    resume_from: str | Path, run_info: dict[str, Any], config: Any, **state_objects: Any
+) -> tuple[int, list[dict[str, Any]]]:
+    """Load a checkpoint (or an output_dir's latest) into the run's objects; return (step, history).
+
+    Refuses a checkpoint whose seed, batch size, accumulation or number of examples differ from ``config``
+    and ``run_info``: the resumed run would see other batches than the interrupted one.
+    """
+    checkpoint = find_latest_checkpoint(resume_from) or Path(resume_from)
+    state = load_checkpoint(checkpoint, **state_objects)
+    saved = {**(state["config"] or {}), **state["extra"]}
+    current = {**vars(config), **run_info}
+    mismatched = [key for key in RESUME_KEYS if key in saved and saved[key] != current[key]]
+    if mismatched:
+        raise ValueError(
+            f"cannot resume from {checkpoint}: {mismatched} differ, so the batch order would change"
+        )
+    return state["step"], state["history"]
+
+
+def read_history(checkpoint: str | Path) -> list[dict[str, Any]]:
+    """The metric history saved in a checkpoint folder (no weights loaded)."""
+    return json.loads((Path(checkpoint) / STATE_NAME).read_text())["history"]

@@ -47,10 +47,14 @@ def is_peft_model(model: Any) -> bool:
 
 
 def _linear_module_names(model: torch.nn.Module) -> list[str]:
-    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+    return sorted(
+        {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    )
 
 
-def apply_lora(model: torch.nn.Module, options: LoraOptions | None = None, **settings: Any) -> torch.nn.Module:
+def apply_lora(
+    model: torch.nn.Module, options: LoraOptions | None = None, **settings: Any
+) -> torch.nn.Module:
     """Wrap ``model`` with fresh LoRA adapters (PEFT ``get_peft_model``) and return the PEFT model.
 
     ``settings`` override fields of ``options`` (e.g. ``apply_lora(model, r=8, dropout=0.0)``). Only the

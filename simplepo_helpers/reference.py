@@ -1,0 +1,48 @@
+"""DPO's reference side without a second model in every step: the reference log-probs of each pair, once."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+
+from .batching import PreferenceCollator
+from .runtime.batches import collate_examples
+from .runtime.device import DevicePolicy
+from .training import concatenated_forward
+
+
+@torch.no_grad()
+def precompute_reference_logps(
+    ref_model,
+    examples,
+    collator: PreferenceCollator,
+    batch_size: int,
+    *,
+    average: bool = False,
+    policy: DevicePolicy | None = None,
+) -> dict[str, Any]:
+    """Reference log-probs of every example, in order: DPO without a live reference model.
+
+    Returns ``{"ref_chosen_logps": [N], "ref_rejected_logps": [N], "average": average}`` (float32, CPU);
+    ``average`` must match the loss's ``length_normalize`` (``train`` checks it).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    chosen, rejected = [], []
+    ref_model.eval()
+    for start in range(0, len(examples), batch_size):
+        indices = list(range(start, min(start + batch_size, len(examples))))
+        batch = collate_examples(collator, examples, indices, context="reference log-probs")
+        with policy.autocast() if policy is not None else contextlib.nullcontext():
+            out = concatenated_forward(ref_model, batch, average=average)
+        chosen.append(out["chosen_logps"].float().cpu())
+        rejected.append(out["rejected_logps"].float().cpu())
+    if not chosen:
+        raise ValueError("precompute_reference_logps got no examples")
+    return {
+        "ref_chosen_logps": torch.cat(chosen),
+        "ref_rejected_logps": torch.cat(rejected),
+        "average": average,
+    }

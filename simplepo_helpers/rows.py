@@ -1,0 +1,100 @@
+"""The two row formats of preference data and the structural checks of one row (no tokenizer needed).
+
+TRL's preference formats: *standard* (``prompt``, ``chosen`` and ``rejected`` strings) or *conversational*
+(``prompt`` a list of ``{"role", "content"}`` messages ending with a user turn; ``chosen`` and ``rejected``
+one-element lists holding the assistant message). ``data`` runs these checks over a whole dataset;
+``batching`` runs them on every row it tokenises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+FIELDS = ("prompt", "chosen", "rejected")
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class BrokenLine:
+    """Stands in for a JSONL line that is not a JSON object."""
+
+    error: str
+
+
+def check_limits(**limits: int | None) -> None:
+    """Refuse a length limit (``max_length=...``) that is set but not a positive integer."""
+    for name, value in limits.items():
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+
+
+def row_format(row: Mapping[str, Any]) -> str:
+    """``"standard"`` (string prompt) or ``"conversational"`` (message list) for a row that passed the checks."""
+    return "standard" if isinstance(row["prompt"], str) else "conversational"
+
+
+def row_problem(row: Any) -> tuple[str, str] | None:
+    """The first structural problem of one row as ``(reason, message)``, or None. No tokenizer needed."""
+    if isinstance(row, BrokenLine):
+        return "invalid_json", row.error
+    if not isinstance(row, Mapping):
+        return "wrong_type", f"a row must be a dict, got {type(row).__name__}"
+    missing = [name for name in FIELDS if row.get(name) is None]
+    if missing:
+        return "missing_field", f"missing or null field(s): {', '.join(missing)}"
+    for name in FIELDS:
+        if not isinstance(row[name], (str, list, tuple)):
+            return (
+                "wrong_type",
+                f"{name!r} must be a string or a list of messages, got {type(row[name]).__name__}",
+            )
+    kinds = {name: isinstance(row[name], str) for name in FIELDS}
+    if len(set(kinds.values())) > 1:
+        strings = [name for name, is_str in kinds.items() if is_str]
+        lists = [name for name, is_str in kinds.items() if not is_str]
+        return "mixed_formats", f"{', '.join(strings)} are strings but {', '.join(lists)} are message lists"
+    if kinds["prompt"]:
+        return _standard_problem(row)
+    return _conversational_problem(row)
+
+
+def _standard_problem(row: Mapping[str, Any]) -> tuple[str, str] | None:
+    if not row["prompt"].strip():
+        return "empty_prompt", "the prompt is empty"
+    for name in ("chosen", "rejected"):
+        if not row[name].strip():
+            return "empty_response", f"{name!r} is empty"
+    if row["chosen"] == row["rejected"]:
+        return "identical_responses", "chosen and rejected are the same text"
+    return None
+
+
+def _conversational_problem(row: Mapping[str, Any]) -> tuple[str, str] | None:
+    for name in FIELDS:
+        for i, message in enumerate(row[name]):
+            if not (
+                isinstance(message, Mapping)
+                and isinstance(message.get("role"), str)
+                and isinstance(message.get("content"), str)
+            ):
+                return "wrong_type", f"{name}[{i}] must be a dict with string 'role' and 'content'"
+            if message["role"] not in ROLES:
+                return "wrong_roles", f"{name}[{i}] has role {message['role']!r}, expected one of {ROLES}"
+    prompt = row["prompt"]
+    if not prompt or prompt[-1]["role"] != "user":
+        last = prompt[-1]["role"] if prompt else "nothing"
+        return "wrong_roles", f"the prompt must end with a user turn, it ends with {last}"
+    for name in ("chosen", "rejected"):
+        roles = [message["role"] for message in row[name]]
+        if roles != ["assistant"]:
+            return "wrong_roles", f"{name!r} must be exactly one assistant message, got roles {roles}"
+    if not any(message["content"].strip() for message in prompt):
+        return "empty_prompt", "every prompt message is empty"
+    for name in ("chosen", "rejected"):
+        if not row[name][0]["content"].strip():
+            return "empty_response", f"{name!r} is empty"
+    if row["chosen"][0]["content"] == row["rejected"][0]["content"]:
+        return "identical_responses", "chosen and rejected have the same content"
+    return None

@@ -1,0 +1,49 @@
+"""What ``train`` returns: the per-step history, the final metrics and a plot of the run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TrainResult:
+    """Per-step history (dicts with step, epoch, lr, seconds, tokens and the metrics) and the final metrics."""
+
+    history: list[dict[str, float]]
+    final_metrics: dict[str, float]
+    optimizer_impl: str
+    device: str
+    checkpoints: list[str] = field(default_factory=list)
+
+    def to_dataframe(self):
+        """The history as a pandas DataFrame (needs pandas)."""
+        try:
+            import pandas as pd
+        except ImportError as exc:
+            raise ImportError("TrainResult.to_dataframe needs pandas: pip install pandas") from exc
+        return pd.DataFrame(self.history)
+
+    def plot(self, title: str | None = None):
+        """A matplotlib Figure: loss, reward accuracy, reward margin, chosen/rejected log-probs per step."""
+        from matplotlib.figure import Figure
+
+        steps = [row["step"] for row in self.history]
+        figure = Figure(figsize=(12, 3))
+        axes = figure.subplots(1, 4)
+        panels = [
+            ("loss", ["loss"]),
+            ("reward accuracy", ["rewards/accuracies"]),
+            ("reward margin", ["rewards/margins"]),
+            ("log-probs", ["logps/chosen", "logps/rejected"]),
+        ]
+        for axis, (label, names) in zip(axes, panels, strict=True):
+            for name in names:
+                axis.plot(steps, [row[name] for row in self.history], label=name)
+            axis.set_title(label)
+            axis.set_xlabel("step")
+            if len(names) > 1:
+                axis.legend()
+        if title:
+            figure.suptitle(title)
+        figure.tight_layout()
+        return figure
