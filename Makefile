@@ -27,8 +27,10 @@ $(STAMP): pyproject.toml
 ## make test: lint, unit tests, notebooks executed by nbval, stripped-output check
 test: venv lint unit notebooks-test
 
+## make lint: ruff's linter and formatter check over the code and the notebooks' code cells
 lint: venv
-	$(BIN)/ruff check simplepo_helpers tests benchmarks browser
+	$(BIN)/ruff check simplepo_helpers tests benchmarks browser notebooks
+	$(BIN)/ruff format --check simplepo_helpers tests benchmarks browser notebooks
 
 unit: venv
 	$(BIN)/python -m pytest tests
