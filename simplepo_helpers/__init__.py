@@ -114,6 +114,8 @@ _EXPORTS: dict[str, str] = {
     "PairBrowser": "course.widgets",
     "LossExplorer": "course.widgets",
     "GenerationBrowser": "course.widgets",
+    "BlindABEval": "course.human_eval",
+    "cohen_kappa": "course.human_eval",
     "check": "course.check",
     "CheckResult": "course.check",
 }
@@ -130,6 +132,7 @@ if TYPE_CHECKING:
     )
     from .course.check import CheckResult, check
     from .course.display import cmp, draw_simpo_curves, html_table, in_colab, simpo_curves, tokens_html
+    from .course.human_eval import BlindABEval, cohen_kappa
     from .course.widgets import GenerationBrowser, LossExplorer, PairBrowser
     from .data import (
         PreferenceDataError,
