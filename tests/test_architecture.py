@@ -1,0 +1,184 @@
+"""The package's dependency rule (docs/architecture.md), read from the source with ``ast``.
+
+Layers, each allowed to import the ones listed (and itself):
+
+- ``runtime``: nothing else from the kit;
+- the core (the top-level modules: rows, data, batching, logps, losses, training, reference): runtime;
+- ``world``: core, runtime;
+- ``evaluation``: core, runtime, world;
+- ``scale``: core, runtime, world, evaluation;
+- ``course``: anything. Nothing outside ``course`` imports it.
+
+Every import counts, including those inside functions and ``TYPE_CHECKING`` blocks; the package's
+``__init__.py`` (the lazy re-export table) is the one exemption. Module-level imports must also form no cycle.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "simplepo_helpers"
+
+ALLOWED: dict[str, set[str]] = {
+    "runtime": {"runtime"},
+    "core": {"core", "runtime"},
+    "world": {"world", "core", "runtime"},
+    "evaluation": {"evaluation", "world", "core", "runtime"},
+    "scale": {"scale", "evaluation", "world", "core", "runtime"},
+    "course": {"course", "scale", "evaluation", "world", "core", "runtime"},
+}
+
+
+def module_name(path: Path, root: Path) -> str:
+    """``pkg.sub.mod`` for ``root/sub/mod.py`` (``pkg.sub`` for a package's ``__init__.py``)."""
+    parts = [root.name, *path.relative_to(root).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer_of(module: str, package: str) -> str | None:
+    """The layer of a module of the package, or None for the package's ``__init__``."""
+    parts = module.split(".")
+    if parts[0] != package or len(parts) == 1:
+        return None
+    return parts[1] if parts[1] in ALLOWED and parts[1] != "core" else "core"  # top-level modules: the core
+
+
+def _resolve(node: ast.ImportFrom, module: str, is_package: bool, root: Path) -> list[str]:
+    """Absolute names a ``from ... import ...`` brings in: the module, or its submodules where names are modules."""
+    if node.level:
+        base = module.split(".") if is_package else module.split(".")[:-1]
+        base = base[: len(base) - (node.level - 1)]
+        target = ".".join(base + ([node.module] if node.module else []))
+    else:
+        target = node.module or ""
+    names = []
+    for alias in node.names:
+        candidate = f"{target}.{alias.name}"
+        relative = Path(*candidate.split(".")[1:])
+        if (root / relative).with_suffix(".py").is_file() or (root / relative / "__init__.py").is_file():
+            names.append(candidate)  # ``from . import facts``: the submodule itself
+        else:
+            names.append(target)
+    return names
+
+
+def kit_imports(path: Path, root: Path, *, module_level_only: bool = False) -> set[str]:
+    """Modules of the package that ``path`` imports."""
+    package = root.name
+    module = module_name(path, root)
+    tree = ast.parse(path.read_text(), filename=str(path))
+    nodes = tree.body if module_level_only else list(ast.walk(tree))
+    found: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            found.update(_resolve(node, module, path.name == "__init__.py", root))
+    return {name for name in found if name == package or name.startswith(package + ".")}
+
+
+def violations(root: Path) -> list[str]:
+    """Every import that breaks the layer rule, as ``"importer -> imported (layer -> layer)"``."""
+    package, found = root.name, []
+    for path in sorted(root.rglob("*.py")):
+        importer = module_name(path, root)
+        importer_layer = layer_of(importer, package)
+        if importer_layer is None:
+            continue
+        for imported in sorted(kit_imports(path, root)):
+            imported_layer = layer_of(imported, package)
+            if imported_layer is None:
+                found.append(f"{importer} -> {imported} (imports the package's lazy __init__)")
+            elif imported_layer not in ALLOWED[importer_layer]:
+                found.append(f"{importer} -> {imported} ({importer_layer} -> {imported_layer})")
+    return found
+
+
+def cycles(root: Path) -> list[list[str]]:
+    """Cycles in the graph of module-level imports (a module importing its own package's __init__ aside)."""
+    graph = {}
+    for path in root.rglob("*.py"):
+        module = module_name(path, root)
+        parents = {".".join(module.split(".")[:k]) for k in range(1, module.count(".") + 1)}
+        graph[module] = kit_imports(path, root, module_level_only=True) - parents - {module}
+    found, state = [], {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = "open"
+        for neighbour in sorted(graph.get(node, ())):
+            if state.get(neighbour) == "open":
+                found.append(trail[trail.index(neighbour) :] + [neighbour])
+            elif neighbour not in state:
+                visit(neighbour, [*trail, neighbour])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    return found
+
+
+def test_the_package_keeps_its_layers():
+    assert violations(PACKAGE_ROOT) == []
+
+
+def test_module_level_imports_have_no_cycle():
+    assert cycles(PACKAGE_ROOT) == []
+
+
+def test_every_subpackage_has_a_layer():
+    subpackages = {p.parent.name for p in PACKAGE_ROOT.glob("*/__init__.py")}
+    assert subpackages == set(ALLOWED) - {"core"}
+
+
+def _fabricate(root: Path, files: dict[str, str]) -> Path:
+    for name, text in {
+        "__init__.py": "",
+        "course/__init__.py": "",
+        "runtime/__init__.py": "",
+        **files,
+    }.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        (
+            {"losses.py": "from .course import widgets\n", "course/widgets.py": ""},
+            "fakekit.losses -> fakekit.course.widgets (core -> course)",
+        ),
+        (
+            {"losses.py": "def f():\n    from .course.widgets import Browser\n", "course/widgets.py": ""},
+            "fakekit.losses -> fakekit.course.widgets (core -> course)",
+        ),
+        (
+            {"runtime/optim.py": "from ..training import train\n", "training.py": ""},
+            "fakekit.runtime.optim -> fakekit.training (runtime -> core)",
+        ),
+        ({"training.py": "import fakekit.course\n"}, "fakekit.training -> fakekit.course (core -> course)"),
+    ],
+)
+def test_the_checker_catches_a_core_module_importing_course_tooling(tmp_path, files, expected):
+    root = _fabricate(tmp_path / "fakekit", files)
+    assert violations(root) == [expected]
+
+
+def test_the_checker_allows_what_the_rule_allows_and_finds_cycles(tmp_path):
+    root = _fabricate(
+        tmp_path / "fakekit",
+        {
+            "course/check.py": "from ..training import train\n",
+            "training.py": "from .runtime import optim\n",
+            "runtime/optim.py": "",
+            "a.py": "from .b import x\n",
+            "b.py": "from . import a\n",
+        },
+    )
+    assert violations(root) == []
+    assert cycles(root) == [["fakekit.a", "fakekit.b", "fakekit.a"]]
