@@ -3,6 +3,8 @@
 Every bad row is reported with its index (and, for JSONL, its line number) and one reason; good rows are
 kept in order, extra columns included. Reasons, checked in this order (the first one found is reported):
 
+- ``invalid_encoding``: a JSONL line that is not valid UTF-8, or a field holding a lone surrogate
+  (``"\\ud800"`` in JSON), which no tokenizer or Arrow table can take.
 - ``invalid_json``: a JSONL line that does not parse, or is not a JSON object.
 - ``missing_field``: ``prompt``, ``chosen`` or ``rejected`` is absent or null.
 - ``wrong_type``: a field is neither a string nor a list of ``{"role": str, "content": str}`` messages.
@@ -17,7 +19,11 @@ kept in order, extra columns included. Reasons, checked in this order (the first
   prompt cut to its minimum (the BOS and its last token). The collator would cut the response and its EOS,
   biasing the length-normalised SimPO reward, so the validator rejects such rows instead.
 
-JSONL files are parsed line by line here (not with ``datasets.load_dataset("json")``) so that a broken line
+Rows in TRL's implicit-prompt format (no ``prompt``: ``chosen`` and ``rejected`` carry the whole text or
+conversation) are made explicit first, the shared prefix becoming the prompt as TRL's ``maybe_extract_prompt``
+does (``rows.split_implicit_prompt``); the report counts them.
+
+JSONL files are read as bytes and decoded and parsed line by line here (not with ``datasets.load_dataset("json")``) so that a broken line
 is reported with its number and rows of mixed types never reach Arrow's schema inference; blank lines are
 skipped. The good rows then become a ``datasets.Dataset``.
 """
@@ -34,13 +40,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .batching import tokenize_preference, truncate_preference
-from .rows import BrokenLine, check_limits, row_format, row_problem
+from .rows import BrokenLine, check_limits, is_implicit_prompt, row_format, row_problem, split_implicit_prompt
 
 if TYPE_CHECKING:  # heavy imports, only needed by the loader
     from datasets import Dataset
     from transformers import PreTrainedTokenizerBase
 
 REASONS = (
+    "invalid_encoding",
     "invalid_json",
     "missing_field",
     "wrong_type",
@@ -77,6 +84,7 @@ class ValidationReport:
     bad_rows: list[BadRow]
     format: str | None = None  # "standard" or "conversational" (the first good row's), None if no good row
     n_prompt_truncated: int = 0  # kept rows whose prompt must be cut to fit max_length / max_prompt_length
+    n_prompt_extracted: int = 0  # kept rows in TRL's implicit-prompt format, their shared prompt extracted
 
     @property
     def n_kept(self) -> int:
@@ -103,6 +111,8 @@ class ValidationReport:
             lines += [f"  {bad}" for bad in self.bad_rows[:max_rows]]
             if self.n_bad > max_rows:
                 lines.append(f"  ... and {self.n_bad - max_rows} more (see report.bad_rows)")
+        if self.n_prompt_extracted:
+            lines.append(f"{self.n_prompt_extracted} kept rows had an implicit prompt, extracted as TRL does")
         if self.n_prompt_truncated:
             lines.append(f"{self.n_prompt_truncated} kept rows have their prompt cut (left) to fit")
         return "\n".join(lines)
@@ -143,11 +153,20 @@ class _Checker:
     format: str | None = None
     format_row: int | None = None
     n_prompt_truncated: int = 0
+    n_prompt_extracted: int = 0
+    explicit: dict[int, dict[str, Any]] = field(
+        default_factory=dict
+    )  # index -> row with its prompt extracted
     bad: list[BadRow] = field(default_factory=list)
 
 
 def _check_row(checker: _Checker, index: int, row: Any) -> tuple[str, str] | None:
     """All checks of one row, structural first, then format consistency, then tokenisation and length."""
+    if isinstance(row, Mapping) and is_implicit_prompt(row):
+        row, problem = split_implicit_prompt(row)
+        if problem is not None:
+            return problem
+        checker.explicit[index] = row
     problem = row_problem(row)
     if problem is not None:
         return problem
@@ -201,7 +220,10 @@ def _validate(
         else:
             line = None if lines is None else lines[index]
             checker.bad.append(BadRow(index, problem[0], problem[1], line))
-    report = ValidationReport(n_total, kept, checker.bad, checker.format, checker.n_prompt_truncated)
+    checker.n_prompt_extracted = sum(index in checker.explicit for index in kept)
+    report = ValidationReport(
+        n_total, kept, checker.bad, checker.format, checker.n_prompt_truncated, checker.n_prompt_extracted
+    )
     if strict and report.bad_rows:
         raise PreferenceDataError(report)
     return report
@@ -223,23 +245,37 @@ def validate_preferences(
     return _validate(rows, None, checker, strict)
 
 
+def _parse_line(raw: bytes, line_number: int) -> Any:
+    """One JSONL line (bytes) as a dict, or a BrokenLine saying why not (encoding first, then JSON)."""
+    try:
+        text = raw.decode("utf-8-sig" if line_number == 1 else "utf-8")  # a BOM may open the file
+    except UnicodeDecodeError as error:
+        return BrokenLine(
+            f"line {line_number} is not valid UTF-8 (byte {raw[error.start]:#04x} at offset {error.start})",
+            "invalid_encoding",
+        )
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as error:
+        return BrokenLine(f"line {line_number} is not valid JSON ({error.msg}, column {error.colno})")
+    if not isinstance(row, dict):
+        return BrokenLine(f"line {line_number} is a JSON {type(row).__name__}, not an object")
+    return row
+
+
 def read_jsonl(path: str | os.PathLike) -> tuple[list[Any], list[int]]:
-    """Rows of a JSONL file and their 1-based line numbers; a broken line becomes a placeholder reported later."""
+    """Rows of a JSONL file and their 1-based line numbers; a broken line becomes a placeholder reported later.
+
+    The file is read as bytes and each line decoded on its own, so one line that is not UTF-8 is that row's
+    problem (``invalid_encoding``) and the other lines still load.
+    """
     rows: list[Any] = []
     lines: list[int] = []
-    with Path(path).open(encoding="utf-8") as handle:
-        for line_number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue  # a blank line holds no row
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as error:
-                row = BrokenLine(f"line {line_number} is not valid JSON ({error.msg}, column {error.colno})")
-            else:
-                if not isinstance(row, dict):
-                    row = BrokenLine(f"line {line_number} is a JSON {type(row).__name__}, not an object")
-            rows.append(row)
-            lines.append(line_number)
+    for line_number, raw in enumerate(Path(path).read_bytes().split(b"\n"), start=1):
+        if not raw.strip():
+            continue  # a blank line (or the file's final newline) holds no row
+        rows.append(_parse_line(raw, line_number))
+        lines.append(line_number)
     return rows, lines
 
 
@@ -265,7 +301,9 @@ def load_preference_dataset(
     checker = _Checker(tokenizer, max_length, max_prompt_length)
     if isinstance(source, Dataset):
         report = _validate(source, None, checker, strict)
-        return source.select(report.kept_indices), report
+        if not checker.explicit:
+            return source.select(report.kept_indices), report
+        return _dataset_from_rows([checker.explicit.get(i) or source[i] for i in report.kept_indices]), report
     if isinstance(source, (str, os.PathLike)):
         rows, lines = read_jsonl(source)
     elif isinstance(source, Sequence):
@@ -275,4 +313,4 @@ def load_preference_dataset(
             f"source must be a Dataset, a list of dicts or a JSONL path, got {type(source).__name__}"
         )
     report = _validate(rows, lines, checker, strict)
-    return _dataset_from_rows([rows[i] for i in report.kept_indices]), report
+    return _dataset_from_rows([checker.explicit.get(i) or rows[i] for i in report.kept_indices]), report

@@ -4,6 +4,10 @@ TRL's preference formats: *standard* (``prompt``, ``chosen`` and ``rejected`` st
 (``prompt`` a list of ``{"role", "content"}`` messages ending with a user turn; ``chosen`` and ``rejected``
 one-element lists holding the assistant message). ``data`` runs these checks over a whole dataset;
 ``batching`` runs them on every row it tokenises.
+
+TRL's *implicit-prompt* variant (no ``prompt``; ``chosen`` and ``rejected`` each hold the whole text or
+conversation) is made explicit by ``split_implicit_prompt``, which cuts the shared prefix off as TRL's
+``extract_prompt`` does.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ ROLES = ("system", "user", "assistant")
 
 @dataclass(frozen=True)
 class BrokenLine:
-    """Stands in for a JSONL line that is not a JSON object."""
+    """Stands in for a JSONL line that is not a JSON object (or not valid UTF-8): the reason and a message."""
 
     error: str
+    reason: str = "invalid_json"
 
 
 def check_limits(**limits: int | None) -> None:
@@ -38,7 +43,7 @@ def row_format(row: Mapping[str, Any]) -> str:
 def row_problem(row: Any) -> tuple[str, str] | None:
     """The first structural problem of one row as ``(reason, message)``, or None. No tokenizer needed."""
     if isinstance(row, BrokenLine):
-        return "invalid_json", row.error
+        return row.reason, row.error
     if not isinstance(row, Mapping):
         return "wrong_type", f"a row must be a dict, got {type(row).__name__}"
     missing = [name for name in FIELDS if row.get(name) is None]
@@ -49,6 +54,12 @@ def row_problem(row: Any) -> tuple[str, str] | None:
             return (
                 "wrong_type",
                 f"{name!r} must be a string or a list of messages, got {type(row[name]).__name__}",
+            )
+    for name in FIELDS:
+        if not _encodable(row[name]):
+            return (
+                "invalid_encoding",
+                f"{name!r} holds a lone surrogate (\\ud800-\\udfff), not valid Unicode text",
             )
     kinds = {name: isinstance(row[name], str) for name in FIELDS}
     if len(set(kinds.values())) > 1:
@@ -98,3 +109,65 @@ def _conversational_problem(row: Mapping[str, Any]) -> tuple[str, str] | None:
     if row["chosen"][0]["content"] == row["rejected"][0]["content"]:
         return "identical_responses", "chosen and rejected have the same content"
     return None
+
+
+def _encodable(value: Any) -> bool:
+    """False when a string (or a message's content) cannot be written as UTF-8 (a lone surrogate)."""
+    texts = [value] if isinstance(value, str) else [m.get("content") for m in value if isinstance(m, Mapping)]
+    try:
+        for text in texts:
+            if isinstance(text, str):
+                text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def is_implicit_prompt(row: Mapping[str, Any]) -> bool:
+    """TRL's ``maybe_extract_prompt`` rule: no ``prompt``, or a string prompt beside whole conversations.
+
+    (TRL also splits a string prompt beside one-message assistant responses, leaving an empty prompt; here
+    such a row keeps its prompt and is reported as ``mixed_formats``.)
+    """
+    if "chosen" not in row or "rejected" not in row:
+        return False
+    if "prompt" not in row:
+        return True
+    chosen = row["chosen"]
+    return (
+        isinstance(row["prompt"], str)
+        and all(isinstance(row[n], list) and row[n] for n in ("chosen", "rejected"))
+        and not (isinstance(chosen[0], Mapping) and chosen[0].get("role") == "assistant")
+    )
+
+
+def split_implicit_prompt(row: Mapping[str, Any]) -> tuple[dict[str, Any] | None, tuple[str, str] | None]:
+    """``(row with prompt, chosen, rejected made explicit, None)`` or ``(None, (reason, message))``.
+
+    The prompt is the longest shared prefix of ``chosen`` and ``rejected`` (characters, or whole messages),
+    as in TRL's ``extract_prompt``: a space just before the first difference stays with the responses, and
+    two conversations that never differ keep their last message as the responses. Two strings where one is
+    a prefix of the other have no telling split (TRL cuts them one character early): reported, not guessed.
+    Other columns are kept.
+    """
+    chosen, rejected = row["chosen"], row["rejected"]
+    if not (isinstance(chosen, (str, list)) and type(chosen) is type(rejected)):
+        return None, (
+            "wrong_type",
+            "implicit prompt: chosen and rejected must both be strings or message lists",
+        )
+    shared = min(len(chosen), len(rejected))
+    cut = next((i for i in range(shared) if chosen[i] != rejected[i]), None)
+    if cut is None:
+        if isinstance(chosen, str) or shared == 0:
+            if chosen == rejected:
+                return None, ("identical_responses", "implicit prompt: chosen and rejected are the same")
+            return None, ("wrong_type", "implicit prompt: one response is a prefix of the other, so no shared "
+                          "prompt can be told apart")  # fmt: skip
+        cut = shared - 1
+    elif cut > 0 and chosen[cut - 1] == " ":  # the space before the first difference starts the responses
+        cut -= 1
+    if cut == 0:
+        return None, ("empty_prompt", "implicit prompt: chosen and rejected share no prefix")
+    extra = {k: v for k, v in row.items() if k not in FIELDS}
+    return {"prompt": chosen[:cut], "chosen": chosen[cut:], "rejected": rejected[cut:], **extra}, None

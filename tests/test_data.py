@@ -13,6 +13,7 @@ from simplepo_helpers import (
     PreferenceDataError,
     ValidationReport,
     load_preference_dataset,
+    read_jsonl,
     tokenize_preference,
     validate_preferences,
 )
@@ -242,3 +243,90 @@ def test_loaded_chat_rows_collate(tokenizer):
     from_dataset = PreferenceCollator(tokenizer)(list(dataset))
     from_list = PreferenceCollator(tokenizer)([chat(), rows[1]])
     assert torch.equal(from_dataset["input_ids"], from_list["input_ids"])
+
+
+# TRL's implicit-prompt format: chosen and rejected carry the whole text or conversation
+
+
+def implicit(row):
+    """The implicit-prompt twin of an explicit row, built the way TRL's docs describe the format."""
+    if isinstance(row["prompt"], str):
+        return {"chosen": row["prompt"] + row["chosen"], "rejected": row["prompt"] + row["rejected"]}
+    return {"chosen": row["prompt"] + row["chosen"], "rejected": row["prompt"] + row["rejected"]}
+
+
+IMPLICIT_ROWS = [
+    implicit(standard()),  # " Five." / " Six.": the space before the difference goes to the responses
+    implicit(standard("Name a colour:", "Blue", "Red")),
+    {"chosen": "Is it 12? Yes, 12.", "rejected": "Is it 12? No, 13."},
+    implicit(chat(system="Be brief.")),
+    {  # multi-turn: every shared turn is prompt
+        "chosen": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello."},
+            {"role": "user", "content": "Name a colour."},
+            {"role": "assistant", "content": "Blue."},
+        ],
+        "rejected": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello."},
+            {"role": "user", "content": "Name a colour."},
+            {"role": "assistant", "content": "Dog."},
+        ],
+    },
+    # UltraFeedback-binarized style: a string prompt beside whole conversations (TRL extracts here too)
+    {"prompt": "Name a colour.", **implicit(chat())},
+]
+
+
+def test_implicit_prompt_rows_match_trls_maybe_extract_prompt():
+    from trl.data_utils import maybe_extract_prompt
+
+    loaded = []
+    for rows in (IMPLICIT_ROWS[:3], IMPLICIT_ROWS[3:]):  # one format per dataset
+        dataset, report = load_preference_dataset(rows)
+        assert report.n_bad == 0 and report.n_prompt_extracted == 3
+        assert "3 kept rows had an implicit prompt" in str(report)
+        loaded += list(dataset)
+    expected = [maybe_extract_prompt(dict(row)) for row in IMPLICIT_ROWS]
+    for ours, trl in zip(loaded, expected, strict=True):
+        assert {k: ours[k] for k in ("prompt", "chosen", "rejected")} == trl
+    assert loaded[0]["prompt"] == "What is two plus three?" and loaded[0]["chosen"] == " Five."
+
+
+def test_implicit_prompt_on_the_kits_own_pairs_gives_back_the_explicit_rows(tmp_path):
+    from trl.data_utils import maybe_extract_prompt
+
+    from simplepo_helpers.world import data_file
+
+    rows, _ = read_jsonl(data_file("pairs_train"))
+    rows = rows[:300]
+    path = tmp_path / "implicit.jsonl"
+    path.write_text("".join(json.dumps({**implicit(row), "family": row["family"]}) + "\n" for row in rows))
+    dataset, report = load_preference_dataset(path)
+    kept = [rows[i] for i in report.kept_indices]
+    for ours, original in zip(list(dataset), kept, strict=True):
+        trl = maybe_extract_prompt(implicit(original))
+        assert {k: ours[k] for k in ("prompt", "chosen", "rejected")} == trl
+        assert ours["family"] == original["family"]
+        # whole messages are compared, so the extracted prompt is the original one
+        assert {k: ours[k] for k in ("prompt", "chosen", "rejected")} == {k: original[k] for k in trl}
+    assert report.n_bad == 0 and report.n_prompt_extracted == len(rows) == len(kept)
+
+
+def test_implicit_prompt_rows_that_cannot_be_split_are_reported():
+    rows = [
+        {"chosen": "Same text.", "rejected": "Same text."},
+        {"chosen": "Yes", "rejected": "Yes, and more"},  # one a prefix of the other: no telling split
+        {"chosen": "Apples.", "rejected": "Pears."},  # nothing shared: no prompt
+        {"chosen": "Hi there.", "rejected": [{"role": "assistant", "content": "Hi"}]},
+        implicit(standard()),
+    ]
+    _, report = load_preference_dataset(rows)
+    assert [(bad.index, bad.reason) for bad in report.bad_rows] == [
+        (0, "identical_responses"),
+        (1, "wrong_type"),
+        (2, "empty_prompt"),
+        (3, "wrong_type"),
+    ]
+    assert "prefix" in report.bad_rows[1].message and report.kept_indices == [4]
