@@ -27,6 +27,7 @@ from .runtime.checkpoint import checkpoint_path, resume_state, save_checkpoint
 from .runtime.device import DevicePolicy, select_device
 from .runtime.optim import Optimization
 from .runtime.result import TrainResult
+from .runtime.trackers import MetricsReporter
 
 DEFAULT_BETA = {"simpo": 2.0, "dpo": 0.1}  # SimPO: the paper's 2-10 range; DPO: TRL's default
 DEFAULT_GAMMA = {"simpo": 1.0, "dpo": 0.0}  # beta 2.0, gamma 1.0: the paper's Llama-3-8B Base setting
@@ -346,6 +347,7 @@ def train(
     batches=None,
     on_step: Callable[[dict], None] | None = None,
     run_info: Mapping[str, Any] | None = None,
+    report_to: str | list[str] | None = None,
 ) -> TrainResult:
     """Train ``model`` on preference examples (a list of dicts or a ``datasets.Dataset``) for ``max_steps``.
 
@@ -356,6 +358,8 @@ def train(
     ``batches`` (any object with ``micro_batches(step) -> list[batch]``, default ``PreferenceBatches``),
     ``on_step(row)`` (called with each step's history row before it is stored; it may add to it or
     replace values, e.g. with means over processes) and ``run_info`` (JSON-able facts saved in checkpoints).
+    ``report_to`` (``"tensorboard"``, ``"wandb"``, ... as in TRL): each step's row also goes to those
+    trackers (``runtime.trackers``), logging under ``<output_dir>/runs`` (``./runs`` without output_dir).
     """
     if len(train_examples) == 0:
         raise ValueError("train_examples is empty")
@@ -403,9 +407,12 @@ def train(
 
     def save(step: int) -> None:
         path = checkpoint_path(config.output_dir, step)
-        save_checkpoint(path, step=step, config=config, history=history, extra=run_info, **state)
+        save_checkpoint(
+            path, step=step, config=config, history=history, extra=run_info, tokenizer=tokenizer, **state
+        )
         checkpoints.append(str(path))
 
+    reporter = MetricsReporter(report_to, Path(config.output_dir or ".") / "runs", config=config)
     model.train()
     bar = tqdm(
         total=config.max_steps, initial=start_step, disable=not progress, desc=f"{config.loss.name} training"
@@ -435,6 +442,7 @@ def train(
             }
             if on_step is not None:
                 on_step(row)
+            reporter(row)
             history.append(row)
             bar.update(1)
             if step % config.log_every == 0 or step == config.max_steps:
@@ -447,6 +455,7 @@ def train(
                 save(step)
     finally:
         bar.close()
+        reporter.close()
     last_step = history[-1]["step"] if history else start_step
     if config.output_dir is not None and not (config.save_every and last_step % config.save_every == 0):
         save(last_step)

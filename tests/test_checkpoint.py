@@ -12,7 +12,7 @@ from conftest import build_test_model
 from transformers import LlamaForCausalLM
 
 from simplepo_helpers import LossConfig, TrainConfig, load_checkpoint, save_checkpoint, train
-from simplepo_helpers.runtime.checkpoint import find_latest_checkpoint
+from simplepo_helpers.runtime.checkpoint import find_latest_checkpoint, read_history
 from simplepo_helpers.runtime.device import DevicePolicy
 
 CPU = DevicePolicy(torch.device("cpu"), torch.float32, None, False, "tests")
@@ -106,12 +106,16 @@ def test_checkpoint_files_are_safetensors_and_weights_only(tokenizer, tmp_path):
         "optimizer.pt",
         "scheduler.pt",
         "rng_state.pt",
-        "trainer_state.json",
+        "simplepo_state.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "README.md",
     } <= names
+    assert "trainer_state.json" not in names  # that name is HF Trainer's TrainerState
     assert not any(name.endswith((".bin", ".pth", ".pkl")) for name in names)
     for name in ("optimizer.pt", "scheduler.pt", "rng_state.pt"):
         torch.load(folder / name, weights_only=True)  # would raise on any pickled object
-    summary = json.loads((folder / "trainer_state.json").read_text())
+    summary = json.loads((folder / "simplepo_state.json").read_text())
     assert summary["step"] == 2 and len(summary["history"]) == 2
     assert summary["config"]["loss"]["name"] == "simpo" and summary["config"]["output_dir"] == str(tmp_path)
     assert TrainConfig(**summary["config"]).loss == config.loss  # the JSON config rebuilds the run's config
@@ -199,3 +203,65 @@ def test_refuses_to_overwrite_a_folder_that_is_not_a_checkpoint(tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "keep me"
     with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
         load_checkpoint(tmp_path, model=torch.nn.Linear(2, 2))
+
+
+def test_checkpoint_loads_and_generates_with_plain_transformers(tokenizer, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = build_test_model(len(tokenizer))
+    config = TrainConfig(max_steps=2, batch_size=2, output_dir=tmp_path)
+    result = train(model, tokenizer, EXAMPLES, config, policy=CPU, progress=False)
+    folder = tmp_path / "checkpoint-2"
+
+    loaded_tokenizer = AutoTokenizer.from_pretrained(folder)
+    loaded = AutoModelForCausalLM.from_pretrained(folder).eval()
+    messages = [{"role": "user", "content": "Name a colour."}]
+    ids = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    loaded_ids = loaded_tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    assert loaded_ids["input_ids"].shape[1] > 5  # not an empty encoding from a wrongly chosen class
+    assert torch.equal(loaded_ids["input_ids"], ids["input_ids"])
+    assert loaded_tokenizer.eos_token_id == tokenizer.eos_token_id
+    with torch.no_grad():
+        assert torch.equal(loaded(**loaded_ids).logits, model(**ids).logits)  # the trained weights
+        kwargs = dict(max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        generated = loaded.generate(**loaded_ids, **kwargs)
+        assert torch.equal(generated, model.generate(**ids, **kwargs))
+    assert generated.shape[1] > ids["input_ids"].shape[1]
+    assert isinstance(loaded_tokenizer.decode(generated[0, ids["input_ids"].shape[1] :]), str)
+
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: transformers\n") and "- simpo\n" in card
+    final = result.history[-1]
+    assert f"| loss | {final['loss']:.6g} |" in card
+    assert '"max_steps": 2' in card and '"beta": 2.0' in card  # the config, as JSON
+
+
+def test_hf_trainer_state_is_not_taken_for_a_checkpoint(tmp_path):
+    # an HF Trainer output folder: its trainer_state.json is TrainerState's, not the kit's summary
+    folder = tmp_path / "checkpoint-5"
+    folder.mkdir()
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": 5, "log_history": []}))
+    assert find_latest_checkpoint(tmp_path) is None
+    with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
+        load_checkpoint(folder, model=torch.nn.Linear(2, 2))
+
+
+def test_checkpoints_written_before_the_rename_still_resume(tokenizer, tmp_path):
+    import shutil
+
+    config = TrainConfig(**RESUME_CONFIG, output_dir=tmp_path, save_every=3)
+    full = train(build_test_model(len(tokenizer)), tokenizer, EXAMPLES, config, policy=CPU, progress=False)
+    shutil.rmtree(tmp_path / "checkpoint-6")
+    folder = tmp_path / "checkpoint-3"
+    (folder / "simplepo_state.json").rename(folder / "trainer_state.json")  # the layout before the rename
+    assert find_latest_checkpoint(tmp_path) == folder
+    assert read_history(folder)[-1]["step"] == 3
+    resumed = train(
+        build_test_model(len(tokenizer), seed=4), tokenizer, EXAMPLES, config, policy=CPU, progress=False,
+        resume_from=tmp_path,
+    )  # fmt: skip
+    assert without_timing(resumed.history) == without_timing(full.history)

@@ -66,7 +66,7 @@ def test_two_processes_match_one_and_their_checkpoint_resumes_in_one(tmp_path):
     launched = launch_two_processes(config_path, tmp_path)
     assert launched.returncode == 0, launched.stderr[-3000:]
     two = read_metrics(tmp_path / "two")
-    state = yaml.safe_load((tmp_path / "two" / "checkpoint-3" / "trainer_state.json").read_text())
+    state = yaml.safe_load((tmp_path / "two" / "checkpoint-3" / "simplepo_state.json").read_text())
     assert state["extra"]["num_processes"] == 2
 
     assert run_cli(config, tmp_path, f"train.output_dir={tmp_path / 'one'}") == 0

@@ -5,7 +5,12 @@ A checkpoint folder holds
   adapter, ``adapter_model.safetensors``) or, for a plain ``nn.Module``, ``safetensors.torch.save_model``;
 - ``optimizer.pt``, ``scheduler.pt``, ``scaler.pt`` (when used) and ``rng_state.pt`` written by ``torch.save``
   and read back with ``torch.load(weights_only=True)`` (the numpy RNG state is stored as a tensor);
-- ``trainer_state.json``: step, config, metric history and any extra JSON-able state.
+- ``simplepo_state.json``: step, config, metric history and any extra JSON-able state (not HF's
+  ``trainer_state.json``, which ``transformers.TrainerState`` would try to read; folders written before the
+  rename, with the kit's own ``trainer_state.json``, still load and resume);
+- the tokenizer (``tokenizer.save_pretrained``) when one is given, and ``README.md``, a model card with the
+  training config and the latest metrics, so the folder loads and reads as a plain transformers model:
+  ``AutoModelForCausalLM.from_pretrained(folder)`` and ``AutoTokenizer.from_pretrained(folder)``.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_model
 
-STATE_NAME = "trainer_state.json"
+STATE_NAME = "simplepo_state.json"
+LEGACY_STATE_NAME = "trainer_state.json"  # the kit's name before it collided with HF Trainer's file
+MODEL_CARD_NAME = "README.md"
 OPTIMIZER_NAME = "optimizer.pt"
 SCHEDULER_NAME = "scheduler.pt"
 SCALER_NAME = "scaler.pt"
@@ -47,9 +54,68 @@ def find_latest_checkpoint(output_dir: str | Path) -> Path | None:
     found = []
     for path in root.iterdir():
         match = _CHECKPOINT_PATTERN.match(path.name)
-        if match and (path / STATE_NAME).is_file():
+        if match and state_file(path) is not None:
             found.append((int(match.group(1)), path))
     return max(found)[1] if found else None
+
+
+def state_file(directory: str | Path) -> Path | None:
+    """The checkpoint's JSON summary (``simplepo_state.json``, or an older kit's ``trainer_state.json``)."""
+    directory = Path(directory)
+    if (directory / STATE_NAME).is_file():
+        return directory / STATE_NAME
+    legacy = directory / LEGACY_STATE_NAME
+    if legacy.is_file() and {"step", "history"} <= json.loads(legacy.read_text()).keys():
+        return legacy  # the kit's summary, not HF Trainer's TrainerState (which has no "history")
+    return None
+
+
+_TITLES = {"simpo": "SimPO", "dpo": "DPO"}
+_PAPERS = {
+    "simpo": " (SimPO, Meng, Xia & Chen 2024, [arXiv:2405.14734](https://arxiv.org/abs/2405.14734))",
+    "dpo": " (DPO, Rafailov et al. 2023, [arXiv:2305.18290](https://arxiv.org/abs/2305.18290))",
+}
+
+
+def model_card(config: Any, history: list[dict[str, Any]], step: int, base: str | None = None) -> str:
+    """A model card (README.md): YAML metadata, what trained the model, the latest metrics and the config."""
+    config = _to_jsonable(config) or {}
+    loss = (config.get("loss") or {}).get("name", "preference")
+    metrics = {k: v for k, v in (history[-1] if history else {}).items() if k != "seconds"}
+    head = [
+        "---",
+        "library_name: transformers",
+        "tags:",
+        "- simplepo",
+        f"- {loss}",
+        "- preference-optimization",
+    ]
+    head += [f"base_model: {base}"] if base else []
+    paper = _PAPERS.get(loss, "")
+    lines = [*head, "---", "", f"# {_TITLES.get(loss, loss)} checkpoint, step {step}", ""]
+    lines += [
+        f"Trained with the SimplePO kit's `{loss}` loss{paper} for {step} optimizer steps.",
+        "Load it with `AutoModelForCausalLM.from_pretrained(folder)` and `AutoTokenizer.from_pretrained(folder)`;",
+        "`simplepo_state.json` holds the full metric history, and the `.pt` files the optimizer, schedule and",
+        "RNG state for resuming.",
+        "",
+        "## Results (last logged step)",
+        "",
+        "| metric | value |",
+        "| --- | ---: |",
+        *[
+            f"| {name} | {value:.6g} |" if isinstance(value, float) else f"| {name} | {value} |"
+            for name, value in metrics.items()
+        ],  # fmt: skip
+        "",
+        "## Training config",
+        "",
+        "```json",
+        json.dumps(config, indent=1),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def _is_peft_model(model: torch.nn.Module) -> bool:
@@ -164,21 +230,24 @@ def save_checkpoint(
     history: list[dict[str, Any]] | None = None,
     extra: dict[str, Any] | None = None,
     grad_scaler: torch.amp.GradScaler | None = None,
+    tokenizer: Any = None,
 ) -> Path:
     """Write a resumable checkpoint to ``directory`` (written to a temporary folder, then renamed).
 
     ``config`` may be a dataclass or a JSON-able dict; ``history`` the list of per-step metric dicts;
-    ``extra`` any JSON-able dict. The RNG states (python, numpy, torch CPU and CUDA) are saved too.
-    In a process group (DDP) every process calls this: process 0 writes, the others wait for it.
+    ``extra`` any JSON-able dict. The RNG states (python, numpy, torch CPU and CUDA) are saved too, and
+    the tokenizer (when given) and a model card. In a process group (DDP) every process calls this:
+    process 0 writes, the others wait for it.
     """
     final = Path(directory)
+    parts = (model, optimizer, scheduler, step, config, history, extra, grad_scaler, tokenizer)
     if _in_process_group():
         torch.distributed.barrier()
         if torch.distributed.get_rank() == 0:
-            _write_checkpoint(final, model, optimizer, scheduler, step, config, history, extra, grad_scaler)
+            _write_checkpoint(final, *parts)
         torch.distributed.barrier()
         return final
-    return _write_checkpoint(final, model, optimizer, scheduler, step, config, history, extra, grad_scaler)
+    return _write_checkpoint(final, *parts)
 
 
 def _in_process_group() -> bool:
@@ -186,14 +255,16 @@ def _in_process_group() -> bool:
 
 
 def _write_checkpoint(
-    final: Path, model, optimizer, scheduler, step, config, history, extra, grad_scaler
+    final: Path, model, optimizer, scheduler, step, config, history, extra, grad_scaler, tokenizer
 ) -> Path:
-    if final.exists() and not (final / STATE_NAME).is_file() and any(final.iterdir()):
+    if final.exists() and state_file(final) is None and any(final.iterdir()):
         raise FileExistsError(f"{final} exists and is not a checkpoint folder; refusing to overwrite it")
     staging = final.with_name(final.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     _save_weights(model, staging)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(staging)
     if optimizer is not None:
         torch.save(optimizer.state_dict(), staging / OPTIMIZER_NAME)
     if scheduler is not None:
@@ -208,6 +279,8 @@ def _write_checkpoint(
         "extra": _to_jsonable(extra or {}),
     }
     (staging / STATE_NAME).write_text(json.dumps(summary, indent=1))
+    base = getattr(getattr(model, "config", None), "_name_or_path", None) or None
+    (staging / MODEL_CARD_NAME).write_text(model_card(config, history or [], int(step), base))  # over PEFT's
     if final.exists():
         shutil.rmtree(final)
     staging.rename(final)
@@ -235,10 +308,10 @@ def load_checkpoint(
     ``restore_rng=False``. Nothing is unpickled: state files load with ``weights_only=True``.
     """
     directory = Path(directory)
-    state_file = directory / STATE_NAME
-    if not state_file.is_file():
-        raise FileNotFoundError(f"{state_file} not found: {directory} is not a checkpoint folder")
-    summary = json.loads(state_file.read_text())
+    summary_file = state_file(directory)
+    if summary_file is None:
+        raise FileNotFoundError(f"{directory / STATE_NAME} not found: {directory} is not a checkpoint folder")
+    summary = json.loads(summary_file.read_text())
     _load_weights(model, directory)
     if optimizer is not None:
         optimizer.load_state_dict(_load_state_file(directory / OPTIMIZER_NAME, "optimizer"))
@@ -276,4 +349,7 @@ def resume_state(
 
 def read_history(checkpoint: str | Path) -> list[dict[str, Any]]:
     """The metric history saved in a checkpoint folder (no weights loaded)."""
-    return json.loads((Path(checkpoint) / STATE_NAME).read_text())["history"]
+    summary_file = state_file(checkpoint)
+    if summary_file is None:
+        raise FileNotFoundError(f"{Path(checkpoint) / STATE_NAME} not found: not a checkpoint folder")
+    return json.loads(summary_file.read_text())["history"]

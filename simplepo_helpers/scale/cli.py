@@ -29,7 +29,7 @@ import torch
 
 from ..batching import PreferenceCollator
 from ..runtime.batches import PreferenceBatches, collate_examples
-from ..runtime.checkpoint import STATE_NAME, find_latest_checkpoint, read_history
+from ..runtime.checkpoint import STATE_NAME, find_latest_checkpoint, read_history, state_file
 from ..runtime.device import DevicePolicy, select_device
 from ..runtime.result import TrainResult
 from ..training import TrainConfig, preference_loss, train
@@ -232,7 +232,7 @@ def _resume_checkpoint(config: RunConfig) -> Path | None:
             raise ConfigError(f"resume=latest but {output_dir} holds no checkpoint-<step> folder")
         return latest
     path = Path(config.resume)
-    if not (path / STATE_NAME).is_file():
+    if state_file(path) is None:
         raise ConfigError(f"resume={config.resume}: not a checkpoint folder (no {STATE_NAME})")
     return path
 
