@@ -2,7 +2,8 @@
 
 The top level is the core a learner reads, in this order: ``rows`` (the two row formats and their checks),
 ``data`` (loading and validation), ``batching`` (token ids, labels and the ``[2B, T]`` batch), ``logps``,
-``losses`` and ``training`` (the one training loop; ``reference`` precomputes DPO's reference log-probs).
+``losses``, ``packing`` (the packed, prefix-shared layout train() uses where tested) and ``training`` (the one
+training loop; ``reference`` precomputes DPO's reference log-probs).
 The rest lives in subpackages named for their job: ``runtime`` (device, checkpoints, optimizer, batch order,
 memory), ``world`` (the self-made preference world), ``evaluation``, ``scale`` (entry point, configs, LoRA,
 Hub models and the cpu/gpu profiles) and ``course`` (exercise checks, widgets, the notebook runner).
@@ -39,6 +40,12 @@ _EXPORTS: dict[str, str] = {
     # log-probabilities
     "sequence_logps": "logps",
     "token_logps": "logps",
+    "head_token_logps": "logps",
+    # the packed, prefix-shared layout
+    "pack_preference_batch": "packing",
+    "PackedBatch": "packing",
+    "packed_support": "packing",
+    "describe_layout": "packing",
     # losses and regularisers
     "simpo_loss": "losses",
     "dpo_loss": "losses",
@@ -168,8 +175,9 @@ if TYPE_CHECKING:
     )
     from .evaluation.results import load_results, repo_root, summarize_seeds, write_results
     from .evaluation.reward_model import RewardModelJudge
-    from .logps import sequence_logps, token_logps
+    from .logps import head_token_logps, sequence_logps, token_logps
     from .losses import dpo_loss, kl_penalty, sft_nll_loss, simpo_loss
+    from .packing import PackedBatch, describe_layout, pack_preference_batch, packed_support
     from .reference import precompute_reference_logps
     from .rows import row_format, row_problem
     from .runtime.batches import PreferenceBatches
