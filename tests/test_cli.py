@@ -307,3 +307,56 @@ def test_dpo_with_lora_uses_the_adapter_free_base_and_exports_a_merged_model(tin
         untrained = original(input_ids=input_ids).logits
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     assert (got - untrained).abs().max() > 1e-3  # the merged weights carry the trained adapters
+
+
+def test_dpo_precomputed_reference_matches_the_live_reference(tiny_world, tmp_path):
+    """model.reference=auto precomputes DPO's reference log-probs once (no reference copy); same curve as live."""
+    config = base_config(tiny_world, tmp_path / "pre", max_steps=3)
+    config["loss"] = {"name": "dpo", "beta": 0.1}
+    config["data"].update(eval=str(tiny_world["eval"]), eval_every=3)
+    assert run_cli(config, tmp_path) == 0
+    assert run_cli(config, tmp_path, f"train.output_dir={tmp_path / 'live'}", "model.reference=live") == 0
+    precomputed, live = read_metrics(tmp_path / "pre"), read_metrics(tmp_path / "live")
+    assert precomputed[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)  # policy == reference at step 1
+    for a, b in zip(precomputed, live, strict=True):
+        for name in [*TRL_METRICS, "grad_norm", "eval_loss", "eval_rewards/margins"]:
+            if name == "rewards/accuracies" and a["step"] == 1:
+                continue  # margins are float rounding (~1e-8) at step 1: their sign is a coin flip
+            if name in a or name in b:
+                assert a[name] == pytest.approx(b[name], rel=1e-5, abs=1e-6), (a["step"], name)
+    state = json.loads((tmp_path / "pre" / "checkpoint-3" / "simplepo_state.json").read_text())
+    assert state["extra"]["reference"] == "precomputed"
+
+
+def test_precomputed_reference_is_refused_with_the_kl_term():
+    raw = {**MINIMAL, "loss": {"name": "dpo", "beta": 0.1, "kl_weight": 0.1}, "model": {"name_or_path": "w"}}
+    from simplepo_helpers.scale.cli import reference_mode
+
+    assert reference_mode(config_from_dict(raw)) == "live"
+    raw["model"]["reference"] = "precomputed"
+    with pytest.raises(ConfigError, match="kl_weight > 0 needs the live reference"):
+        reference_mode(config_from_dict(raw))
+    with pytest.raises(ConfigError, match="model.reference"):
+        config_from_dict({**raw, "model": {"name_or_path": "w", "reference": "cached"}})
+
+
+def test_report_to_tensorboard_from_the_entry_point(tiny_world, tmp_path):
+    from test_trackers import read_scalars
+
+    config = base_config(tiny_world, tmp_path / "tb", max_steps=2)
+    config["log"] = {"report_to": "tensorboard", "run_name": "tiny"}
+    assert run_cli(config, tmp_path) == 0
+    logged = read_metrics(tmp_path / "tb")
+    scalars = read_scalars(tmp_path / "tb" / "runs" / "tiny")
+    assert [step for step, _ in scalars["train/loss"]] == [1, 2]
+    assert [value for _, value in scalars["train/loss"]] == pytest.approx(
+        [row["loss"] for row in logged], rel=1e-6
+    )
+
+
+def test_unknown_tracker_is_a_config_error(capsys):
+    code = main(
+        ["model.name_or_path=world", "data.train=x.jsonl", "train.output_dir=o", "log.report_to=tensorbored"]
+    )
+    assert code == 2
+    assert "config error: log.report_to: report_to: unknown tracker 'tensorbored'" in capsys.readouterr().err

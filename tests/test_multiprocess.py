@@ -9,6 +9,8 @@ held to the same kind of bound.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import socket
 import subprocess
@@ -80,3 +82,23 @@ def test_two_processes_match_one_and_their_checkpoint_resumes_in_one(tmp_path):
     resumed = read_metrics(tmp_path / "two")
     assert resumed[:3] == two[:3]  # the history up to the checkpoint is kept
     assert_curves_match(one, resumed)
+
+
+def test_dpo_precomputed_reference_on_two_processes_matches_one(tmp_path):
+    """Each process scores its share of the reference log-probs, then all share them: the same curve as one."""
+    world = build_tiny_world(tmp_path / "world")
+    config = base_config(world, tmp_path / "two", max_steps=4)
+    config["loss"] = {"name": "dpo", "beta": 0.1}
+    config["data"].update(eval=str(world["eval"]), eval_every=2)
+    config_path = tmp_path / "two.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+
+    launched = launch_two_processes(config_path, tmp_path)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    state = json.loads((tmp_path / "two" / "checkpoint-4" / "simplepo_state.json").read_text())
+    assert (state["extra"]["num_processes"], state["extra"]["reference"]) == (2, "precomputed")
+    assert run_cli(config, tmp_path, f"train.output_dir={tmp_path / 'one'}") == 0
+    one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
+    assert one[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    one[0].pop("rewards/accuracies"), two[0].pop("rewards/accuracies")  # signs of ~1e-8 margins at step 1
+    assert_curves_match(one, two)

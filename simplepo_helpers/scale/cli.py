@@ -10,7 +10,11 @@ follows the 1-process run up to float rounding (the preference loss is a mean ov
 the per-process means is the global mean; the token-weighted ``sft_weight``/``kl_weight`` terms are
 weighted per process, as HF Trainer does). The data order is `train`'s seeded stream, so checkpoints
 resume on any number of processes. Logs: ``<output_dir>/metrics.jsonl``, one line per step with TRL's
-metric names (``eval_``-prefixed on evaluation steps). DDP only: FSDP and DeepSpeed are refused.
+metric names (``eval_``-prefixed on evaluation steps), and ``log.report_to``'s trackers (TensorBoard, ...).
+
+DPO's reference (``model.reference``): by default the reference log-probs of every pair are computed once
+with the starting model, each process scoring its share, then gathered, so no process holds a second copy
+of the model; ``live`` keeps the frozen copy (or, under LoRA, the adapter-free base).
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ from typing import Any
 import torch
 
 from ..batching import PreferenceCollator
+from ..reference import precompute_reference_logps
 from ..runtime.batches import PreferenceBatches, collate_examples
 from ..runtime.checkpoint import STATE_NAME, find_latest_checkpoint, read_history, state_file
 from ..runtime.device import DevicePolicy, select_device
 from ..runtime.result import TrainResult
+from ..runtime.trackers import MetricsReporter
 from ..training import TrainConfig, preference_loss, train
 from .config import (
     WORLD_DATA_PREFIX,
@@ -151,10 +157,13 @@ def _reduce(accelerator, values: Mapping[str, float], reduction: str) -> dict[st
 
 
 @torch.no_grad()
-def evaluate(model, rows, collator, loss_config, *, ref_model, policy, batch_size: int, accelerator) -> dict:
+def evaluate(
+    model, rows, collator, loss_config, *, ref_model, policy, batch_size: int, accelerator, ref_logps=None
+) -> dict:
     """Held-out metrics (TRL names with an ``eval_`` prefix), each a mean over all pairs of ``rows``.
 
-    Process r scores rows r, r+N, r+2N, ... in batches of ``batch_size / N``.
+    Process r scores rows r, r+N, r+2N, ... in batches of ``batch_size / N``. ``ref_logps``: DPO's
+    precomputed reference log-probs of ``rows`` (instead of ``ref_model``).
     """
     rank, world = accelerator.process_index, accelerator.num_processes
     if len(rows) < world:
@@ -168,6 +177,8 @@ def evaluate(model, rows, collator, loss_config, *, ref_model, policy, batch_siz
         for start in range(0, len(mine), share):
             indices = mine[start : start + share]
             batch = collate_examples(collator, rows, indices, context=f"evaluation, process {rank}")
+            if ref_logps is not None:
+                batch.update({key: ref_logps[key][indices] for key in REF_KEYS})
             with policy.autocast():
                 _, metrics = preference_loss(model, batch, loss_config, ref_model=ref_model)
             for name, value in metrics.items():
@@ -179,13 +190,51 @@ def evaluate(model, rows, collator, loss_config, *, ref_model, policy, batch_siz
     return {f"eval_{name}": value / pairs for name, value in totals.items()}
 
 
+REF_KEYS = ("ref_chosen_logps", "ref_rejected_logps")
+
+
+def reference_mode(config: RunConfig) -> str:
+    """``none`` (SimPO), ``precomputed`` (DPO's log-probs once) or ``live`` (a reference forward every step)."""
+    loss = config.loss
+    if not loss.needs_reference:
+        return "none"
+    if config.model.reference == "precomputed" and loss.needs_reference_model:
+        raise ConfigError("model.reference=precomputed: loss.kl_weight > 0 needs the live reference model")
+    if config.model.reference == "live" or loss.needs_reference_model:
+        return "live"
+    return "precomputed"
+
+
 def _reference(config: RunConfig, model):
-    """DPO's (or the KL term's) reference: the adapter-disabled base under LoRA, else a frozen copy."""
-    if not config.loss.needs_reference:
+    """The live reference (DPO, the KL term): the adapter-disabled base under LoRA, else a frozen copy."""
+    if reference_mode(config) != "live":
         return None
     if config.lora.enabled:
         return adapter_disabled_reference(model)
     return copy.deepcopy(model).eval().requires_grad_(False)
+
+
+def shared_reference_logps(model, rows, collator, loss_config, policy, batch_size: int, accelerator) -> dict:
+    """Reference log-probs of all ``rows`` from ``model`` as it is now: process r scores rows r, r+N, ...
+    (``precompute_reference_logps``), then every process gets the whole ``[len(rows)]`` tensors."""
+    from accelerate.utils import gather_object
+
+    rank, world = accelerator.process_index, accelerator.num_processes
+    mine = list(range(rank, len(rows), world))
+    share = max(1, batch_size // world)
+    scored = {key: torch.empty(0) for key in REF_KEYS}
+    if mine:
+        scored = precompute_reference_logps(
+            model, rows.select(mine), collator, share, average=loss_config.length_normalize, policy=policy
+        )
+    parts = [(mine, {key: scored[key].tolist() for key in REF_KEYS})]
+    if world > 1:
+        parts = gather_object(parts)
+    out = {key: torch.full((len(rows),), float("nan")) for key in REF_KEYS}
+    for indices, values in parts:
+        for key in REF_KEYS:
+            out[key][indices] = torch.tensor(values[key], dtype=torch.float32)
+    return {**out, "average": loss_config.length_normalize}
 
 
 def _accelerator():
@@ -276,9 +325,10 @@ class _StepHook:
     """``train``'s per-step callback here: means over processes, held-out metrics, the log and a printed line."""
 
     def __init__(
-        self, config: RunConfig, accelerator, evaluate_rows, log: _MetricsLog, progress: bool
+        self, config: RunConfig, accelerator, evaluate_rows, log: _MetricsLog, progress: bool, reporter=None
     ) -> None:
         self.config, self.accelerator, self.evaluate_rows, self.log = config, accelerator, evaluate_rows, log
+        self.reporter = reporter
         self.progress = progress and accelerator.is_main_process
 
     def __call__(self, row: dict[str, Any]) -> None:
@@ -289,6 +339,8 @@ class _StepHook:
         if self.evaluate_rows is not None and ((every and step % every == 0) or step == train_cfg.max_steps):
             row.update(self.evaluate_rows())
         self.log.write(row)
+        if self.reporter is not None:
+            self.reporter(row)
         if self.progress and (step % train_cfg.log_every == 0 or step == train_cfg.max_steps):
             _print_step(row, train_cfg.max_steps)
 
@@ -321,6 +373,13 @@ def run_training(config: RunConfig, *, progress: bool = True) -> TrainResult:
     collator = PreferenceCollator(
         tokenizer, max_length=train_cfg.max_length, max_prompt_length=train_cfg.max_prompt_length
     )
+    ref_logps = {}
+    if reference_mode(config) == "precomputed":  # the starting model (LoRA: B = 0, the base) is the reference
+        for what in rows:
+            ref_logps[what] = shared_reference_logps(
+                model, rows[what], collator, loss_cfg, policy, train_cfg.batch_size, accelerator
+            )
+        say(f"[simplepo] reference log-probs precomputed for {', '.join(rows)} (no reference model kept)")
     batches = PreferenceBatches(
         rows["train"],
         collator,
@@ -329,6 +388,7 @@ def run_training(config: RunConfig, *, progress: bool = True) -> TrainResult:
         grad_accum_steps=train_cfg.grad_accum_steps,
         rank=rank,
         world=world,
+        ref_logps=ref_logps.get("train"),
     )
     say(
         f"[simplepo] {train_cfg.batch_size} pairs per micro-batch ({batches.share} per process) x "
@@ -354,22 +414,37 @@ def run_training(config: RunConfig, *, progress: bool = True) -> TrainResult:
                 policy=policy,
                 batch_size=train_cfg.batch_size,
                 accelerator=accelerator,
+                ref_logps=ref_logps.get("eval"),
             )
 
     model = accelerator.prepare_model(model)  # DDP when world > 1
-    result = train(
-        model,
-        tokenizer,
-        rows["train"],
-        train_cfg,
-        ref_model=ref_model,
-        policy=policy,
-        resume_from=resume_from,
-        progress=False,
-        batches=batches,
-        on_step=_StepHook(config, accelerator, evaluate_rows, log, progress),
-        run_info={"num_processes": world, "run_config": config_to_dict(config)},
+    reporter = MetricsReporter(
+        config.log.report_to if main else None,
+        output_dir / "runs",
+        run_name=config.log.run_name,
+        config=config_to_dict(config),
     )
+    try:
+        result = train(
+            model,
+            tokenizer,
+            rows["train"],
+            train_cfg,
+            ref_model=ref_model,
+            ref_logps=ref_logps.get("train"),
+            policy=policy,
+            resume_from=resume_from,
+            progress=False,
+            batches=batches,
+            on_step=_StepHook(config, accelerator, evaluate_rows, log, progress, reporter),
+            run_info={
+                "num_processes": world,
+                "reference": reference_mode(config),
+                "run_config": config_to_dict(config),
+            },
+        )
+    finally:
+        reporter.close()
     _export(config, unwrapped, tokenizer, output_dir / FINAL_DIR, accelerator)
     say(
         f"[simplepo] done: checkpoints {result.checkpoints}, metrics {output_dir / METRICS_FILE}, "

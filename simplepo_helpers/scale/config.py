@@ -3,13 +3,15 @@
 Sections and where their fields are defined (one definition each, so defaults and checks are shared with
 the notebooks):
 
-- ``model``: `ModelOptions` (model id or folder, precision, gradient checkpointing);
+- ``model``: `ModelOptions` (model id or folder, precision, gradient checkpointing, how DPO gets its
+  reference);
 - ``data``: `DataOptions` (training and held-out data, subset sizes);
 - ``loss``: ``training.LossConfig`` (``name`` simpo or dpo, ``beta``, ``gamma`` absolute as in the paper and
   TRL's ``simpo_gamma``, ``label_smoothing``, ``sft_weight``, ``kl_weight``, ...);
 - ``train``: ``training.TrainConfig`` without ``loss`` (learning rate and schedule, ``max_steps``,
   ``batch_size``, ``grad_accum_steps``, max lengths, seed, ``output_dir``, ``save_every``, ``log_every``);
 - ``lora``: ``lora.LoraOptions``;
+- ``log``: `LogOptions` (``report_to``: TensorBoard, W&B, ... as in TRL; the tracker run name);
 - ``resume`` (top level): null, ``latest`` (the newest checkpoint in ``train.output_dir``) or a checkpoint folder.
 
 ``train.batch_size`` is the number of preference pairs per micro-batch summed over all processes (not per
@@ -36,6 +38,7 @@ from ..training import LossConfig, TrainConfig
 from .lora import LoraOptions
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+REFERENCES = ("auto", "live", "precomputed")
 WORLD_MODEL = "world"  # model.name_or_path that selects the kit's reference model
 WORLD_DATA_PREFIX = (
     "world:"  # data.train / data.eval prefix for the world's data files, e.g. world:pairs_train
@@ -53,15 +56,23 @@ class ModelOptions:
     ``precision``: ``auto`` follows `select_device` (bf16 autocast on compute capability >= 8, fp16 with a
     GradScaler on older GPUs, fp32 on CPU/MPS); ``fp32``, ``bf16`` and ``fp16`` force one. Parameters stay
     float32 in every case. ``gradient_checkpointing`` trades compute for activation memory.
+
+    ``reference`` (DPO): ``precomputed`` scores every pair with the starting model once, before training
+    (each process its share, then shared), so no reference copy is held on any device; ``live`` keeps a
+    frozen copy (the adapter-free base under LoRA) and runs it every step; ``auto`` precomputes unless the
+    KL term (``loss.kl_weight``) needs the live reference's whole distributions.
     """
 
     name_or_path: str = ""
     precision: str = "auto"
     gradient_checkpointing: bool = False
+    reference: str = "auto"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.reference not in REFERENCES:
+            raise ValueError(f"reference must be one of {REFERENCES}, got {self.reference!r}")
 
 
 @dataclass
@@ -90,6 +101,21 @@ class DataOptions:
 
 
 @dataclass
+class LogOptions:
+    """``report_to``: ``none``, ``tensorboard``, ``wandb``, ``mlflow``, ... or a list (accelerate's tracker
+    names, as TRL's ``report_to``); logs go to ``<train.output_dir>/runs/<run_name>`` for TensorBoard.
+    ``metrics.jsonl`` is written in every case."""
+
+    report_to: str | list[str] = "none"
+    run_name: str = "simplepo"
+
+    def __post_init__(self) -> None:
+        from ..runtime.trackers import tracker_names
+
+        tracker_names(self.report_to)  # an unknown or uninstalled tracker fails here, before any work
+
+
+@dataclass
 class RunConfig:
     """Everything one training run needs; build it with `load_config` or `config_from_dict`."""
 
@@ -98,6 +124,7 @@ class RunConfig:
     loss: LossConfig
     train: TrainConfig
     lora: LoraOptions = field(default_factory=LoraOptions)
+    log: LogOptions = field(default_factory=LogOptions)
     resume: str | None = None
 
 
@@ -107,6 +134,7 @@ _SECTIONS: dict[str, type] = {
     "loss": LossConfig,
     "train": TrainConfig,
     "lora": LoraOptions,
+    "log": LogOptions,
 }
 _REQUIRED = ("model.name_or_path", "data.train", "train.output_dir")
 _EXCLUDED = {"train.loss"}  # set from the loss section
