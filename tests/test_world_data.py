@@ -16,7 +16,14 @@ from simplepo_helpers.world.build import main, world_files
 from simplepo_helpers.world.dataset import annotate
 from simplepo_helpers.world.tokenizer import MAX_LENGTH, world_tokenizer
 
-FILES = ("sft_train.jsonl", "pairs_train.jsonl", "pairs_test.jsonl", "eval_prompts.jsonl")
+FILES = (
+    "sft_train.jsonl",
+    "pairs_train.jsonl",
+    "pairs_test.jsonl",
+    "eval_prompts.jsonl",
+    "pairs_dev.jsonl",
+    "dev_prompts.jsonl",
+)
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +72,36 @@ def test_no_prompt_shared_between_training_and_held_out(rows):
     assert len(eval_prompts) == len(set(eval_prompts)) >= 250
 
 
+def test_dev_split_is_disjoint_from_every_other_split(rows):
+    dev = {_prompt(r) for name in ("pairs_dev.jsonl", "dev_prompts.jsonl") for r in rows[name]}
+    others = {
+        name: {_prompt(r) for r in rows[name]}
+        for name in ("sft_train.jsonl", "pairs_train.jsonl", "pairs_test.jsonl", "eval_prompts.jsonl")
+    }
+    for name, prompts in others.items():
+        assert not dev & prompts, f"dev shares {len(dev & prompts)} prompts with {name}"
+    assert {split_of(p) for p in dev} == {"dev"}
+    assert {split_of(p) for p in others["pairs_test.jsonl"]} == {"test"}
+    assert {split_of(p) for p in others["eval_prompts.jsonl"]} == {"eval"}
+    dev_prompts = [_prompt(r) for r in rows["dev_prompts.jsonl"]]
+    assert len(dev_prompts) == len(set(dev_prompts)) >= 150
+    assert {r["family"] for r in rows["dev_prompts.jsonl"]} == {
+        r["family"] for r in rows["eval_prompts.jsonl"]
+    }
+
+
+def test_dev_takes_half_of_the_test_hash_range():
+    from simplepo_helpers.world.families import sample_task
+
+    rng = random.Random(1)
+    splits = [split_of(sample_task(rng).prompt) for _ in range(4000)]
+    held_out = [s for s in splits if s in ("test", "dev")]
+    assert 0.4 < held_out.count("dev") / len(held_out) < 0.6
+    assert 0.1 < len(held_out) / len(splits) < 0.2
+
+
 def test_trl_conversational_format_and_scores_match_the_judge(rows):
-    for name in ("pairs_train.jsonl", "pairs_test.jsonl"):
+    for name in ("pairs_train.jsonl", "pairs_test.jsonl", "pairs_dev.jsonl"):
         for i, row in enumerate(rows[name]):
             assert [m["role"] for m in row["prompt"]] == ["user"], (name, i)
             assert [m["role"] for m in row["chosen"]] == [m["role"] for m in row["rejected"]] == ["assistant"]
@@ -137,7 +172,7 @@ def test_loadable_with_datasets_json():
 
 def test_loadable_with_the_kit_loader(rows):
     tokenizer = world_tokenizer()
-    for stem in ("pairs_train", "pairs_test"):
+    for stem in ("pairs_train", "pairs_test", "pairs_dev"):
         dataset, report = load_preference_dataset(
             data_dir() / f"{stem}.jsonl", tokenizer=tokenizer, max_length=MAX_LENGTH, strict=True
         )

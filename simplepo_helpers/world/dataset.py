@@ -1,7 +1,9 @@
 """The world's data: SFT conversations, judge-labelled preference pairs and held-out evaluation prompts.
 
-Every prompt belongs to exactly one split, decided by a hash of its text (70% train, 15% test, 15% eval),
-so no prompt is shared between training and held-out data however many rows are drawn.
+Every prompt belongs to exactly one split, decided by a hash of its text (70% train, 15% held-out pairs,
+15% eval); a second hash gives half of the held-out-pairs range to the dev split (so 7.5% test, 7.5% dev).
+No prompt is shared between splits however many rows are drawn. Dev is where hyperparameters are chosen;
+eval prompts are only ever reported.
 
 A pair is either a *minimal pair* (share `minimal_pair_share` of the allowed requests: the same answer
 sentence once with the right and once with a wrong answer, so only the answer differs) or two responses in
@@ -28,6 +30,7 @@ from .judge import judge
 from .responses import WRONG_STYLES, render_response, styles_for
 
 SPLIT_SHARES = (("train", 70), ("test", 15), ("eval", 15))  # percent of the prompt-hash range
+DEV_SHARE_OF_TEST = 50  # percent of the "test" range that a second hash gives to "dev"
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,8 @@ class WorldConfig:
     n_train_pairs: int = 2500
     n_test_pairs: int = 500
     n_eval_prompts: int = 300
+    n_dev_pairs: int = 300
+    n_dev_prompts: int = 300  # a quota per family as for eval; the dev pools are smaller, so fewer result
     label_noise: float = 0.10
     minimal_pair_share: float = 0.4
     tie_longer_prob: float = 0.8
@@ -56,13 +61,20 @@ class WorldConfig:
 
 
 def split_of(prompt: str) -> str:
-    """ "train", "test" or "eval": a fixed function of the prompt text."""
+    """ "train", "test", "dev" or "eval": a fixed function of the prompt text."""
     bucket = int(hashlib.sha256(prompt.encode()).hexdigest()[:8], 16) % 100
     for name, share in SPLIT_SHARES:
         if bucket < share:
+            if name == "test" and _dev_bucket(prompt) < DEV_SHARE_OF_TEST:
+                return "dev"
             return name
         bucket -= share
     raise AssertionError("split shares must add up to 100")
+
+
+def _dev_bucket(prompt: str) -> int:
+    """0-99 from a second hash (independent of the split hash): below DEV_SHARE_OF_TEST means dev."""
+    return int(hashlib.sha256(f"dev:{prompt}".encode()).hexdigest()[:8], 16) % 100
 
 
 def _user(text: str) -> list[dict[str, str]]:
@@ -150,17 +162,17 @@ def pair_rows(split: str, n: int, config: WorldConfig) -> list[dict]:
     return rows
 
 
-def eval_prompt_rows(config: WorldConfig) -> list[dict]:
-    """Distinct held-out prompts, about FAMILY_WEIGHTS per family (fewer if a family's eval pool is small)."""
-    rng = random.Random(f"{config.seed}-eval")
+def prompt_rows(split: str, n: int, config: WorldConfig) -> list[dict]:
+    """Distinct prompts of `split`, about FAMILY_WEIGHTS * n per family (fewer if a family's pool is small)."""
+    rng = random.Random(f"{config.seed}-{split}")
     rows: list[dict] = []
     for family, weight in FAMILY_WEIGHTS.items():
         seen: set[str] = set()
-        quota = round(weight * config.n_eval_prompts)
+        quota = round(weight * n)
         for _ in range(50 * quota):  # bounded: a small pool ends the search early
             if len(seen) == quota:
                 break
-            task = _task_in("eval", rng, family)
+            task = _task_in(split, rng, family)
             if task.prompt not in seen:
                 seen.add(task.prompt)
                 rows.append(
@@ -175,13 +187,16 @@ def eval_prompt_rows(config: WorldConfig) -> list[dict]:
 
 
 def build_world(config: WorldConfig | None = None) -> dict[str, list[dict]]:
-    """All generated rows by file stem: sft_train, pairs_train, pairs_test, eval_prompts."""
+    """All generated rows by file stem: sft_train, pairs_train, pairs_test, eval_prompts, pairs_dev,
+    dev_prompts."""
     config = config or WorldConfig()
     return {
         "sft_train": sft_rows(config),
         "pairs_train": pair_rows("train", config.n_train_pairs, config),
         "pairs_test": pair_rows("test", config.n_test_pairs, config),
-        "eval_prompts": eval_prompt_rows(config),
+        "eval_prompts": prompt_rows("eval", config.n_eval_prompts, config),
+        "pairs_dev": pair_rows("dev", config.n_dev_pairs, config),
+        "dev_prompts": prompt_rows("dev", config.n_dev_prompts, config),
     }
 
 
@@ -196,7 +211,8 @@ def data_dir() -> Path:
 
 
 def data_file(stem: str) -> Path:
-    """Path of a data file by stem ("pairs_train", "pairs_test", "eval_prompts", "sft_train")."""
+    """Path of a data file by stem ("pairs_train", "pairs_test", "eval_prompts", "sft_train", "pairs_dev",
+    "dev_prompts")."""
     path = data_dir() / f"{stem}.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run `make data` in the repository")
