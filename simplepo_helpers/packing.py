@@ -120,7 +120,13 @@ def pack_preference_batch(batch: Mapping[str, torch.Tensor]) -> PackedBatch:
 
 
 def causal_lm(model: torch.nn.Module) -> torch.nn.Module:
-    """The transformers causal LM inside DDP and PEFT wrappers (the model itself otherwise)."""
+    """The transformers causal LM inside DDP and PEFT wrappers (the model itself otherwise).
+
+    Also unwraps a module that forwards to a ``policy`` it holds outside its module tree (LoRA's
+    adapter-disabled reference, ``scale.lora``).
+    """
+    if not list(model.children()) and isinstance(getattr(model, "policy", None), torch.nn.Module):
+        model = model.policy
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         model = model.module
     if hasattr(model, "get_base_model"):  # peft.PeftModel

@@ -20,8 +20,9 @@ from tqdm.auto import tqdm
 from transformers import SchedulerType, set_seed
 
 from .batching import PreferenceCollator, check_preference_batch, response_token_count
-from .logps import sequence_logps
-from .losses import dpo_loss, kl_penalty, sft_nll_loss, simpo_loss
+from .logps import can_fuse_head, head_token_logps, require_response_tokens, token_logps
+from .losses import dpo_loss, kl_penalty, simpo_loss
+from .packing import causal_lm, describe_layout, pack_preference_batch, packed_forward, packed_support
 from .runtime.batches import PreferenceBatches
 from .runtime.checkpoint import checkpoint_path, resume_state, save_checkpoint
 from .runtime.device import DevicePolicy, select_device
@@ -168,27 +169,68 @@ class NonFiniteLossError(RuntimeError):
         self.step, self.metric, self.value = step, metric, value
 
 
-def concatenated_forward(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], *, average: bool) -> dict:
-    """One forward pass over the stacked chosen+rejected batch.
+def concatenated_forward(
+    model: torch.nn.Module,
+    batch: Mapping[str, torch.Tensor],
+    *,
+    average: bool,
+    layout: str = "padded",
+    keep_logits: bool = False,
+) -> dict:
+    """One forward pass over the chosen and rejected responses of a batch.
 
-    Returns ``chosen_logps`` and ``rejected_logps`` [B] (average or sum over response tokens), ``logits``
-    [2B, T, V] and ``labels`` [2B, T], on the model's device.
+    ``layout="padded"``: the ``[2B, T]`` batch as it is. ``layout="packed"`` (``packing.py``): all pairs in
+    one row, each prompt computed once, no padding, and the LM head only at the scored positions (fused with
+    the log-softmax unless ``keep_logits``). Both return ``chosen_logps`` and ``rejected_logps`` [B] (average
+    or sum over response tokens), ``token_sums`` and ``token_counts`` [2B] (summed log-probs and number of
+    response tokens per sequence) and ``layout``; ``logits`` and ``labels`` are the padded ``[2B, T, V]`` /
+    ``[2B, T]``, or, packed with ``keep_logits``, ``[1, N + 1, V]`` / ``[1, N + 1]`` holding just the N scored
+    positions (label t + 1 is scored at position t, as everywhere in the kit), or None.
     """
     num_pairs = check_preference_batch(batch)
     device = next(model.parameters()).device
-    labels = batch["labels"].to(device)  # [2B, T]
-    logits = model(
-        input_ids=batch["input_ids"].to(device),
-        attention_mask=batch["attention_mask"].to(device),
-        use_cache=False,
-    ).logits  # [2B, T, V]; bf16/fp16 under autocast
-    logps = sequence_logps(logits, labels, average=average)  # [2B], scored in float32
+    logits = labels = None
+    if layout == "padded":
+        labels = batch["labels"].to(device)  # [2B, T]
+        logits = model(
+            input_ids=batch["input_ids"].to(device),
+            attention_mask=batch["attention_mask"].to(device),
+            use_cache=False,
+        ).logits  # [2B, T, V]; bf16/fp16 under autocast
+        per_token, mask = token_logps(logits, labels)  # [2B, T-1] x2, float32
+        counts = require_response_tokens(mask)  # [2B]
+        sums = per_token.sum(dim=-1)  # [2B]
+    elif layout == "packed":
+        packed = pack_preference_batch(batch).to(device)
+        head = causal_lm(model).get_output_embeddings()
+        if keep_logits or not can_fuse_head(head):  # the model's head on the N scored positions
+            # the positions' logits plus one more row, so that label t + 1 is scored at position t
+            keep = torch.cat([packed.positions, packed.positions[-1:]])  # [N + 1]
+            logits, _ = packed_forward(model, packed, logits_to_keep=keep)  # [1, N + 1, V]
+            labels = torch.cat([packed.targets.new_full((1,), -100), packed.targets])[None]  # [1, N + 1]
+            per_token = token_logps(logits, labels)[0][0]  # [N]
+        else:  # the head fused with the log-softmax: no logits kept
+            _, hidden = packed_forward(model, packed, logits_to_keep=packed.positions[:0])  # [1, S, d]
+            per_token = head_token_logps(hidden[0].index_select(0, packed.positions), head, packed.targets)
+        sums = per_token.new_zeros(2 * num_pairs).index_add(0, packed.sequence, per_token)  # [2B]
+        counts = torch.bincount(packed.sequence, minlength=2 * num_pairs)  # [2B]
+    else:
+        raise ValueError(f"layout must be 'padded' or 'packed', got {layout!r}")
+    logps = sums / counts if average else sums  # [2B]
     return {
         "chosen_logps": logps[:num_pairs],
         "rejected_logps": logps[num_pairs:],
+        "token_sums": sums,
+        "token_counts": counts,
         "logits": logits,
         "labels": labels,
+        "layout": layout,
     }
+
+
+def choose_layout(*models: torch.nn.Module) -> str:
+    """``"packed"`` when every model given can run the packed layout, else ``"padded"``."""
+    return "packed" if all(packed_support(model) is None for model in models) else "padded"
 
 
 def preference_loss(
@@ -200,6 +242,7 @@ def preference_loss(
     pair_total: int | None = None,
     nll_share: float = 1.0,
     kl_share: float = 1.0,
+    layout: str = "auto",
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of one batch and its metrics (floats, TRL's names).
 
@@ -208,16 +251,24 @@ def preference_loss(
     (``nll_share``) and of all its response tokens (``kl_share``): the token-weighted terms then add up right.
     DPO reads precomputed reference log-probs from ``batch["ref_chosen_logps"]`` / ``["ref_rejected_logps"]``
     when present; otherwise, and always for the KL term, ``ref_model`` runs a no-grad forward.
+    ``layout``: ``"auto"`` (packed when the policy and a live reference both support it, see
+    ``packing.packed_support``), ``"packed"`` or ``"padded"``; the loss is the same up to float rounding.
     """
     average = loss_config.length_normalize
     has_ref_logps = "ref_chosen_logps" in batch and "ref_rejected_logps" in batch
     loss_config.check_reference(ref_model, has_ref_logps)
-    policy = concatenated_forward(model, batch, average=average)
+    ref_forward = loss_config.needs_reference_model or (loss_config.needs_reference and not has_ref_logps)
+    if layout == "auto":
+        layout = choose_layout(model, *([ref_model] if ref_forward else []))
+    keep_logits = loss_config.kl_weight > 0  # the KL term compares whole distributions
+    policy = concatenated_forward(model, batch, average=average, layout=layout, keep_logits=keep_logits)
     num_pairs = policy["chosen_logps"].shape[0]
     ref = None
-    if loss_config.needs_reference_model or (loss_config.needs_reference and not has_ref_logps):
+    if ref_forward:
         with torch.no_grad():
-            ref = concatenated_forward(ref_model.eval(), batch, average=average)
+            ref = concatenated_forward(
+                ref_model.eval(), batch, average=average, layout=layout, keep_logits=keep_logits
+            )
     ref_chosen = ref_rejected = None
     if loss_config.name == "dpo" and has_ref_logps:
         ref_chosen = batch["ref_chosen_logps"].to(policy["chosen_logps"].device, torch.float32)  # [B]
@@ -246,7 +297,8 @@ def preference_loss(
     metrics = {name: value.sum().item() / pair_total for name, value in per_pair.items()}
     loss = losses.sum() / pair_total
     if loss_config.sft_weight > 0:
-        nll = sft_nll_loss(policy["logits"][:num_pairs], policy["labels"][:num_pairs])
+        # token-weighted NLL of the chosen responses (TRL's cpo_alpha term), from the same log-probs
+        nll = -policy["token_sums"][:num_pairs].sum() / policy["token_counts"][:num_pairs].sum()
         loss = loss + loss_config.sft_weight * nll_share * nll
         metrics["nll_loss"] = nll_share * nll.item()
     if loss_config.kl_weight > 0:
@@ -269,6 +321,7 @@ def training_step(
     policy: DevicePolicy | None = None,
     grad_scaler: torch.amp.GradScaler | None = None,
     step: int | None = None,
+    layout: str = "auto",
 ) -> dict[str, float]:
     """One optimizer step over ``micro_batches`` (gradient accumulation); returns the step's metrics.
 
@@ -276,7 +329,8 @@ def training_step(
     for the NLL and KL terms), so k micro-batches give the gradients and metrics of one batch holding them all.
     Then: clip the gradient norm (``grad_norm`` is the norm before clipping), step optimizer and scheduler,
     zero the gradients. A NaN raises ``NonFiniteLossError`` before it reaches the weights. With an fp16
-    ``policy`` pass ``grad_scaler=policy.make_grad_scaler()``, kept across steps.
+    ``policy`` pass ``grad_scaler=policy.make_grad_scaler()``, kept across steps. ``layout``: see
+    ``preference_loss``.
     """
     micro_batches = [micro_batches] if isinstance(micro_batches, Mapping) else list(micro_batches)
     if not micro_batches:
@@ -300,6 +354,7 @@ def training_step(
                 pair_total=sum(pairs),
                 nll_share=chosen_tokens[index] / sum(chosen_tokens),
                 kl_share=all_tokens[index] / sum(all_tokens),
+                layout=layout,
             )
         for name, value in metrics.items():
             sums[name] = sums.get(name, 0.0) + value
@@ -399,8 +454,11 @@ def train(
         "num_examples": len(train_examples),
         "optimizer_impl": optimization.impl,
         "device": policy.describe(),
+        "layout": describe_layout(model),  # packed where tested (packing.py), else the padded [2B, T] batch
         **(run_info or {}),
     }
+    if progress:
+        print(f"batch layout: {run_info['layout']}")
     start_step, history, checkpoints = 0, [], []
     if resume_from is not None:
         start_step, history = resume_state(resume_from, run_info, config, **state)

@@ -297,3 +297,82 @@ def test_chunk_size_follows_the_vocabulary(monkeypatch):
     monkeypatch.setattr(logps_module, "CHUNK_ELEMENTS", 1000)
     assert logps_module.default_chunk_tokens(100) == 10
     assert logps_module.default_chunk_tokens(5000) == 1  # never zero positions
+
+
+# ---------- head_token_logps: the LM head fused with the log-softmax, only at scored positions ----------
+
+
+def _head_case(n: int = 9, d: int = 5, vocab: int = 13, seed: int = 20, dtype=torch.float64):
+    generator = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(n, d, generator=generator, dtype=dtype)
+    head = torch.nn.Linear(d, vocab, bias=False).to(dtype)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(vocab, d, generator=generator, dtype=dtype))
+    targets = torch.randint(0, vocab, (n,), generator=generator)
+    return hidden, head, targets
+
+
+@pytest.mark.parametrize("chunk_tokens", [1, 4, None])
+def test_head_token_logps_is_log_softmax_of_the_head(chunk_tokens):
+    hidden, head, targets = _head_case()
+    expected = torch.log_softmax(hidden @ head.weight.T, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+    got = logps_module.head_token_logps(hidden, head, targets, chunk_tokens=chunk_tokens)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk_tokens", [1, 4, 1000])
+def test_fused_head_passes_gradcheck(chunk_tokens):
+    hidden, head, targets = _head_case(n=6, d=3, vocab=7)
+    weight = head.weight.detach().clone().requires_grad_(True)
+    hidden.requires_grad_(True)
+
+    def fused(h, w):
+        return logps_module._HeadLabelLogps.apply(h, w, targets, chunk_tokens, torch.float64)
+
+    assert torch.autograd.gradcheck(fused, (hidden, weight))
+
+
+def test_fused_head_gradients_match_autograd_in_float32():
+    hidden, head, targets = _head_case(n=11, d=8, vocab=40, dtype=torch.float32)
+    upstream = torch.linspace(-2.0, 1.5, 11)  # a different upstream gradient per position
+    fused_hidden = hidden.clone().requires_grad_(True)
+    (logps_module.head_token_logps(fused_hidden, head, targets, chunk_tokens=3) * upstream).sum().backward()
+    fused_weight_grad = head.weight.grad.clone()
+    head.weight.grad = None
+    naive_hidden = hidden.clone().requires_grad_(True)
+    naive = torch.log_softmax(head(naive_hidden), dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+    (naive * upstream).sum().backward()
+    torch.testing.assert_close(fused_hidden.grad, naive_hidden.grad)
+    torch.testing.assert_close(fused_weight_grad, head.weight.grad)
+
+
+def test_fused_head_never_holds_more_than_a_chunk_of_logits():
+    n, d, vocab, chunk = 64, 8, 512, 16
+    hidden, head, targets = _head_case(n=n, d=d, vocab=vocab, dtype=torch.float32)
+    hidden.requires_grad_(True)
+    with _AllocationRecorder() as recorder:
+        logps_module.head_token_logps(hidden, head, targets, chunk_tokens=chunk).sum().backward()
+    largest = max(size for _, size in recorder.float32_sizes)
+    assert largest == max(chunk * vocab, vocab * d)  # a chunk's logits, or the head's gradient; never n x V
+    assert largest < n * vocab
+
+
+def test_unfusable_heads_are_called_as_modules():
+    hidden, head, targets = _head_case()
+    calls = []
+    head.register_forward_hook(lambda module, args, output: calls.append(output.shape))
+    assert not logps_module.can_fuse_head(head)
+    expected = torch.log_softmax(hidden @ head.weight.T, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+    torch.testing.assert_close(logps_module.head_token_logps(hidden, head, targets), expected)
+    assert calls == [(hidden.shape[0], head.out_features)]  # the hook saw the scored positions' logits
+    biased = torch.nn.Linear(5, 13).double()
+    assert not logps_module.can_fuse_head(biased)
+    expected = torch.log_softmax(biased(hidden), dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+    torch.testing.assert_close(logps_module.head_token_logps(hidden, biased, targets), expected)
+
+
+def test_head_target_outside_the_vocabulary_is_named():
+    hidden, head, targets = _head_case()
+    targets[4] = 13
+    with pytest.raises(ValueError, match="target 13 at scored position 4"):
+        logps_module.head_token_logps(hidden, head, targets)
