@@ -99,6 +99,10 @@ _EXPORTS: dict[str, str] = {
     "load_results": "evaluation.results",
     "repo_root": "evaluation.results",
     "RewardModelJudge": "evaluation.reward_model",
+    "sample_k": "evaluation.sampling",
+    "score_gain": "evaluation.sampling",
+    "style_probabilities": "evaluation.probes",
+    "probe_table": "evaluation.probes",
     # scale-out and real models
     "load_profile": "scale.profiles",
     "PROFILE_DEFAULTS": "scale.profiles",
@@ -173,8 +177,10 @@ if TYPE_CHECKING:
         wilson_interval,
         win_rate,
     )
+    from .evaluation.probes import probe_table, style_probabilities
     from .evaluation.results import load_results, repo_root, summarize_seeds, write_results
     from .evaluation.reward_model import RewardModelJudge
+    from .evaluation.sampling import sample_k, score_gain
     from .logps import head_token_logps, sequence_logps, token_logps
     from .losses import dpo_loss, kl_penalty, sft_nll_loss, simpo_loss
     from .packing import PackedBatch, describe_layout, pack_preference_batch, packed_support
