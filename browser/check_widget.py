@@ -1,4 +1,5 @@
-"""Real-browser check: notebook 02's beta/gamma widget renders in JupyterLab and its plot follows the sliders.
+"""Real-browser checks: notebook 02's beta/gamma widget renders in JupyterLab and its plot follows the sliders;
+notebook 07's blind A/B widget renders and a click records a label.
 
 Starts JupyterLab on 127.0.0.1 (a free port, a random token, no browser) over a temporary copy of the notebook
 (so autosave never touches the repository), opens it in Debian's headless Chromium driven by Playwright, runs
@@ -7,9 +8,16 @@ all cells from the Run menu, waits until every code cell has run, then asserts t
 1. the two sliders (beta, gamma) of `LossExplorer` exist and are visible, with a plot image below them;
 2. pressing the right-arrow key on the focused beta slider moves its value one step and changes the plot image.
 
-A screenshot of the widget's cell is kept (default build/browser/notebook02_widget.png). The server and the
-browser are stopped at the end, also on failure. Exit status 0: the check passed; 1: it failed (the reason is
-printed). Usage: ``.venv/bin/python browser/check_widget.py [NOTEBOOK] [--screenshot PATH]``.
+For notebook 07 (`check_human_eval_widget`) it asserts that
+
+3. the blind A/B widget is visible with its two answers and its three buttons (A is better, tie, B is better);
+4. clicking "A is better" records a label: the progress line goes from 0 to 1 labelled, and the labels file
+   (the notebook's ``labels_path`` parameter, pointed at a temporary file in the copy) holds that one label.
+
+A screenshot of each widget's cell is kept (default build/browser/notebook02_widget.png and
+build/browser/notebook07_human_eval.png). The server and the browser are stopped at the end, also on failure.
+Exit status 0: the checks passed; 1: one failed (the reason is printed). Usage:
+``.venv/bin/python browser/check_widget.py [NOTEBOOK] [--screenshot PATH]`` (with no NOTEBOOK both checks run).
 """
 
 from __future__ import annotations
@@ -32,6 +40,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_NOTEBOOK = REPO / "notebooks" / "02_loss_derivation.ipynb"
 DEFAULT_SCREENSHOT = REPO / "build" / "browser" / "notebook02_widget.png"
+HUMAN_EVAL_NOTEBOOK = REPO / "notebooks" / "07_human_evaluation.ipynb"
+HUMAN_EVAL_SCREENSHOT = REPO / "build" / "browser" / "notebook07_human_eval.png"
+BLIND_AB = ".simplepo-blind-ab"  # the DOM class BlindABEval puts on its widget
+BLIND_AB_PROGRESS = ".simplepo-blind-ab-progress"  # ... and on its progress line
+BLIND_AB_BUTTONS = ("A is better", "tie", "B is better")
+LABELS_PARAMETER = "labels_path = None"  # notebook 07's parameter, pointed at a temporary file by the check
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -203,6 +217,19 @@ def _run_all_and_wait(page, timeout_s: float) -> None:
     raise WidgetCheckError(f"cells did not finish within {timeout_s} s: {state}")
 
 
+def _open_and_run(page, base_url: str, token: str, notebook_name: str, run_timeout_s: float):
+    """Open ``notebook_name`` in a fresh workspace, run all cells, return the visible notebook panel."""
+    workspace = "check-" + "".join(
+        c if c.isalnum() else "-" for c in notebook_name
+    )  # a fresh layout per notebook
+    page.goto(f"{base_url}/lab/workspaces/{workspace}/tree/{notebook_name}?reset&token={token}")
+    panel = page.locator(".jp-NotebookPanel:visible")  # only the notebook on show, not a hidden tab
+    panel.locator(".jp-Notebook").first.wait_for(state="visible", timeout=60_000)
+    _wait_for_idle_kernel(base_url, token, notebook_name, timeout_s=90)
+    _run_all_and_wait(page, run_timeout_s)
+    return panel
+
+
 def check_notebook_widget(
     page,
     base_url: str,
@@ -212,14 +239,7 @@ def check_notebook_widget(
     run_timeout_s: float = RUN_TIMEOUT_S,
 ) -> dict:
     """Open ``notebook_name`` (relative to the server root), run it, check the widget; return what was seen."""
-    workspace = "check-" + "".join(
-        c if c.isalnum() else "-" for c in notebook_name
-    )  # a fresh layout per notebook
-    page.goto(f"{base_url}/lab/workspaces/{workspace}/tree/{notebook_name}?reset&token={token}")
-    panel = page.locator(".jp-NotebookPanel:visible")  # only the notebook on show, not a hidden tab
-    panel.locator(".jp-Notebook").first.wait_for(state="visible", timeout=60_000)
-    _wait_for_idle_kernel(base_url, token, notebook_name, timeout_s=90)
-    _run_all_and_wait(page, run_timeout_s)
+    panel = _open_and_run(page, base_url, token, notebook_name, run_timeout_s)
 
     sliders = panel.locator(SLIDER)
     if sliders.count() < 2:
@@ -273,22 +293,117 @@ def check_notebook_widget(
     }
 
 
+def with_labels_file(notebook: Path, folder: Path) -> tuple[Path, Path]:
+    """A copy of notebook 07 in ``folder`` whose labels go to ``folder/labels.jsonl``; (copy, labels file)."""
+    labels = folder / "labels.jsonl"
+    content = json.loads(notebook.read_text(encoding="utf-8"))
+    replaced = 0
+    for cell in content["cells"]:
+        source = "".join(cell["source"])
+        if LABELS_PARAMETER in source:
+            cell["source"] = source.replace(LABELS_PARAMETER, f"labels_path = {str(labels)!r}")
+            replaced += 1
+    if replaced != 1:
+        raise WidgetCheckError(
+            f"expected one cell with {LABELS_PARAMETER!r} in {notebook.name}, found {replaced}"
+        )
+    copy = folder / notebook.name
+    copy.write_text(json.dumps(content), encoding="utf-8")
+    return copy, labels
+
+
+def check_human_eval_widget(
+    page,
+    base_url: str,
+    token: str,
+    notebook_name: str,
+    screenshot: Path | None,
+    labels_file: Path | None = None,
+    run_timeout_s: float = RUN_TIMEOUT_S,
+) -> dict:
+    """Open notebook 07, run it, check the blind A/B widget renders and that a click records a label."""
+    panel = _open_and_run(page, base_url, token, notebook_name, run_timeout_s)
+    widget = panel.locator(BLIND_AB)
+    if widget.count() == 0:
+        raise WidgetCheckError(f"the blind A/B widget ({BLIND_AB}) is not in the page")
+    widget = widget.first
+    widget.scroll_into_view_if_needed()
+    if not widget.is_visible():
+        raise WidgetCheckError("the blind A/B widget is in the DOM but not visible")
+    buttons = {}
+    for text in BLIND_AB_BUTTONS:
+        button = widget.locator("button", has_text=text)
+        if button.count() == 0 or not button.first.is_visible():
+            raise WidgetCheckError(f"the blind A/B widget shows no visible {text!r} button")
+        buttons[text] = button.first
+    answers = widget.locator(".widget-html").all_inner_texts()
+    if not any(a.strip().startswith("A") for a in answers) or not any(
+        a.strip().startswith("B") for a in answers
+    ):
+        raise WidgetCheckError(f"the two answers A and B are not shown: {answers}")
+    progress = widget.locator(BLIND_AB_PROGRESS).first
+    before = progress.inner_text().strip()
+    if "0 labelled" not in before:
+        raise WidgetCheckError(f"expected no label before the click, the progress line says {before!r}")
+    buttons["A is better"].click()
+    deadline = time.monotonic() + 30
+    after = before
+    while time.monotonic() < deadline:
+        after = progress.inner_text().strip()
+        if "1 labelled" in after:
+            break
+        time.sleep(0.5)
+    widget_cell = panel.locator(".jp-CodeCell", has=page.locator(BLIND_AB)).first
+    if screenshot is not None:
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        widget_cell.screenshot(path=str(screenshot))
+    if "1 labelled" not in after:
+        raise WidgetCheckError(f"clicking 'A is better' recorded no label (progress stayed {after!r})")
+    saved = None
+    if labels_file is not None:
+        lines = labels_file.read_text().splitlines() if labels_file.exists() else []
+        saved = [json.loads(line) for line in lines if line.strip()]
+        if len(saved) != 1 or saved[0].get("choice") != "A":
+            raise WidgetCheckError(f"the labels file should hold the one click (choice A), it holds {saved}")
+    return {"progress_before": before, "progress_after": after, "saved": saved, "screenshot": screenshot}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("notebook", nargs="?", type=Path, default=DEFAULT_NOTEBOOK)
-    parser.add_argument("--screenshot", type=Path, default=DEFAULT_SCREENSHOT)
+    parser.add_argument("notebook", nargs="?", type=Path, default=None)
+    parser.add_argument("--screenshot", type=Path, default=None)
     args = parser.parse_args(argv)
     started = time.monotonic()
+    human_eval = args.notebook is None or args.notebook.name.startswith("07_")
+    sliders = args.notebook is None or not human_eval
+    folder = Path(tempfile.mkdtemp(prefix="simplepo-labels-"))
     try:
-        with lab_server([args.notebook]) as (base_url, token, _), chromium_page() as page:
-            seen = check_notebook_widget(page, base_url, token, args.notebook.name, args.screenshot)
+        notebooks = [args.notebook or DEFAULT_NOTEBOOK] if sliders else []
+        labels = None
+        if human_eval:
+            copy, labels = with_labels_file(args.notebook or HUMAN_EVAL_NOTEBOOK, folder)
+            notebooks.append(copy)
+        with lab_server(notebooks) as (base_url, token, _), chromium_page() as page:
+            if sliders:
+                shot = args.screenshot or DEFAULT_SCREENSHOT
+                seen = check_notebook_widget(page, base_url, token, notebooks[0].name, shot)
+                print(
+                    f"PASS: sliders {seen['labels']} render; beta {seen['beta_before']} -> {seen['beta_after']} "
+                    f"redrew the plot; screenshot {seen['screenshot']}"
+                )
+            if human_eval:
+                shot = args.screenshot if not sliders and args.screenshot else HUMAN_EVAL_SCREENSHOT
+                seen = check_human_eval_widget(page, base_url, token, notebooks[-1].name, shot, labels)
+                print(
+                    f"PASS: blind A/B widget renders; a click took it from {seen['progress_before']!r} to "
+                    f"{seen['progress_after']!r} and saved {len(seen['saved'])} label; screenshot {seen['screenshot']}"
+                )
     except Exception as error:  # WidgetCheckError, or Playwright's own (a selector timed out)
         print(f"FAIL ({time.monotonic() - started:.0f} s): {type(error).__name__}: {error}")
         return 1
-    print(
-        f"PASS ({time.monotonic() - started:.0f} s): sliders {seen['labels']} render; beta {seen['beta_before']} -> "
-        f"{seen['beta_after']} redrew the plot; screenshot {seen['screenshot']}"
-    )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print(f"all checks passed in {time.monotonic() - started:.0f} s")
     return 0
 
 

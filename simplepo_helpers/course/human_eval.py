@@ -203,7 +203,8 @@ class BlindABEval:
         )
         controls = widgets.HBox([self.back_button, *self.buttons.values(), self.progress])
         self.widget = widgets.VBox([self.prompt_html, columns, controls, self.result_html])
-        self.widget.add_class("simplepo-blind-ab")
+        self.widget.add_class("simplepo-blind-ab")  # DOM classes the browser check looks for
+        self.progress.add_class("simplepo-blind-ab-progress")
         self.render()
 
     @property
