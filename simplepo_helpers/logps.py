@@ -183,18 +183,20 @@ def _autocast_dtype(device: torch.device) -> torch.dtype | None:
 class _HeadLabelLogps(torch.autograd.Function):
     """log p(target) straight from hidden states: hidden [N, d], head weight [V, d], targets [N] -> [N].
 
-    The LM head and the log-softmax are fused, chunk by chunk: a chunk's logits ``[n, V]`` exist only while
-    it is scored, forward and backward (where they are recomputed), so no ``[N, V]`` tensor is ever built.
-    Backward per chunk: ``g_logits = g * (onehot - softmax)``, ``grad_hidden = g_logits @ W``,
-    ``grad_W += g_logits^T @ hidden``. Under autocast the head's matmuls run in the autocast dtype, as the
-    model's own head would.
+    The LM head and the log-softmax are fused, chunk by chunk: no logits tensor beyond a ``[n, V]`` chunk is
+    built. For backward, the gradient direction ``onehot - softmax`` at the N positions is kept ([N, V], the
+    size of those positions' logits) when ``keep``, or else the chunk's logits are recomputed (no [N, V]
+    tensor at all, a third more head FLOPs). Backward per chunk: ``g_logits = g * (onehot - softmax)``,
+    ``grad_hidden = g_logits @ W``, ``grad_W += g_logits^T @ hidden``. Under autocast the head's matmuls run in
+    the autocast dtype, as the model's own head would.
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk_tokens: int, dtype: torch.dtype):
+    def forward(ctx, hidden, weight, targets, chunk_tokens: int, dtype: torch.dtype, keep: bool):
         matmul_dtype = _autocast_dtype(hidden.device) or torch.promote_types(hidden.dtype, weight.dtype)
         out = hidden.new_empty(hidden.shape[0], dtype=dtype)  # [N]
         lse = hidden.new_empty(hidden.shape[0], dtype=dtype)  # [N]
+        direction = hidden.new_empty((hidden.shape[0], weight.shape[0]), dtype=dtype) if keep else None
         with torch.autocast(hidden.device.type, enabled=False):
             w = weight.to(matmul_dtype)  # [V, d]
             for start in range(0, hidden.shape[0], chunk_tokens):
@@ -202,14 +204,17 @@ class _HeadLabelLogps(torch.autograd.Function):
                 logits = (hidden[rows].to(matmul_dtype) @ w.T).to(dtype)  # [n, V]
                 lse[rows] = torch.logsumexp(logits, dim=-1)
                 out[rows] = logits.gather(-1, targets[rows].unsqueeze(-1)).squeeze(-1) - lse[rows]
-        ctx.save_for_backward(hidden, weight, targets, lse)
+                if keep:  # onehot - softmax, straight into the kept buffer
+                    chunk = torch.sub(logits, lse[rows].unsqueeze(-1), out=direction[rows]).exp_().neg_()
+                    chunk.scatter_add_(-1, targets[rows].unsqueeze(-1), torch.ones_like(chunk[:, :1]))
+        ctx.save_for_backward(hidden, weight, targets, lse, direction)
         ctx.chunk_tokens, ctx.dtype, ctx.matmul_dtype = chunk_tokens, dtype, matmul_dtype
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        hidden, weight, targets, lse = ctx.saved_tensors
+        hidden, weight, targets, lse, direction = ctx.saved_tensors
         grad_hidden = torch.zeros_like(hidden) if ctx.needs_input_grad[0] else None  # [N, d]
         grad_weight = torch.zeros_like(weight, dtype=ctx.dtype) if ctx.needs_input_grad[1] else None  # [V, d]
         grad_out = grad_out.to(ctx.dtype)  # [N]
@@ -219,8 +224,11 @@ class _HeadLabelLogps(torch.autograd.Function):
                 rows = slice(start, start + ctx.chunk_tokens)
                 h = hidden[rows].to(ctx.matmul_dtype)  # [n, d]
                 scale = grad_out[rows].unsqueeze(-1)  # [n, 1]
-                grad_logits = (h @ w.T).to(ctx.dtype).sub_(lse[rows].unsqueeze(-1)).exp_()  # softmax [n, V]
-                grad_logits.mul_(-scale).scatter_add_(-1, targets[rows].unsqueeze(-1), scale)
+                if direction is not None:
+                    grad_logits = direction[rows] * scale  # [n, V]
+                else:  # recompute: -g * softmax, then + g at the label
+                    grad_logits = (h @ w.T).to(ctx.dtype).sub_(lse[rows].unsqueeze(-1)).exp_()  # [n, V]
+                    grad_logits.mul_(-scale).scatter_add_(-1, targets[rows].unsqueeze(-1), scale)
                 grad_logits = grad_logits.to(ctx.matmul_dtype)
                 if grad_hidden is not None:
                     grad_hidden[rows] = grad_logits @ w  # [n, d]
@@ -228,7 +236,7 @@ class _HeadLabelLogps(torch.autograd.Function):
                     grad_weight.addmm_(grad_logits.T.to(ctx.dtype), h.to(ctx.dtype))  # [V, d]
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
-        return grad_hidden, grad_weight, None, None, None
+        return grad_hidden, grad_weight, None, None, None, None
 
 
 def can_fuse_head(head: torch.nn.Module) -> bool:
@@ -238,7 +246,12 @@ def can_fuse_head(head: torch.nn.Module) -> bool:
 
 
 def head_token_logps(
-    hidden: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor, *, chunk_tokens: int | None = None
+    hidden: torch.Tensor,
+    head: torch.nn.Module,
+    targets: torch.Tensor,
+    *,
+    chunk_tokens: int | None = None,
+    recompute: bool = False,
 ) -> torch.Tensor:
     """log p(target) at the positions whose final hidden states are ``hidden`` [N, d]: [N], at least float32.
 
@@ -246,6 +259,7 @@ def head_token_logps(
     :func:`can_fuse_head` (Llama's and Qwen2's, tied or not) is fused with the log-softmax
     (:class:`_HeadLabelLogps`), so not even the N positions' logits are kept; any other head (a LoRA-wrapped
     one, one with hooks) is applied to the N positions and scored by ``_LabelLogps``.
+    ``recompute``: recompute the logits in backward instead of keeping an [N, V] gradient direction.
     """
     if hidden.dim() != 2 or targets.shape != hidden.shape[:1]:
         raise ValueError(
@@ -261,6 +275,9 @@ def head_token_logps(
     dtype = torch.promote_types(_autocast_dtype(hidden.device) or hidden.dtype, torch.float32)
     chunk_tokens = resolve_chunk_tokens(chunk_tokens, vocab)
     if can_fuse_head(head):
-        return _HeadLabelLogps.apply(hidden, head.weight, targets, chunk_tokens, dtype)
+        keep = (
+            torch.is_grad_enabled() and (hidden.requires_grad or head.weight.requires_grad) and not recompute
+        )
+        return _HeadLabelLogps.apply(hidden, head.weight, targets, chunk_tokens, dtype, keep)
     logits = head(hidden)  # [N, V]
     return _LabelLogps.apply(logits, targets, chunk_tokens, compute_dtype_for(logits))

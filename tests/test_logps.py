@@ -320,23 +320,26 @@ def test_head_token_logps_is_log_softmax_of_the_head(chunk_tokens):
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("recompute", [False, True])
 @pytest.mark.parametrize("chunk_tokens", [1, 4, 1000])
-def test_fused_head_passes_gradcheck(chunk_tokens):
+def test_fused_head_passes_gradcheck(chunk_tokens, recompute):
     hidden, head, targets = _head_case(n=6, d=3, vocab=7)
     weight = head.weight.detach().clone().requires_grad_(True)
     hidden.requires_grad_(True)
 
     def fused(h, w):
-        return logps_module._HeadLabelLogps.apply(h, w, targets, chunk_tokens, torch.float64)
+        return logps_module._HeadLabelLogps.apply(h, w, targets, chunk_tokens, torch.float64, not recompute)
 
     assert torch.autograd.gradcheck(fused, (hidden, weight))
 
 
-def test_fused_head_gradients_match_autograd_in_float32():
+@pytest.mark.parametrize("recompute", [False, True])
+def test_fused_head_gradients_match_autograd_in_float32(recompute):
     hidden, head, targets = _head_case(n=11, d=8, vocab=40, dtype=torch.float32)
     upstream = torch.linspace(-2.0, 1.5, 11)  # a different upstream gradient per position
     fused_hidden = hidden.clone().requires_grad_(True)
-    (logps_module.head_token_logps(fused_hidden, head, targets, chunk_tokens=3) * upstream).sum().backward()
+    fused = logps_module.head_token_logps(fused_hidden, head, targets, chunk_tokens=3, recompute=recompute)
+    (fused * upstream).sum().backward()
     fused_weight_grad = head.weight.grad.clone()
     head.weight.grad = None
     naive_hidden = hidden.clone().requires_grad_(True)
@@ -346,15 +349,21 @@ def test_fused_head_gradients_match_autograd_in_float32():
     torch.testing.assert_close(fused_weight_grad, head.weight.grad)
 
 
-def test_fused_head_never_holds_more_than_a_chunk_of_logits():
+@pytest.mark.parametrize("recompute", [False, True])
+def test_fused_head_holds_at_most_the_scored_positions_logits(recompute):
     n, d, vocab, chunk = 64, 8, 512, 16
     hidden, head, targets = _head_case(n=n, d=d, vocab=vocab, dtype=torch.float32)
     hidden.requires_grad_(True)
     with _AllocationRecorder() as recorder:
-        logps_module.head_token_logps(hidden, head, targets, chunk_tokens=chunk).sum().backward()
+        logps = logps_module.head_token_logps(hidden, head, targets, chunk_tokens=chunk, recompute=recompute)
+        logps.sum().backward()
     largest = max(size for _, size in recorder.float32_sizes)
-    assert largest == max(chunk * vocab, vocab * d)  # a chunk's logits, or the head's gradient; never n x V
-    assert largest < n * vocab
+    # kept: the [N, V] gradient direction of the N scored positions; recomputed: a chunk's logits, or the
+    # head's gradient. Never more: with the padded layout these would be [2B, T, V]
+    assert largest == (max(chunk * vocab, vocab * d) if recompute else n * vocab)
+    with torch.no_grad(), _AllocationRecorder() as recorder:  # a reference forward keeps nothing
+        logps_module.head_token_logps(hidden, head, targets, chunk_tokens=chunk)
+    assert max(size for _, size in recorder.float32_sizes) == chunk * vocab
 
 
 def test_unfusable_heads_are_called_as_modules():
