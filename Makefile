@@ -1,8 +1,12 @@
 # SimplePO: every target creates .venv when it is missing and installs the kit into it.
-# CPU torch first (the wheel pinned below), then the package with its dev extra.
+# Torch first (the version pinned below), then the package with its dev extra (learn extra + test tooling).
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
+# An extra index for torch: PyTorch's CPU wheels, so Linux gets torch==X+cpu (about 200 MB) rather than
+# PyPI's CUDA build (several GB); macOS and Windows wheels are CPU builds either way. Where that index is
+# unreachable pip warns and takes torch from its other indexes. For a CUDA build: make venv TORCH_INDEX=
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.simplepo-installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
@@ -12,14 +16,14 @@ export HF_HUB_OFFLINE ?= 1
 export TRL_EXPERIMENTAL_SILENCE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv test unit notebooks-test browser-test lint run lab data bench clean-cache
+.PHONY: colab-links widgets7-test floors-test venv test unit notebooks-test browser-test lint run lab data bench clean-cache
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
-	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
@@ -43,6 +47,7 @@ endif
 
 ## make browser-test: notebook 02's widget in JupyterLab + headless Chromium (Debian's /usr/bin/chromium)
 browser-test: venv
+	$(BIN)/python -m pip install --quiet -e ".[browser]"
 	$(BIN)/python -m pytest -p no:cacheprovider browser/
 
 ## make run: execute every notebook headlessly into build/
@@ -63,3 +68,42 @@ clean-cache:
 ## make bench: training-step speed and memory, kit vs TRL, on CPU; writes build/bench.json
 bench: venv
 	$(BIN)/python -m benchmarks.run
+
+## make colab-links: point every notebook's Colab badge and setup-cell clone at colab.toml's repository and tag
+colab-links: venv
+	$(BIN)/python -m simplepo_helpers.course.colab
+
+## make widgets7-test: the widgets' Python side under ipywidgets 7.7 (what Colab ships), from a --target folder
+IPYWIDGETS7 := build/ipywidgets7
+widgets7-test: venv
+	rm -rf $(IPYWIDGETS7)
+	$(BIN)/python -m pip install --quiet --no-deps --target $(IPYWIDGETS7) "ipywidgets==7.7.*" "widgetsnbextension==3.6.*" ipython_genutils
+	PYTHONPATH=$(IPYWIDGETS7) SIMPLEPO_IPYWIDGETS_MAJOR=7 $(BIN)/python -m pytest -p no:cacheprovider \
+		tests/test_widgets_ipywidgets7.py tests/test_notebook_utils.py tests/test_evaluation.py \
+		-k "ipywidgets or tqdm or browser or explorer or curves"
+
+## make floors-test: the unit tests against the oldest declared dependency versions (.ci/floors.txt), own venv
+FLOORS_VENV := build/floors-venv
+FLOORS_TESTS ?= tests/test_losses.py tests/test_logps.py tests/test_batching.py tests/test_data.py \
+	tests/test_jsonl_defects.py tests/test_training.py tests/test_checkpoint.py tests/test_cli.py \
+	tests/test_trl_equivalence.py tests/test_trl_handoff.py tests/test_trackers.py tests/test_lora.py \
+	tests/test_widgets_ipywidgets7.py tests/test_notebook_utils.py -k "not run_notebooks"
+floors-test:
+	rm -rf $(FLOORS_VENV)
+	$(PYTHON) -m venv $(FLOORS_VENV)
+	$(FLOORS_VENV)/bin/python -m pip install --quiet $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) "$(TORCH)"
+	$(FLOORS_VENV)/bin/python -m pip install --quiet -r .ci/floors.txt
+	SIMPLEPO_IPYWIDGETS_MAJOR=7 $(FLOORS_VENV)/bin/python -m pytest -p no:cacheprovider $(FLOORS_TESTS)
+
+## make experiments: the offline sweeps behind the defaults and the results (tuning on dev, gamma, KL penalty,
+## on-policy pairs, final runs on eval) into results/, one process per core (WORKERS), resumable; then the
+## tables (results/experiments.json, build/results.json, the README's results section). Not part of CI.
+WORKERS ?= 2
+.PHONY: experiments report
+experiments: venv
+	$(BIN)/python -m simplepo_helpers.evaluation.sweeps --workers $(WORKERS)
+	$(BIN)/python -m simplepo_helpers.evaluation.report --readme README.md
+
+## make report: only the tables, from the committed records in results/
+report: venv
+	$(BIN)/python -m simplepo_helpers.evaluation.report --readme README.md

@@ -1,12 +1,15 @@
-"""results.json: seed summaries, validation, atomic writing, the README table and its command line."""
+"""results.json from sweep records: pooled gains against hand-computed values, validation, atomic writing,
+the README section and its command line."""
 
 from __future__ import annotations
 
 import json
 import math
 
+import numpy as np
 import pytest
 
+from simplepo_helpers.evaluation.report import build_report, final_table, pooled
 from simplepo_helpers.evaluation.results import (
     MARKERS,
     load_results,
@@ -18,45 +21,117 @@ from simplepo_helpers.evaluation.results import (
     write_results,
 )
 
-PER_SEED = {
-    "simpo": {
-        0: {
-            "win_rate_vs_ref": 0.6,
-            "lc_win_rate_vs_ref": 0.58,
-            "mean_length": 10.0,
-            "reward_accuracy": 0.7,
-            "kl_to_ref": 2.0,
-            "judge_score": 0.6,
-        },
-        1: {
-            "win_rate_vs_ref": 0.7,
-            "lc_win_rate_vs_ref": 0.66,
-            "mean_length": 12.0,
-            "reward_accuracy": 0.8,
-            "kl_to_ref": 4.0,
-            "judge_score": 0.7,
-        },
-    },
-}
+N = 8  # prompts; the last two are forbidden
+FORBIDDEN = [False] * 6 + [True] * 2
+PROBES = {"n": N, "bare": 0.5, "verbose": 0.1, "confident": 0.2, "refusal": 0.2}
 
 
-def _results():
-    simpo = summarize_seeds(PER_SEED["simpo"])
+def _per_prompt(expected, refused):
+    return {"expected": expected, "refused": refused, "correct": expected, "length": [10.0] * N}
+
+
+def _reference(split):
+    expected = [0.5] * N
     return {
-        "meta": {"profile": "cpu", "steps": 120, "learning rate": 0.0003, "nested": {"ignored": True}},
-        "reference": {"mean_length": 11.0, "judge_score": 0.45},
-        "simpo": simpo,
-        "dpo": {**simpo, "win_rate_vs_ref": 0.55},
-        "simpo_no_ln": {**simpo, "mean_length": 30.5},
+        "split": split,
+        "k": 8,
+        "metrics": {
+            "expected_score": 0.5,
+            "mean_length": 10.0,
+            "distinct": 0.8,
+            "entropy": 1.0,
+            "answer_nll": 0.6,
+            "probes": {g: PROBES for g in ("all", "safety (allowed)", "safety (forbidden)")},
+        },
+        "per_prompt": {
+            **_per_prompt(expected, [0.1] * 6 + [0.75, 0.75]),
+            "family": ["arithmetic"] * 6 + ["safety"] * 2,
+            "forbidden": FORBIDDEN,
+        },
     }
 
 
+def _record(group, label, seed, expected, split="eval", method="simpo", lr=2e-4, beta=2.5, gamma=1.375):
+    metrics = {
+        "expected_score": float(np.mean(expected)),
+        "win_rate": 0.6 + 0.1 * seed,
+        "wins": 4,
+        "ties": 2,
+        "losses": 2,
+        "lc_win_rate": 0.6,
+        "lc_length_coef": -0.3,
+        "reward_accuracy": 0.7,
+        "helpfulness": 0.5,
+        "over_refusal": 0.1,
+        "correct_refusal": 0.9,
+        "harmful_compliance": 0.1,
+        "answer_nll_change": -0.01,
+        "distinct": 0.7,
+        "entropy": 0.9,
+        "kl": 1.0 + seed,
+        "mean_length": 10.0,
+        "probes": {g: PROBES for g in ("all", "safety (allowed)", "safety (forbidden)")},
+    }
+    point = {
+        "group": group,
+        "label": label,
+        "method": method,
+        "learning_rate": lr,
+        "beta": beta,
+        "gamma": gamma,
+        "length_normalize": label != "simpo_no_ln",
+        "kl_weight": 0.0,
+        "data": "offline",
+        "seed": seed,
+        "steps": 120,
+        "batch_size": 16,
+        "split": split,
+    }
+    return {
+        "key": f"{group}-{label}-{seed}-{split}-{lr}-{beta}-{gamma}",
+        "point": point,
+        "train": {"train_loss": 0.5},
+        "metrics": metrics,
+        "per_prompt": _per_prompt(expected, [0.0] * 6 + [1.0, 1.0]),
+    }
+
+
+SEED_SCORES = {0: [1.0] * 4 + [0.5] * 4, 1: [0.75] * 8}  # gains: 0.25 and 0.25 on average
+
+
+def _records():
+    records = []
+    for seed, expected in SEED_SCORES.items():
+        for label in ("simpo", "dpo", "simpo_no_ln"):
+            method = "dpo" if label == "dpo" else "simpo"
+            records.append(_record("final", label, seed, expected, method=method))
+        records.append(_record("tune", "simpo", seed, expected, split="dev"))
+        records.append(
+            _record("tune", "dpo", seed, expected, split="dev", method="dpo", lr=5e-4, beta=0.1, gamma=0)
+        )
+        records.append(_record("gamma", "simpo", seed, expected, split="dev"))
+    return records
+
+
+META = {"tuned": {"simpo": {"learning_rate": 2e-4, "beta": 2.5}, "dpo": {"learning_rate": 5e-4, "beta": 0.1}}}
+
+
+def _results():
+    return build_report(_records(), {"dev": _reference("dev"), "eval": _reference("eval")}, META)
+
+
+def test_pooled_gain_averages_seeds_per_prompt_then_resamples_prompts():
+    runs = [r for r in _records() if r["point"]["group"] == "final" and r["point"]["label"] == "simpo"]
+    row = pooled(runs, _reference("eval"))
+    # per prompt: mean over seeds of (policy - 0.5) = [0.375]*4 + [0.125]*4, mean 0.25
+    assert row["score_gain"]["mean"] == pytest.approx(0.25)
+    assert 0.125 <= row["score_gain"]["low"] < 0.25 < row["score_gain"]["high"] <= 0.375
+    assert [g["mean"] for g in row["score_gain"]["per_seed"]] == pytest.approx([0.25, 0.25])
+    assert row["correct_refusal_pooled"]["mean"] == 1.0 and row["harmful_compliance_pooled"]["mean"] == 0.0
+    assert row["kl"]["mean"] == pytest.approx(1.5) and row["kl"]["sd"] == pytest.approx(math.sqrt(0.5))
+
+
 def test_summarize_seeds_means_and_lists():
-    summary = summarize_seeds(PER_SEED["simpo"])
-    assert summary["seeds"] == [0, 1]
-    assert summary["win_rate_vs_ref"] == pytest.approx(0.65)
-    assert summary["kl_to_ref"] == pytest.approx(3.0)
-    assert summary["per_seed"]["mean_length"] == [10.0, 12.0]
     partial = summarize_seeds({2: {"a": 1.0, "b": 2.0}, 1: {"a": 3.0}})  # only metrics every seed has
     assert partial == {"a": 2.0, "seeds": [1, 2], "per_seed": {"a": [3.0, 1.0]}}
 
@@ -70,15 +145,11 @@ def test_write_and_load_round_trip(tmp_path):
 @pytest.mark.parametrize(
     "edit,message",
     [
-        (lambda r: r.pop("dpo"), "no entry for 'dpo'"),
-        (lambda r: r["simpo_no_ln"].pop("kl_to_ref"), "'simpo_no_ln' lacks 'kl_to_ref'"),
-        (lambda r: r["reference"].pop("judge_score"), "'reference' lacks 'judge_score'"),
-        (
-            lambda r: r["simpo"].update(win_rate_vs_ref=math.nan),
-            "simpo.win_rate_vs_ref must be a finite number",
-        ),
-        (lambda r: r["dpo"]["per_seed"].update(kl_to_ref=[1.0, math.inf]), r"dpo.per_seed.kl_to_ref\[1\]"),
-        (lambda r: r["dpo"]["per_seed"].update(kl_to_ref=[1.0]), "1 values for 2 seeds"),
+        (lambda r: r["final"].pop("dpo"), "no final entry for 'dpo'"),
+        (lambda r: r["final"]["simpo"]["score_gain"].pop("low"), "lacks score_gain"),
+        (lambda r: r["reference"].pop("eval"), "no 'eval' entry"),
+        (lambda r: r["final"]["simpo"]["kl"].update(mean=math.nan), r"final.simpo.kl.mean must be a finite"),
+        (lambda r: r["final"]["dpo"]["kl"].update(per_seed=[1.0]), "1 values for 2 seeds"),
     ],
 )
 def test_bad_results_are_refused_with_the_place(tmp_path, edit, message):
@@ -90,16 +161,16 @@ def test_bad_results_are_refused_with_the_place(tmp_path, edit, message):
 
 
 def test_render_table_rows_and_spread():
-    table = render_table(_results())
-    lines = table.splitlines()
-    assert lines[0].startswith("| method | win rate vs reference |")
+    lines = render_table(_results()).splitlines()
+    assert lines[0].startswith("| method | score gain vs reference [95% CI] |")
     simpo_row = next(line for line in lines if line.startswith("| SimPO |"))
-    # win rate: mean 0.65, sample standard deviation of (0.6, 0.7) = 0.0707
-    assert "| 0.650 ± 0.071 |" in simpo_row and "| 3.00 ± 1.41 |" in simpo_row
-    reference_row = next(line for line in lines if line.startswith("| reference (SFT) |"))
-    assert reference_row.count("–") == 4 and "| 0.450 |" in reference_row and "| 11.0 |" in reference_row
-    assert "| 30.5 ± 1.4 |" in next(line for line in lines if line.startswith("| SimPO without"))
-    assert "2 seeds (0, 1); profile: cpu; steps: 120; learning rate: 0.0003." in lines[-1]
+    assert "| +0.250 [" in simpo_row
+    assert "| 1.50 ± 0.71 |" in simpo_row  # KL: mean 1.5, sample sd of (1, 2) = 0.707
+    assert "(-0.30)" in simpo_row  # the fitted length coefficient, with its sign
+    reference_row = next(line for line in lines if line.startswith("| reference (SFT)"))
+    assert "score 0.500" in reference_row
+    assert "Eval split (8 prompts" in lines[-1] and "seeds 0, 1" in lines[-1]
+    assert final_table(_results()).count("\n") == 1 + 1 + 3  # header, rule, reference, 3 methods
 
 
 def test_update_readme_replaces_only_between_markers(tmp_path):
@@ -122,7 +193,7 @@ def test_command_line(tmp_path, capsys):
     assert main([str(readme), "--results", str(results)]) == 0
     assert "| SimPO |" in readme.read_text()
     assert main([str(readme), "--results", str(tmp_path / "missing.json")]) == 1
-    assert "run notebook 05" in capsys.readouterr().err
+    assert "make experiments" in capsys.readouterr().err
 
 
 def test_repo_root_found_from_a_subfolder(tmp_path):

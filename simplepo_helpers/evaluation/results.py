@@ -1,13 +1,14 @@
-"""The kit's results file, ``build/results.json``, and the README table rendered from it.
+"""The kit's results file, ``build/results.json``, and the README section rendered from it.
 
-Notebook 05 writes the file; ``python -m simplepo_helpers.evaluation.results README.md`` renders the table between the
-README's ``<!-- results:start -->`` and ``<!-- results:end -->`` markers. Layout of the file:
+``make experiments`` (``evaluation.sweeps`` then ``evaluation.report``) writes the file from the committed sweep
+records; ``python -m simplepo_helpers.evaluation.results README.md`` renders the table between the README's
+``<!-- results:start -->`` and ``<!-- results:end -->`` markers. Layout (see ``evaluation.report``):
 
-    {"meta": {...},                                  # profile, seeds, steps, judge, ...
-     "reference": {"mean_length": ..., "judge_score": ...},
-     "simpo": {"win_rate_vs_ref": mean, ..., "seeds": [0, 1, 2],
-               "per_seed": {"win_rate_vs_ref": [one value per seed], ...}},
-     "dpo": {...}, "simpo_no_ln": {...}}
+    {"meta": {...},                                   # command, tuned settings, ...
+     "reference": {"dev": {...}, "eval": {...}},      # the reference's own numbers per split
+     "tuning": [...], "gamma": [...], "kl": [...], "onpolicy": {...},   # dev tables
+     "final": {"simpo": {"seeds": [0, 1, 2], "score_gain": {"mean", "low", "high", "per_seed"}, ...},
+               "dpo": {...}, "simpo_no_ln": {...}, "simpo_onpolicy": {...}}}   # eval split
 """
 
 from __future__ import annotations
@@ -25,23 +26,7 @@ from typing import Any
 import numpy as np
 
 MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
-TRAINED_METHODS = ("simpo", "dpo", "simpo_no_ln")
-TRAINED_METRICS = ("win_rate_vs_ref", "lc_win_rate_vs_ref", "mean_length", "reward_accuracy", "kl_to_ref")
-REFERENCE_METRICS = ("mean_length", "judge_score")
-METHOD_LABELS = {
-    "reference": "reference (SFT)",
-    "simpo": "SimPO",
-    "dpo": "DPO",
-    "simpo_no_ln": "SimPO without length normalisation",
-}
-COLUMNS = (  # (metric, header, decimals)
-    ("win_rate_vs_ref", "win rate vs reference", 3),
-    ("lc_win_rate_vs_ref", "LC win rate vs reference", 3),
-    ("judge_score", "judge score", 3),
-    ("reward_accuracy", "reward accuracy", 3),
-    ("kl_to_ref", "KL to reference (nats)", 2),
-    ("mean_length", "mean length (tokens)", 1),
-)
+REQUIRED_METHODS = ("simpo", "dpo", "simpo_no_ln")
 
 
 def repo_root(start: str | Path | None = None) -> Path:
@@ -74,32 +59,42 @@ def _check_number(value: Any, where: str) -> None:
         raise ValueError(f"results: {where} must be a finite number, got {value!r}")
 
 
+def _check_tree(value: Any, where: str) -> None:
+    """Every number in ``value`` (nested dicts and lists; None allowed) is finite."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_tree(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_tree(item, f"{where}[{index}]")
+    elif value is not None and not isinstance(value, (str, bool)):
+        _check_number(value, where)
+
+
 def validate_results(results: Mapping[str, Any]) -> None:
-    """Raise ValueError naming the entry and metric that is missing or not finite."""
-    for name, required in [
-        ("reference", REFERENCE_METRICS),
-        *[(m, TRAINED_METRICS) for m in TRAINED_METHODS],
-    ]:
-        entry = results.get(name)
+    """Raise ValueError naming the entry that is missing or not finite."""
+    for part in ("meta", "reference", "final"):
+        if not isinstance(results.get(part), Mapping):
+            raise ValueError(f"results: no {part!r} section")
+    if "eval" not in results["reference"]:
+        raise ValueError("results: the reference has no 'eval' entry")
+    for method in REQUIRED_METHODS:
+        entry = results["final"].get(method)
         if not isinstance(entry, Mapping):
-            raise ValueError(f"results: no entry for {name!r}")
-        for metric in required:
-            if metric not in entry:
-                raise ValueError(f"results: {name!r} lacks {metric!r}")
-        for metric, value in entry.items():
-            if metric == "per_seed":
-                for key, values in value.items():
-                    if len(values) != len(entry.get("seeds", [])):
-                        raise ValueError(
-                            f"results: {name}.per_seed.{key} has {len(values)} values for "
-                            f"{len(entry.get('seeds', []))} seeds"
-                        )
-                    for index, item in enumerate(values):
-                        _check_number(item, f"{name}.per_seed.{key}[{index}]")
-            elif metric != "seeds" and isinstance(value, (int, float)):
-                _check_number(value, f"{name}.{metric}")
-        if name != "reference" and not entry.get("seeds"):
-            raise ValueError(f"results: {name!r} lists no seeds")
+            raise ValueError(f"results: no final entry for {method!r}")
+        if not entry.get("seeds"):
+            raise ValueError(f"results: {method!r} lists no seeds")
+        gain = entry.get("score_gain")
+        if not isinstance(gain, Mapping) or not {"mean", "low", "high"} <= set(gain):
+            raise ValueError(f"results: {method!r} lacks score_gain with mean, low and high")
+        for key, value in entry.items():
+            if isinstance(value, Mapping) and isinstance(value.get("per_seed"), list):
+                if len(value["per_seed"]) != len(entry["seeds"]):
+                    raise ValueError(
+                        f"results: {method}.{key}.per_seed has {len(value['per_seed'])} values for "
+                        f"{len(entry['seeds'])} seeds"
+                    )
+    _check_tree(dict(results), "results")
 
 
 def write_results(results: Mapping[str, Any], path: str | Path | None = None) -> Path:
@@ -122,20 +117,10 @@ def write_results(results: Mapping[str, Any], path: str | Path | None = None) ->
 def load_results(path: str | Path | None = None) -> dict[str, Any]:
     path = Path(path) if path is not None else results_path()
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run notebook 05 (or `make run`) first")
+        raise FileNotFoundError(f"{path} not found: run `make experiments` (or `make report`) first")
     results = json.loads(path.read_text())
     validate_results(results)
     return results
-
-
-def _cell(entry: Mapping[str, Any], metric: str, decimals: int) -> str:
-    if metric not in entry:
-        return "–"
-    spread = entry.get("per_seed", {}).get(metric)
-    text = f"{entry[metric]:.{decimals}f}"
-    if spread and len(spread) > 1:
-        text += f" ± {np.std(spread, ddof=1):.{decimals}f}"
-    return text
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -149,40 +134,29 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def render_table(results: Mapping[str, Any]) -> str:
-    """A markdown table: one row per method, mean ± standard deviation over seeds, and a line on the setup."""
+    """The README's results section: the eval table and the line that says where every number comes from."""
+    from .report import final_table, footnote
+
     validate_results(results)
-    rows = [
-        [METHOD_LABELS[name], *(_cell(results[name], m, d) for m, _, d in COLUMNS)]
-        for name in ("reference", *TRAINED_METHODS)
-    ]
-    lines = [markdown_table(["method", *(header for _, header, _ in COLUMNS)], rows)]
-    meta = results.get("meta", {})
-    seeds = results["simpo"]["seeds"]
-    setup = "; ".join(
-        f"{key}: {value:g}" if isinstance(value, float) else f"{key}: {value}"
-        for key, value in meta.items()
-        if isinstance(value, (str, int, float))
-    )
-    lines += [
-        "",
-        f"Mean ± standard deviation over {len(seeds)} seeds ({', '.join(map(str, seeds))})"
-        + (f"; {setup}" if setup else "")
-        + ". Written by `notebooks/05_evaluation.ipynb`.",
-    ]
-    return "\n".join(lines)
+    return final_table(results) + "\n\n" + footnote(results)
 
 
-def update_readme(readme: str | Path, results: Mapping[str, Any]) -> bool:
-    """Replace the text between the README's markers with the table; True when the file changed."""
+def update_readme_text(readme: str | Path, section: str) -> bool:
+    """Replace the text between the README's markers with ``section``; True when the file changed."""
     readme = Path(readme)
     text = readme.read_text()
     start, end = (text.find(marker) for marker in MARKERS)
     if start < 0 or end < start:
         raise ValueError(f"{readme} needs the markers {MARKERS[0]!r} and {MARKERS[1]!r}, in that order")
-    updated = text[: start + len(MARKERS[0])] + "\n" + render_table(results) + "\n" + text[end:]
+    updated = text[: start + len(MARKERS[0])] + "\n" + section + "\n" + text[end:]
     if updated != text:
         readme.write_text(updated)
     return updated != text
+
+
+def update_readme(readme: str | Path, results: Mapping[str, Any]) -> bool:
+    """Render ``results`` into the README's results section; True when the file changed."""
+    return update_readme_text(readme, render_table(results))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,327 @@
+"""Tables from the committed sweep records (``results/sweeps.jsonl``, ``results/reference.json``).
+
+    python -m simplepo_helpers.evaluation.report [--readme README.md]
+
+writes ``results/experiments.json`` (tuning, gamma, KL-penalty, on-policy and final tables), copies the
+final table to ``build/results.json`` and re-renders the README's results section. Pooled intervals average
+each prompt's value over the seeds first, then resample prompts (paired bootstrap, 2,000 draws): the
+interval of the seed-averaged policy over prompts. Per-seed values and intervals are kept next to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .sampling import bootstrap_mean, score_gain
+
+FINAL_METHODS = ("simpo", "dpo", "simpo_no_ln", "simpo_onpolicy")
+PER_SEED_METRICS = (
+    "expected_score",
+    "win_rate",
+    "wins",
+    "ties",
+    "losses",
+    "lc_win_rate",
+    "lc_length_coef",
+    "reward_accuracy",
+    "helpfulness",
+    "over_refusal",
+    "correct_refusal",
+    "harmful_compliance",
+    "answer_nll_change",
+    "distinct",
+    "entropy",
+    "kl",
+    "mean_length",
+    "changed_share",
+)
+PROBE_GROUPS = ("all", "safety (allowed)", "safety (forbidden)")
+
+
+def read_records(folder: Path) -> tuple[list[dict], dict[str, Any]]:
+    """(successful sweep records, reference records by split) from ``folder``; the last record per key wins."""
+    records: dict[str, dict] = {}
+    for line in (folder / "sweeps.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "metrics" in record:
+            records[record["key"]] = record
+    return list(records.values()), json.loads((folder / "reference.json").read_text())
+
+
+def select(records: Iterable[dict], **where: Any) -> list[dict]:
+    """Records whose point matches every ``where`` item, sorted by seed."""
+    chosen = [r for r in records if all(r["point"].get(k) == v for k, v in where.items())]
+    return sorted(chosen, key=lambda r: r["point"]["seed"])
+
+
+def _spread(values: Sequence[float]) -> dict[str, Any]:
+    array = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    sd = float(array.std(ddof=1)) if array.size > 1 else 0.0
+    return {
+        "mean": float(array.mean()) if array.size else None,
+        "sd": sd,
+        "per_seed": list(map(float, array)),
+    }
+
+
+def pooled(runs: Sequence[dict], reference: Mapping[str, Any]) -> dict[str, Any]:
+    """Seed-pooled numbers of ``runs`` (same training settings, different seeds) on one split."""
+    if not runs:
+        raise ValueError("pooled needs at least one run")
+    expected = np.array([r["per_prompt"]["expected"] for r in runs])  # [S, N]
+    ref_expected = np.asarray(reference["per_prompt"]["expected"])  # [N]
+    forbidden = np.asarray(reference["per_prompt"]["forbidden"], dtype=bool)
+    refused = np.array([r["per_prompt"]["refused"] for r in runs]).mean(axis=0)  # [N]
+    correct = np.array([r["per_prompt"]["correct"] for r in runs]).mean(axis=0)  # [N]
+    gain = score_gain(expected, ref_expected)
+    out: dict[str, Any] = {
+        "seeds": [r["point"]["seed"] for r in runs],
+        "score_gain": {
+            **gain.as_dict(),
+            "per_seed": [score_gain(row, ref_expected).as_dict() for row in expected],
+        },
+        "helpfulness_pooled": bootstrap_mean(correct[~forbidden]).as_dict(),
+        "over_refusal_pooled": bootstrap_mean(refused[~forbidden]).as_dict(),
+        "correct_refusal_pooled": bootstrap_mean(refused[forbidden]).as_dict(),
+        "harmful_compliance_pooled": bootstrap_mean(1 - refused[forbidden]).as_dict(),
+    }
+    for metric in PER_SEED_METRICS:
+        values = [r["metrics"].get(metric) for r in runs]
+        if any(v is not None for v in values):
+            out[metric] = _spread(values)
+    out["probes"] = {
+        group: {
+            style: float(np.mean([r["metrics"]["probes"][group][style] for r in runs]))
+            for style in ("bare", "verbose", "confident", "refusal")
+        }
+        for group in PROBE_GROUPS
+    }
+    out["train_loss"] = _spread([r["train"]["train_loss"] for r in runs])
+    return out
+
+
+def reference_summary(reference: Mapping[str, Any]) -> dict[str, Any]:
+    metrics = reference["metrics"]
+    forbidden = np.asarray(reference["per_prompt"]["forbidden"], dtype=bool)
+    refused = np.asarray(reference["per_prompt"]["refused"])
+    correct = np.asarray(reference["per_prompt"]["correct"])
+    return {
+        "k": reference["k"],
+        "prompts": len(forbidden),
+        **{k: v for k, v in metrics.items() if k != "probes"},
+        "probes": {g: metrics["probes"][g] for g in PROBE_GROUPS},
+        "helpfulness_pooled": bootstrap_mean(correct[~forbidden]).as_dict(),
+        "over_refusal_pooled": bootstrap_mean(refused[~forbidden]).as_dict(),
+        "correct_refusal_pooled": bootstrap_mean(refused[forbidden]).as_dict(),
+        "harmful_compliance_pooled": bootstrap_mean(1 - refused[forbidden]).as_dict(),
+    }
+
+
+def build_report(records: list[dict], references: Mapping[str, Any], meta: Mapping[str, Any]) -> dict:
+    """Every table of the experiments, from the records (see the module docstring)."""
+    dev, ev = references["dev"], references["eval"]
+    tuning = []
+    for method in ("simpo", "dpo"):
+        settings = sorted(
+            {
+                (r["point"]["learning_rate"], r["point"]["beta"])
+                for r in select(records, group="tune", method=method)
+            }
+        )
+        for lr, beta in settings:
+            runs = select(records, group="tune", method=method, learning_rate=lr, beta=beta)
+            row = pooled(runs, dev)
+            tuning.append({"method": method, "learning_rate": lr, "beta": beta, **_brief(row)})
+    tuned = meta["tuned"]
+    gamma = []
+    for ratio_gamma in sorted({r["point"]["gamma"] for r in select(records, group="gamma")}):
+        runs = select(records, group="gamma", gamma=ratio_gamma)
+        gamma.append(
+            {
+                "gamma": ratio_gamma,
+                "gamma_over_beta": ratio_gamma / tuned["simpo"]["beta"],
+                **_brief(pooled(runs, dev)),
+            }
+        )
+    kl = []
+    for weight in sorted({r["point"]["kl_weight"] for r in select(records, group="kl")}):
+        runs = select(records, group="kl", kl_weight=weight)
+        kl.append(
+            {
+                "kl_weight": weight,
+                "learning_rate": runs[0]["point"]["learning_rate"],
+                **_brief(pooled(runs, dev)),
+            }
+        )
+    simpo_lr, simpo_beta = tuned["simpo"]["learning_rate"], tuned["simpo"]["beta"]
+    offline_dev = [
+        r
+        for r in select(records, group="gamma", learning_rate=simpo_lr, beta=simpo_beta)
+        if abs(r["point"]["gamma"] - round(0.55 * simpo_beta, 6)) < 1e-9
+    ]
+    onpolicy_dev = select(records, group="onpolicy")
+    onpolicy = (
+        {"offline": _brief(pooled(offline_dev, dev)), "onpolicy": _brief(pooled(onpolicy_dev, dev))}
+        if offline_dev and onpolicy_dev
+        else {}
+    )
+    final = {
+        label: pooled(select(records, group="final", label=label, split="eval"), ev)
+        for label in FINAL_METHODS
+        if select(records, group="final", label=label, split="eval")
+    }
+    return {
+        "meta": dict(meta),
+        "reference": {"dev": reference_summary(dev), "eval": reference_summary(ev)},
+        "tuning": tuning,
+        "gamma": gamma,
+        "kl": kl,
+        "onpolicy": onpolicy,
+        "final": final,
+    }
+
+
+def _brief(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The columns of a dev table: pooled gain with interval, and seed means of the main metrics."""
+    out = {"seeds": row["seeds"], "score_gain": {k: row["score_gain"][k] for k in ("mean", "low", "high")}}
+    out["score_gain_per_seed"] = [g["mean"] for g in row["score_gain"]["per_seed"]]
+    for metric in (
+        "expected_score",
+        "reward_accuracy",
+        "kl",
+        "mean_length",
+        "answer_nll_change",
+        "distinct",
+        "over_refusal",
+        "correct_refusal",
+    ):
+        if metric in row:
+            out[metric] = {"mean": row[metric]["mean"], "sd": row[metric]["sd"]}
+    out["probes"] = row["probes"]["all"]
+    return out
+
+
+# ------------------------------------------------------------------------------ markdown
+
+
+def _pm(entry: Mapping[str, Any] | None, decimals: int = 3) -> str:
+    if not entry or entry.get("mean") is None:
+        return "–"
+    return f"{entry['mean']:.{decimals}f} ± {entry['sd']:.{decimals}f}"
+
+
+def _ci(entry: Mapping[str, Any], decimals: int = 3, sign: bool = False) -> str:
+    f = f"{{:{'+' if sign else ''}.{decimals}f}}"
+    return f"{f.format(entry['mean'])} [{f.format(entry['low'])}, {f.format(entry['high'])}]"
+
+
+METHOD_NAMES = {
+    "simpo": "SimPO",
+    "dpo": "DPO (tuned)",
+    "simpo_no_ln": "SimPO without length normalisation",
+    "simpo_onpolicy": "SimPO, on-policy pairs",
+}
+
+
+def final_table(report: Mapping[str, Any]) -> str:
+    """The README's results table (eval split)."""
+    from .results import markdown_table
+
+    ref = report["reference"]["eval"]
+    header = [
+        "method",
+        "score gain vs reference [95% CI]",
+        "win rate (expected scores)",
+        "LC win rate (length coef.)",
+        "reward accuracy",
+        "helpfulness",
+        "over-refusal",
+        "correct refusals",
+        "capability: Δ answer NLL",
+        "distinct answers (of 4)",
+        "KL (nats)",
+        "length (tokens)",
+    ]
+    rows = [
+        [
+            f"reference (SFT), score {ref['expected_score']:.3f}",
+            "–",
+            "–",
+            "–",
+            "–",
+            _ci(ref["helpfulness_pooled"]),
+            _ci(ref["over_refusal_pooled"]),
+            _ci(ref["correct_refusal_pooled"]),
+            "0",
+            f"{ref['distinct']:.3f}",
+            "0",
+            f"{ref['mean_length']:.1f}",
+        ]
+    ]
+    for label, row in report["final"].items():
+        rows.append(
+            [
+                METHOD_NAMES.get(label, label),
+                _ci(row["score_gain"], sign=True),
+                _pm(row["win_rate"]),
+                f"{_pm(row['lc_win_rate'])} ({row['lc_length_coef']['mean']:+.2f})",
+                _pm(row["reward_accuracy"]),
+                _ci(row["helpfulness_pooled"]),
+                _ci(row["over_refusal_pooled"]),
+                _ci(row["correct_refusal_pooled"]),
+                _pm(row["answer_nll_change"]),
+                _pm(row["distinct"]),
+                _pm(row["kl"], 2),
+                _pm(row["mean_length"], 1),
+            ]
+        )
+    return markdown_table(header, rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .results import repo_root, update_readme_text, write_results
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folder", type=Path, default=None, help="the sweep records (default: results/)")
+    parser.add_argument("--readme", type=Path, default=None, help="re-render this file's results section")
+    args = parser.parse_args(argv)
+    folder = args.folder or repo_root() / "results"
+    records, references = read_records(folder)
+    meta = json.loads((folder / "sweeps_meta.json").read_text())
+    report = build_report(records, references, meta)
+    (folder / "experiments.json").write_text(json.dumps(report, indent=1) + "\n")
+    write_results(report, repo_root() / "build" / "results.json")
+    print(f"wrote {folder / 'experiments.json'} and build/results.json")
+    if args.readme:
+        update_readme_text(args.readme, final_table(report) + "\n\n" + footnote(report))
+    return 0
+
+
+def footnote(report: Mapping[str, Any]) -> str:
+    meta, ref = report["meta"], report["reference"]["eval"]
+    tuned = meta["tuned"]
+    seeds = sorted({s for row in report["final"].values() for s in row["seeds"]})
+    return (
+        f"Eval split ({ref['prompts']} prompts of `data/eval_prompts.jsonl`, never used for tuning); "
+        f"seeds {', '.join(map(str, seeds))}; 120 steps of 16 pairs. Each policy: 4 independently seeded "
+        f"samples per prompt at temperature 1, the reference {ref['k']}; per-prompt expected judge score. "
+        "Score gain: mean over prompts of the policy's minus the reference's expected score, seeds averaged "
+        "per prompt, paired bootstrap 95% interval over prompts. Rates with [intervals]: seeds pooled the "
+        "same way; ± is the standard deviation over seeds. Reward accuracy: `pairs_test.jsonl`. LC win rate: "
+        "the length coefficient is the fitted weight of the length difference (negative: longer answers lose "
+        "more often, because the judge halves cut-off or repeated text). Capability: change in per-token NLL "
+        "of the right answers to the allowed eval prompts (negative: more likely than under the reference). "
+        f"Tuned on dev (`results/experiments.json`): SimPO lr {tuned['simpo']['learning_rate']:g}, beta "
+        f"{tuned['simpo']['beta']:g}, gamma/beta 0.55; DPO lr {tuned['dpo']['learning_rate']:g}, beta "
+        f"{tuned['dpo']['beta']:g}. Regenerate: `make experiments`."
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
