@@ -210,6 +210,14 @@ def test_comparison_specs_share_everything_but_the_loss():
     assert (simpo.beta, simpo.gamma, simpo.length_normalize) == (2.5, 0.5, True)
     assert (dpo.name, dpo.beta, dpo.length_normalize) == ("dpo", 0.2, False)
     assert (no_ln.name, no_ln.beta, no_ln.gamma, no_ln.length_normalize) == ("simpo", 2.5, 0.5, False)
+    tuned = comparison_specs(
+        SimpleNamespace(
+            **{**vars(setup), "defaults": {**setup.defaults, "dpo_learning_rate": 5e-4, "dpo_beta": 0.5}}
+        ),
+        seeds=[0],
+    )
+    assert (tuned["dpo"][0].train.learning_rate, tuned["dpo"][0].train.loss.beta) == (5e-4, 0.5)
+    assert tuned["simpo"][0].train.learning_rate == tuned["simpo_no_ln"][0].train.learning_rate == 1e-3
     swept = variant(specs["simpo"][1], "simpo_gamma3", gamma=3.0)
     assert swept.train.loss.gamma == 3.0 and swept.train.seed == 1 and swept.length_checkpoints == 0
     assert specs["simpo"][1].train.loss.gamma == 0.5  # the original is untouched

@@ -277,17 +277,25 @@ def comparison_specs(
     learning_rate: float | None = None,
     beta: float | None = None,
     gamma: float | None = None,
-    dpo_beta: float = 0.1,
+    dpo_beta: float | None = None,
+    dpo_learning_rate: float | None = None,
     length_checkpoints: int = 4,
 ) -> dict[str, list[RunSpec]]:
     """SimPO, DPO and SimPO without length normalisation at each seed: same data, steps, batch and seeds.
 
-    ``setup`` is a ``hub.ProfileSetup``; None takes its ``defaults`` (notebook 03's choice). SimPO without
-    length normalisation keeps SimPO's beta and gamma (absolute convention) and sums instead of averaging.
+    ``setup`` is a ``hub.ProfileSetup``; None takes its ``defaults`` (``PROFILE_DEFAULTS``, tuned on dev by
+    ``make experiments``). DPO gets its own tuned learning rate and beta (``dpo_learning_rate``, ``dpo_beta``;
+    without them in the defaults: SimPO's rate and beta 0.1). SimPO without length normalisation keeps
+    SimPO's beta and gamma (absolute convention) and sums instead of averaging.
     """
     defaults = setup.defaults
     beta = defaults["beta"] if beta is None else beta
     gamma = defaults["gamma"] if gamma is None else gamma
+    dpo_beta = defaults.get("dpo_beta", 0.1) if dpo_beta is None else dpo_beta
+    simpo_rate = defaults["learning_rate"] if learning_rate is None else learning_rate
+    dpo_rate = (
+        defaults.get("dpo_learning_rate", simpo_rate) if dpo_learning_rate is None else dpo_learning_rate
+    )
     losses = {
         "simpo": LossConfig("simpo", beta=beta, gamma=gamma),
         "dpo": LossConfig("dpo", beta=dpo_beta),
@@ -297,7 +305,7 @@ def comparison_specs(
     def spec(label: str, loss: LossConfig, seed: int) -> RunSpec:
         config = TrainConfig(
             loss=loss,
-            learning_rate=defaults["learning_rate"] if learning_rate is None else learning_rate,
+            learning_rate=dpo_rate if loss.name == "dpo" else simpo_rate,
             max_steps=defaults["steps"] if steps is None else steps,
             batch_size=defaults["batch_size"],
             grad_accum_steps=defaults["grad_accum_steps"],
