@@ -87,7 +87,8 @@ FLOORS_VENV := build/floors-venv
 FLOORS_TESTS ?= tests/test_losses.py tests/test_logps.py tests/test_batching.py tests/test_data.py \
 	tests/test_jsonl_defects.py tests/test_training.py tests/test_checkpoint.py tests/test_cli.py \
 	tests/test_trl_equivalence.py tests/test_trl_handoff.py tests/test_trackers.py tests/test_lora.py \
-	tests/test_widgets_ipywidgets7.py tests/test_notebook_utils.py -k "not run_notebooks"
+	tests/test_widgets_ipywidgets7.py tests/test_notebook_utils.py \
+	-k "not run_notebooks and not test_matches_trl_tokenisation"  # that test sets a TrainingArguments name newer than 5.0
 floors-test:
 	rm -rf $(FLOORS_VENV)
 	$(PYTHON) -m venv $(FLOORS_VENV)
