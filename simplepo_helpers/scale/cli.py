@@ -119,9 +119,10 @@ def load_rows(source: str, split: str, n: int | None, tokenizer, train: TrainCon
     else:
         from datasets import load_dataset
 
-        from .hub import ultrafeedback_to_preference
+        from .hub import hub_access, ultrafeedback_to_preference
 
-        table = load_dataset(source, split=split)
+        with hub_access("dataset", source):
+            table = load_dataset(source, split=split)
         if n is not None:
             table = table.shuffle(seed=seed).select(range(min(len(table), CANDIDATE_FACTOR * n)))
         if "prompt" not in table.column_names:  # implicit prompt (UltraFeedback): make it explicit

@@ -4,12 +4,19 @@ UltraFeedback rows hold the prompt implicitly: ``chosen`` and ``rejected`` are w
 with the assistant's reply. `ultrafeedback_to_preference` maps them to TRL's conversational preference
 format with an explicit prompt. Rows whose responses do not fit ``max_length`` whole are left out by
 `validate_preferences` (reported, not silent); note that this favours shorter responses.
+
+When a Hub id cannot be fetched because the Hub is out of reach (offline mode, no network, not in the local
+cache), `HubUnavailableError` says so in one message with what to do, instead of the libraries' chained
+tracebacks; other failures (a typo in the id, a gated model) keep their own errors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..runtime.device import DevicePolicy
@@ -40,6 +47,54 @@ class HubConfig:
         for name in ("n_train", "n_eval", "max_length", "max_prompt_length", "candidate_factor"):
             if getattr(self, name) < 1:
                 raise ValueError(f"HubConfig.{name} must be a positive integer, got {getattr(self, name)}")
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name; anything else is a local path
+_UNREACHABLE = {
+    "LocalEntryNotFoundError",
+    "OfflineModeIsEnabled",
+    "ConnectError",
+    "ConnectTimeout",
+    "gaierror",
+}
+
+
+class HubUnavailableError(ConnectionError):
+    """A Hub model or dataset could not be fetched because the Hub is out of reach; the message says what to do."""
+
+
+def _unreachable(error: BaseException) -> bool:
+    """True when the error (or one it came from) is the Hub being out of reach rather than a wrong id."""
+    seen = 0
+    while error is not None and seen < 20:
+        if isinstance(error, ConnectionError) or type(error).__name__ in _UNREACHABLE:
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
+
+
+@contextlib.contextmanager
+def hub_access(what: str, repo_id: str) -> Iterator[None]:
+    """Turn "the Hub is unreachable" while fetching ``repo_id`` (a Hub id, not a local folder) into one message."""
+    try:
+        yield
+    except Exception as error:
+        if Path(repo_id).exists() or not HUB_ID.match(repo_id) or not _unreachable(error):
+            raise
+        from huggingface_hub import constants
+
+        why = (
+            "offline mode is on (HF_HUB_OFFLINE=1)"
+            if constants.HF_HUB_OFFLINE
+            else "https://huggingface.co could not be reached"
+        )
+        raise HubUnavailableError(
+            f"The {what} {repo_id!r} is not in the local Hugging Face cache and {why}, so it cannot be "
+            "downloaded. To use it: connect to the internet (and unset HF_HUB_OFFLINE), or download it once "
+            f"where you have a connection (`hf download {repo_id}`{' --repo-type dataset' if what == 'dataset' else ''}) "
+            "and copy the cache (~/.cache/huggingface) here, or point the config at a local folder. To train "
+            "offline instead, use profile='cpu' (the kit's own tiny world, no download)."
+        ) from None
 
 
 def _messages(value: Any, where: str) -> list[dict[str, str]]:
@@ -81,7 +136,8 @@ def load_hub_model(model_id: str, policy: DevicePolicy) -> tuple[PreTrainedModel
     """A causal LM and its tokenizer from the Hub or a local folder: safetensors only, no remote code."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=False)
+    with hub_access("model", model_id):
+        tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=False)
     if tokenizer.chat_template is None:
         raise ValueError(
             f"{model_id}: the tokenizer has no chat template; the gpu profile needs a chat model"
@@ -90,13 +146,14 @@ def load_hub_model(model_id: str, policy: DevicePolicy) -> tuple[PreTrainedModel
         tokenizer.pad_token is None
     ):  # batching and generation pad with it; the eos token is the usual stand-in
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(
-        model_id,
-        dtype=policy.param_dtype,
-        trust_remote_code=False,
-        use_safetensors=True,
-        attn_implementation="sdpa",
-    )
+    with hub_access("model", model_id):
+        model = AutoModelForCausalLM.from_pretrained(
+            model_id,
+            dtype=policy.param_dtype,
+            trust_remote_code=False,
+            use_safetensors=True,
+            attn_implementation="sdpa",
+        )
     return model.to(policy.device), tokenizer
 
 
@@ -122,7 +179,8 @@ def load_hub_preferences(
     """Train and held-out subsets of ``config.dataset_id`` (Hub id or local folder) in TRL's format."""
     from datasets import load_dataset
 
-    splits = load_dataset(config.dataset_id)
+    with hub_access("dataset", config.dataset_id):
+        splits = load_dataset(config.dataset_id)
     for split in (config.train_split, config.eval_split):
         if split not in splits:
             raise ValueError(f"{config.dataset_id} has no split {split!r} (it has {list(splits)})")
