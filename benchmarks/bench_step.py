@@ -7,7 +7,8 @@ the times (steps seconds apart, so a busy shared CPU slows both sides alike).
 
 What is timed, on both sides, is one optimizer step on an already-collated batch: forward, loss, backward,
 gradient clipping (max norm 1.0), AdamW step, scheduler step and zeroing the gradients.
-- kit rows: ``simplepo_helpers.training.training_step`` with the kit's own optimizer (fused AdamW).
+- kit rows: ``simplepo_helpers.training.training_step`` with the kit's own optimizer (fused AdamW), in the
+  batch layout ``train()`` picks (packed and prefix-shared for this Llama shape, see ``packing.py``).
 - TRL rows: the trainer is built once (its dataset preparation is not timed), its model and optimizer are
   set up by ``Trainer._prepare_for_training`` (accelerate + HF's default fused AdamW), and a step is the body
   of ``Trainer``'s inner loop: ``trainer.training_step(model, batch)``, ``trainer._clip_grad_norm(model)``,
@@ -61,6 +62,7 @@ class PreparedRow:
     counts: Callable[[int], dict[str, int]]
     optimizer: str
     model: torch.nn.Module
+    layout: str = "padded [2B, T]"
 
 
 def _count(mask: torch.Tensor) -> int:
@@ -69,6 +71,7 @@ def _count(mask: torch.Tensor) -> int:
 
 def _kit_row(name: str, workload: Workload, settings: Settings) -> PreparedRow:
     from simplepo_helpers.batching import IGNORE_INDEX, PreferenceCollator
+    from simplepo_helpers.packing import describe_layout
     from simplepo_helpers.reference import precompute_reference_logps
     from simplepo_helpers.runtime.device import DevicePolicy
     from simplepo_helpers.runtime.optim import (
@@ -125,7 +128,7 @@ def _kit_row(name: str, workload: Workload, settings: Settings) -> PreparedRow:
             "response_tokens": _count(batch["labels"] != IGNORE_INDEX),
         }
 
-    return PreparedRow(step, counts, f"torch AdamW {optimization.impl}", model)
+    return PreparedRow(step, counts, f"torch AdamW {optimization.impl}", model, describe_layout(model))
 
 
 def _trl_args(config_class, settings: Settings, workload: Workload, output_dir: str, **extra):
@@ -244,7 +247,7 @@ def _trl_row(name: str, workload: Workload, settings: Settings, output_dir: str)
     optimizer = trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer
     fused = optimizer.defaults.get("fused")
     impl = f"{type(optimizer).__name__} {'fused' if fused else 'foreach/default'} ({args.optim})"
-    return PreparedRow(step, counts, impl, trainer.model)
+    return PreparedRow(step, counts, impl, trainer.model, "padded [2B, T] (TRL's collator)")
 
 
 def prepare_row(name: str, workload: Workload, settings: Settings, output_dir: str) -> PreparedRow:
@@ -285,7 +288,17 @@ def run_rows(
     num_params = count_parameters(config)
     records = {
         name: {
-            key: [] for key in ("step", "step_seconds", "peak_mem_mb", "tokens", "response_tokens", "flops")
+            key: []
+            for key in (
+                "step",
+                "step_seconds",
+                "cpu_seconds",
+                "peak_mem_mb",
+                "pairs",
+                "tokens",
+                "response_tokens",
+                "flops",
+            )
         }
         for name in names
     }
@@ -312,9 +325,12 @@ def run_rows(
                 record = records[name]
                 counts = check_counts(name, rows[name], workload, k)
                 memory.reset()
+                cpu_started = time.process_time()  # this process's CPU time: what a busy host cannot inflate
                 record["step_seconds"].append(timed(lambda name=name, k=k: rows[name].step(k), device)[1])
+                record["cpu_seconds"].append(time.process_time() - cpu_started)
                 record["peak_mem_mb"].append(memory.peak_mb())
                 record["step"].append(k)
+                record["pairs"].append(len(workload.batch_rows(k)))
                 record["tokens"].append(counts["tokens"])
                 record["response_tokens"].append(counts["response_tokens"])
                 record["flops"].append(
@@ -328,6 +344,7 @@ def run_rows(
                 )
         for name in names:
             records[name]["optimizer"] = rows[name].optimizer
+            records[name]["layout"] = rows[name].layout
     return {
         "shape": workload.shape,
         "rows": records,

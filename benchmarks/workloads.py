@@ -1,11 +1,15 @@
-"""The two model shapes of the benchmark and their data, as token ids every row receives unchanged.
+"""The model shapes of the benchmark and their data, as token ids every row receives unchanged.
 
 - ``world``: the tiny world reference model's architecture (``simplepo_helpers.world``), its tokenizer and
   its training pairs, tokenised once by the kit's ``tokenize_preference``.
 - ``smollm2``: the architecture of SmolLM2-135M (Llama, hidden 576, 30 layers, 9 heads, 3 KV heads,
   intermediate 1536, vocabulary 49152, tied embeddings) with random weights; the data are random token ids
   of fixed, seeded lengths and the tokenizer is a word-level one whose words are the ids themselves
-  (``"t123"`` -> 123), so nothing is downloaded.
+  (``"t123"`` -> 123), so nothing is downloaded. Prompts of 24-40 tokens, responses of 128-160: little
+  padding and short prompts, kept as a regression guard.
+- ``uf2`` / ``uf8``: the same SmolLM2-135M shape on UltraFeedback-like lengths, 2 and 8 pairs per step:
+  prompt, chosen and rejected lengths drawn independently from log-normals (``ULTRAFEEDBACK_LENGTHS``), then
+  scaled by ``length_scale`` and cut to the stated ranges so that a step fits the CPU budget.
 
 Both sides of every comparison get the same ``{"prompt_ids", "chosen_ids", "rejected_ids"}`` rows, so a
 tokenizer difference cannot change the work (TRL's own chat-template tokenisation keeps ChatML's newline after
@@ -21,7 +25,8 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-SHAPES = ("world", "smollm2")
+SHAPES = ("world", "smollm2", "uf2", "uf8")
+SMOLLM2_SHAPES = ("smollm2", "uf2", "uf8")  # the SmolLM2-135M architecture with random token rows
 
 # SmolLM2-135M's config.json (HuggingFaceTB/SmolLM2-135M), the fields that set the cost of a step
 SMOLLM2_135M = {
@@ -38,6 +43,12 @@ SMOLLM2_135M = {
     "hidden_act": "silu",
 }
 SYNTHETIC_SPECIALS = ("<pad>", "<s>", "</s>")  # ids 0, 1, 2 of the synthetic tokenizer
+# UltraFeedback (binarized)-like token lengths: (median, sigma of the log). Medians from the median prompt +
+# completion of about 409 tokens and prompt/completion ratio 0.42 reported by the prefix-sharing paper's
+# repository (Mistral tokenizer): 121 and 288. The sigmas are estimates (not fitted) chosen so that a padded
+# [2B, T] batch holds about 29% padding at 2 pairs and 46% at 8, the estimate in
+# ../shared/reference/performance-notes.md; chosen and rejected are drawn independently.
+ULTRAFEEDBACK_LENGTHS = {"prompt": (121.0, 0.6), "response": (288.0, 0.5)}
 
 
 @dataclass(frozen=True)
@@ -48,9 +59,24 @@ class DataSize:
     num_batches: int
     prompt_tokens: tuple[int, int] = (24, 40)  # inclusive range, BOS included
     response_tokens: tuple[int, int] = (128, 160)  # inclusive range, EOS included: >= 256 per pair
+    lengths: str = "uniform"  # or "ultrafeedback": log-normal lengths, cut to the ranges above
+    length_scale: float = 1.0  # "ultrafeedback": the medians are multiplied by this
 
 
-DEFAULT_SIZES = {"world": DataSize(pairs_per_step=16, num_batches=4), "smollm2": DataSize(2, 3)}
+# UltraFeedback-like at a quarter of the length (medians 30 and 72 tokens), cut at 96 / 160: on 2 CPU cores a
+# full-length 8-pair step of the 135M shape takes minutes. Scaling keeps the padding and prompt shares.
+ULTRAFEEDBACK_QUARTER = {
+    "prompt_tokens": (4, 96),
+    "response_tokens": (4, 160),
+    "lengths": "ultrafeedback",
+    "length_scale": 0.25,
+}
+DEFAULT_SIZES = {
+    "world": DataSize(pairs_per_step=16, num_batches=4),
+    "smollm2": DataSize(2, 3),
+    "uf2": DataSize(2, 3, **ULTRAFEEDBACK_QUARTER),
+    "uf8": DataSize(8, 2, **ULTRAFEEDBACK_QUARTER),
+}
 
 
 @dataclass
@@ -91,6 +117,17 @@ def synthetic_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token=pad, bos_token=bos, eos_token=eos)
 
 
+def draw_length(rng: random.Random, size: DataSize, part: str) -> int:
+    """One length (BOS/EOS included) of ``part`` ("prompt" or "response") as ``size`` says."""
+    low, high = size.prompt_tokens if part == "prompt" else size.response_tokens
+    if size.lengths == "uniform":
+        return rng.randint(low, high)
+    if size.lengths != "ultrafeedback":
+        raise ValueError(f"lengths must be 'uniform' or 'ultrafeedback', got {size.lengths!r}")
+    median, sigma = ULTRAFEEDBACK_LENGTHS[part]
+    return min(high, max(low, round(size.length_scale * median * rng.lognormvariate(0.0, sigma))))
+
+
 def _synthetic_rows(size: DataSize, vocab_size: int, tokenizer, seed: int) -> list[dict[str, list[int]]]:
     rng = random.Random(seed)
     first = len(SYNTHETIC_SPECIALS)
@@ -100,9 +137,9 @@ def _synthetic_rows(size: DataSize, vocab_size: int, tokenizer, seed: int) -> li
 
     rows = []
     for _ in range(size.pairs_per_step * size.num_batches):
-        prompt = [tokenizer.bos_token_id] + ids(rng.randint(*size.prompt_tokens) - 1)
+        prompt = [tokenizer.bos_token_id] + ids(draw_length(rng, size, "prompt") - 1)
         chosen, rejected = (
-            ids(rng.randint(*size.response_tokens) - 1) + [tokenizer.eos_token_id] for _ in "cr"
+            ids(draw_length(rng, size, "response") - 1) + [tokenizer.eos_token_id] for _ in "cr"
         )
         rows.append({"prompt_ids": prompt, "chosen_ids": chosen, "rejected_ids": rejected})
     return rows
@@ -121,9 +158,9 @@ def synthetic_workload(shape: str, config: LlamaConfig, size: DataSize, *, seed:
     return Workload(shape, config, tokenizer, batches, [_as_text(tokenizer, row) for row in rows[:4]])
 
 
-def smollm2_workload(size: DataSize, *, seed: int = 0) -> Workload:
+def smollm2_workload(size: DataSize, *, seed: int = 0, shape: str = "smollm2") -> Workload:
     config = LlamaConfig(**SMOLLM2_135M, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    return synthetic_workload("smollm2", config, size, seed=seed)
+    return synthetic_workload(shape, config, size, seed=seed)
 
 
 def world_workload(size: DataSize) -> Workload:
@@ -146,4 +183,4 @@ def build_workload(shape: str, size: DataSize | None = None) -> Workload:
     if shape not in SHAPES:
         raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
     size = size or DEFAULT_SIZES[shape]
-    return world_workload(size) if shape == "world" else smollm2_workload(size)
+    return world_workload(size) if shape == "world" else smollm2_workload(size, shape=shape)

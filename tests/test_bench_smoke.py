@@ -5,6 +5,9 @@ No timing is asserted anywhere; the numbers come from ``make bench``.
 
 from __future__ import annotations
 
+import random
+import statistics
+
 import pytest
 import torch
 from transformers import LlamaConfig
@@ -12,8 +15,22 @@ from transformers import LlamaConfig
 from benchmarks.bench_logps import naive_sequence_logps
 from benchmarks.bench_step import ROWS, Settings, check_counts, prepare_row, run_rows
 from benchmarks.measure import PeakMemory, train_step_flops
-from benchmarks.run import _check_same_work, evaluate_targets, format_table, summarise_shape, timing_groups
-from benchmarks.workloads import DataSize, expected_counts, synthetic_workload, world_workload
+from benchmarks.run import (
+    _check_same_work,
+    evaluate_targets,
+    format_table,
+    shape_rows,
+    summarise_shape,
+    timing_groups,
+)
+from benchmarks.workloads import (
+    DEFAULT_SIZES,
+    DataSize,
+    draw_length,
+    expected_counts,
+    synthetic_workload,
+    world_workload,
+)
 from simplepo_helpers.logps import sequence_logps
 
 MICRO_CONFIG = dict(
@@ -29,6 +46,7 @@ MICRO_CONFIG = dict(
     eos_token_id=2,
     pad_token_id=0,
 )
+SIMPO_DPO = "property of the methods (not a target)"
 MICRO_SIZE = DataSize(pairs_per_step=2, num_batches=2, prompt_tokens=(3, 5), response_tokens=(2, 6))
 
 
@@ -85,10 +103,12 @@ def test_run_rows_alternates_rows_on_the_same_batches(micro):
     )
     for name in ("kit_simpo", "trl_cpo_simpo"):
         record = result["rows"][name]
-        assert record["step"] == [1, 2]
+        assert record["step"] == [1, 2] and record["pairs"] == [2, 2]
         assert len(record["step_seconds"]) == len(record["peak_mem_mb"]) == len(record["flops"]) == 2
         assert record["tokens"] == [expected_counts(micro.batch_rows(k))["tokens"] for k in (1, 2)]
         assert "fused" in record["optimizer"]
+    assert result["rows"]["kit_simpo"]["layout"].startswith("packed")  # the micro model is a Llama
+    assert result["rows"]["trl_cpo_simpo"]["layout"].startswith("padded")
 
 
 def test_world_workload_is_the_kits_tokenisation():
@@ -133,6 +153,8 @@ def _record(seconds, peak, tokens=(10, 12)):
     return {
         "step": [1, 2],
         "step_seconds": list(seconds),
+        "pairs": [2, 2],
+        "layout": "packed (prefix-shared)",
         "tokens": list(tokens),
         "response_tokens": [4, 5],
         "peak_mem_mb": list(peak),
@@ -162,12 +184,32 @@ def test_summary_ratios_are_taken_round_by_round():
     assert simpo["vs_trl"]["speed_ratio"] == {"median": 1.5, "min": 1.0, "max": 2.0}  # 2/1 and 3/3
     assert simpo["vs_trl"]["peak_mem_ratio"] == pytest.approx(100 / 150)  # peaks from the one-row processes
     assert simpo["vs_kit_dpo"]["time_ratio"] == {"median": 0.625, "min": 0.5, "max": 0.75}  # 1/2 and 3/4
-    # per-step tokens/s 10/1 and 12/3: their median is 7
+    # per-step tokens/s 10/1 and 12/3: their median is 7; pairs/s 2/1 and 2/3: median 4/3
     assert simpo["tokens_per_s"] == pytest.approx(7.0)
-    targets = evaluate_targets(summaries, None, "micro")
-    assert targets["simpo_vs_trl_speed"]["holds"] and targets["simpo_vs_dpo_time"]["holds"]
-    assert targets["simpo_vs_trl_peak_mem"]["holds"] and targets["simpo_vs_dpo_peak_mem"]["value"] == 0.5
+    assert simpo["pairs_per_s"] == pytest.approx(4 / 3) and simpo["layout"].startswith("packed")
+    targets = evaluate_targets(summaries, None)
+    assert targets == {"micro/simpo_vs_dpo_time": {"target": SIMPO_DPO, "value": 0.625, "holds": None}}
     assert format_table(summaries).count("\n") == 2 + len(rows) - 1
+
+
+def test_targets_by_shape_hold_or_miss_by_their_bounds():
+    rows = ["kit_simpo", "trl_cpo_simpo"]
+
+    def summaries(shape, kit_seconds, kit_peak):
+        memory = {
+            "kit_simpo": _worker(kit_simpo=_record([9, 9], [kit_peak, kit_peak])),
+            "trl_cpo_simpo": _worker(trl_cpo_simpo=_record([9, 9], [100, 100])),
+        }
+        timing = _worker(kit_simpo=_record(kit_seconds, [0, 0]), trl_cpo_simpo=_record([2, 2], [0, 0]))
+        return summarise_shape(shape, rows, {"memory": memory, "groups": [timing]}, peak_tflops=1.0)
+
+    # uf8: 2 / 0.9 = 2.22 >= 2.0 holds, memory 0.7 > 0.6 misses; uf2: 2 / 1.5 = 1.33 < 1.5 misses
+    targets = evaluate_targets(summaries("uf8", [0.9, 0.9], 70) + summaries("uf2", [1.5, 1.5], 70), None)
+    assert targets["uf8/simpo_vs_trl_speed"] == {"target": ">= 2.0", "value": 2.222, "holds": True}
+    assert targets["uf8/simpo_vs_trl_peak_mem"] == {"target": "<= 0.6", "value": 0.7, "holds": False}
+    assert targets["uf2/simpo_vs_trl_speed"]["holds"] is False
+    assert targets["uf2/simpo_vs_trl_peak_mem"]["holds"] is True  # 0.7 <= 0.75
+    assert "uf2/dpo_vs_trl_speed" not in targets  # not measured: not reported
 
 
 def test_rows_that_saw_different_tokens_are_refused():
@@ -179,7 +221,21 @@ def test_rows_that_saw_different_tokens_are_refused():
         _check_same_work("micro", runs)
 
 
+def test_ultrafeedback_lengths_follow_the_stated_distribution():
+    size = DEFAULT_SIZES["uf8"]
+    rng = random.Random(0)
+    prompts = [draw_length(rng, size, "prompt") for _ in range(4000)]
+    responses = [draw_length(rng, size, "response") for _ in range(4000)]
+    # medians: a quarter of UltraFeedback's 121 and 288; every length within the stated cut
+    assert statistics.median(prompts) == pytest.approx(0.25 * 121, rel=0.06)
+    assert statistics.median(responses) == pytest.approx(0.25 * 288, rel=0.06)
+    assert min(prompts) >= 4 and max(prompts) <= 96 and max(responses) <= 160
+    workload = synthetic_workload("uf8", LlamaConfig(**MICRO_CONFIG), size, seed=0)
+    assert [len(batch) for batch in workload.batches] == [8, 8]
+
+
 def test_timing_groups_keep_each_comparison_in_one_process():
     groups = timing_groups(["kit_simpo", "kit_dpo", "trl_cpo_simpo", "trl_dpo", "kit_dpo_precomputed_ref"])
     assert ["kit_simpo", "trl_cpo_simpo"] in groups and ["kit_simpo", "kit_dpo"] in groups
     assert ["kit_dpo", "trl_dpo"] in groups and ["kit_dpo_precomputed_ref"] in groups
+    assert shape_rows("uf8", ["kit_simpo", "kit_dpo", "trl_cpo_simpo"]) == ["kit_simpo", "trl_cpo_simpo"]
