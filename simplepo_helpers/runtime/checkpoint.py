@@ -11,6 +11,10 @@ A checkpoint folder holds
 - the tokenizer (``tokenizer.save_pretrained``) when one is given, and ``README.md``, a model card with the
   training config and the latest metrics, so the folder loads and reads as a plain transformers model:
   ``AutoModelForCausalLM.from_pretrained(folder)`` and ``AutoTokenizer.from_pretrained(folder)``.
+
+A model sharded with FSDP2 (DTensor parameters) is gathered first, by every process together: the folder
+holds the full weights, and the optimizer state in ``torch.distributed.checkpoint``'s full, name-keyed
+layout (``"sharded": true`` in the summary), which loads back into a sharded or a plain model.
 """
 
 from __future__ import annotations
@@ -118,13 +122,33 @@ def model_card(config: Any, history: list[dict[str, Any]], step: int, base: str 
     return "\n".join(lines)
 
 
+def _is_sharded(model: torch.nn.Module) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def _gather_full_state(model, optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """Full model (and optimizer) state of an FSDP2 model on process 0; every process must call this."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    weights = get_model_state_dict(model, options=options)
+    optim = get_optimizer_state_dict(model, optimizer, options=options) if optimizer is not None else None
+    return weights, optim
+
+
 def _is_peft_model(model: torch.nn.Module) -> bool:
     return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
 
 
-def _save_weights(model: torch.nn.Module, directory: Path) -> None:
+def _save_weights(model: torch.nn.Module, directory: Path, state_dict=None) -> None:
     if hasattr(model, "save_pretrained"):
-        kwargs = {}
+        kwargs = {} if state_dict is None else {"state_dict": state_dict}
         # transformers 5 may rename keys back to a legacy layout on save; keep the in-memory names so the
         # checkpoint loads back into the same module exactly
         if (
@@ -133,6 +157,10 @@ def _save_weights(model: torch.nn.Module, directory: Path) -> None:
         ):
             kwargs["save_original_format"] = False
         model.save_pretrained(directory, **kwargs)
+    elif state_dict is not None:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state_dict.items()}, str(directory / WEIGHTS_NAME))
     else:
         save_model(model, str(directory / WEIGHTS_NAME))
     if not any(directory.glob("*.safetensors")):
@@ -175,6 +203,24 @@ def _load_weights(model: torch.nn.Module, directory: Path) -> None:
             raise FileNotFoundError(f"{directory / name} not found: the checkpoint has no model weights")
         state.update(load_file(str(directory / name)))
     _load_checked(model, state, directory)
+
+
+def _load_sharded_weights(model: torch.nn.Module, directory: Path) -> None:
+    """Full weights from ``directory`` into an FSDP2 model; each process keeps its shard."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    index_file = directory / WEIGHTS_INDEX_NAME
+    names = (
+        sorted(set(json.loads(index_file.read_text())["weight_map"].values()))
+        if index_file.is_file()
+        else [WEIGHTS_NAME]
+    )
+    state: dict[str, torch.Tensor] = {}
+    for name in names:
+        state.update(load_file(str(directory / name)))
+    result = set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, strict=False))
+    if result.unexpected_keys:
+        raise RuntimeError(f"{directory} holds weights the model does not have: {result.unexpected_keys[:5]}")
 
 
 def _rng_state() -> dict[str, Any]:
@@ -242,6 +288,8 @@ def save_checkpoint(
     final = Path(directory)
     parts = (model, optimizer, scheduler, step, config, history, extra, grad_scaler, tokenizer)
     if _in_process_group():
+        gathered = _gather_full_state(model, optimizer) if _is_sharded(model) else None  # all processes
+        parts = (*parts, gathered)
         torch.distributed.barrier()
         if torch.distributed.get_rank() == 0:
             _write_checkpoint(final, *parts)
@@ -255,18 +303,28 @@ def _in_process_group() -> bool:
 
 
 def _write_checkpoint(
-    final: Path, model, optimizer, scheduler, step, config, history, extra, grad_scaler, tokenizer
+    final: Path,
+    model,
+    optimizer,
+    scheduler,
+    step,
+    config,
+    history,
+    extra,
+    grad_scaler,
+    tokenizer,
+    gathered=None,
 ) -> Path:
     if final.exists() and state_file(final) is None and any(final.iterdir()):
         raise FileExistsError(f"{final} exists and is not a checkpoint folder; refusing to overwrite it")
     staging = final.with_name(final.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    _save_weights(model, staging)
+    _save_weights(model, staging, None if gathered is None else gathered[0])
     if tokenizer is not None:
         tokenizer.save_pretrained(staging)
     if optimizer is not None:
-        torch.save(optimizer.state_dict(), staging / OPTIMIZER_NAME)
+        torch.save(optimizer.state_dict() if gathered is None else gathered[1], staging / OPTIMIZER_NAME)
     if scheduler is not None:
         torch.save(scheduler.state_dict(), staging / SCHEDULER_NAME)
     if grad_scaler is not None:
@@ -277,6 +335,7 @@ def _write_checkpoint(
         "config": _to_jsonable(config),
         "history": _to_jsonable(history or []),
         "extra": _to_jsonable(extra or {}),
+        "sharded": gathered is not None,
     }
     (staging / STATE_NAME).write_text(json.dumps(summary, indent=1))
     base = getattr(getattr(model, "config", None), "_name_or_path", None) or None
@@ -312,9 +371,21 @@ def load_checkpoint(
     if summary_file is None:
         raise FileNotFoundError(f"{directory / STATE_NAME} not found: {directory} is not a checkpoint folder")
     summary = json.loads(summary_file.read_text())
-    _load_weights(model, directory)
+    sharded = _is_sharded(model)
+    if sharded:
+        _load_sharded_weights(model, directory)
+    else:
+        _load_weights(model, directory)
     if optimizer is not None:
-        optimizer.load_state_dict(_load_state_file(directory / OPTIMIZER_NAME, "optimizer"))
+        state = _load_state_file(directory / OPTIMIZER_NAME, "optimizer")
+        if summary.get("sharded"):  # the full, name-keyed layout of torch.distributed.checkpoint
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+        elif sharded:
+            raise ValueError(f"{directory} was saved by an unsharded run: resume it without FSDP")
+        else:
+            optimizer.load_state_dict(state)
     if scheduler is not None:
         scheduler.load_state_dict(_load_state_file(directory / SCHEDULER_NAME, "scheduler"))
     if grad_scaler is not None:

@@ -12,6 +12,10 @@ weighted per process, as HF Trainer does). The data order is `train`'s seeded st
 resume on any number of processes. Logs: ``<output_dir>/metrics.jsonl``, one line per step with TRL's
 metric names (``eval_``-prefixed on evaluation steps), and ``log.report_to``'s trackers (TensorBoard, ...).
 
+FSDP (``accelerate launch --config_file configs/accelerate/fsdp.yaml``): the model is sharded with PyTorch's
+``fully_shard`` (``fsdp.py``), on GPUs or CPU processes; DPO then needs the precomputed reference, and LoRA
+is not supported with it (use DDP).
+
 DPO's reference (``model.reference``): by default the reference log-probs of every pair are computed once
 with the starting model, each process scoring its share, then gathered, so no process holds a second copy
 of the model; ``live`` keeps the frozen copy (or, under LoRA, the adapter-free base).
@@ -49,6 +53,7 @@ from .config import (
     config_to_dict,
     load_config,
 )
+from .fsdp import fsdp_requested, shard_model
 from .lora import adapter_disabled_reference, apply_lora
 
 METRICS_FILE = "metrics.jsonl"
@@ -171,19 +176,24 @@ def evaluate(
         raise ConfigError(f"data.eval has {len(rows)} rows, fewer than the {world} processes")
     mine = list(range(rank, len(rows), world))
     share = max(1, batch_size // world)
+    # a sharded model's forward is collective: every process runs as many batches as the busiest one
+    most = -(-len(rows) // world)
+    starts = range(0, most if fsdp_requested() else len(mine), share)
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}
     try:
-        for start in range(0, len(mine), share):
+        for start in starts:
             indices = mine[start : start + share]
+            weight = len(indices)
+            indices = indices or mine[:1] or [0]  # an idle process repeats a row, counted with weight 0
             batch = collate_examples(collator, rows, indices, context=f"evaluation, process {rank}")
             if ref_logps is not None:
                 batch.update({key: ref_logps[key][indices] for key in REF_KEYS})
             with policy.autocast():
                 _, metrics = preference_loss(model, batch, loss_config, ref_model=ref_model)
             for name, value in metrics.items():
-                sums[name] = sums.get(name, 0.0) + value * len(indices)
+                sums[name] = sums.get(name, 0.0) + value * weight
     finally:
         model.train(was_training)
     totals = _reduce(accelerator, {**sums, "_pairs": float(len(mine))}, "sum")
@@ -252,14 +262,13 @@ def _accelerator():
             f"({accelerator.distributed_type.value}); refusing to run unsynchronised copies"
         )
     if accelerator.distributed_type in (
-        DistributedType.FSDP,
         DistributedType.DEEPSPEED,
         DistributedType.MEGATRON_LM,
         DistributedType.XLA,
     ):
         raise ConfigError(
-            f"accelerate is set up for {accelerator.distributed_type.value}; this entry point runs DDP only "
-            "(launch with --multi_gpu, or torchrun)"
+            f"accelerate is set up for {accelerator.distributed_type.value}; this entry point runs DDP or FSDP "
+            "(configs/accelerate/ddp.yaml or fsdp.yaml)"
         )
     if os.environ.get("ACCELERATE_MIXED_PRECISION", "no") != "no" and accelerator.is_main_process:
         print("[simplepo] accelerate's --mixed_precision is ignored: set model.precision in the config")
@@ -418,7 +427,16 @@ def run_training(config: RunConfig, *, progress: bool = True) -> TrainResult:
                 ref_logps=ref_logps.get("eval"),
             )
 
-    model = accelerator.prepare_model(model)  # DDP when world > 1
+    if fsdp_requested() and world > 1:
+        if config.lora.enabled or ref_model is not None:
+            raise ConfigError(
+                "FSDP here shards one model: use lora.enabled=false and, for DPO, model.reference=precomputed "
+                "(or auto; the KL term needs a live reference), or launch with DDP"
+            )
+        model = shard_model(model)  # in place: `unwrapped` is the sharded model too
+        say(f"[simplepo] FSDP: the model is sharded over {world} processes")
+    else:
+        model = accelerator.prepare_model(model)  # DDP when world > 1
     reporter = MetricsReporter(
         config.log.report_to if main else None,
         output_dir / "runs",
@@ -456,10 +474,17 @@ def run_training(config: RunConfig, *, progress: bool = True) -> TrainResult:
 
 def _export(config: RunConfig, model, tokenizer, directory: Path, accelerator) -> None:
     """Save the final model and tokenizer (LoRA: the adapter, or a merged plain model with merge_at_end)."""
+    state_dict = None
+    if fsdp_requested() and accelerator.num_processes > 1:  # gather the shards: every process takes part
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        state_dict = get_model_state_dict(
+            model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
     if accelerator.is_main_process:
         if config.lora.enabled and config.lora.merge_at_end:
             model = model.merge_and_unload()  # folds the adapters into the base weights, in place
-        model.save_pretrained(directory)
+        model.save_pretrained(directory, **({} if state_dict is None else {"state_dict": state_dict}))
         tokenizer.save_pretrained(directory)
     accelerator.wait_for_everyone()
 
