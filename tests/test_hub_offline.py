@@ -52,3 +52,16 @@ def test_errors_that_are_not_about_reaching_the_hub_pass_through():
     with pytest.raises(ValueError, match="no chat template"):
         with hub_access("model", NOT_CACHED):
             raise ValueError("no chat template")
+
+
+def test_the_reward_model_judge_can_use_the_same_message():
+    """evaluation/reward_model.py may wrap its loading the same way (runtime.hub_access: importable there)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from simplepo_helpers.runtime.hub_access import hub_access
+
+    with pytest.raises(
+        HubUnavailableError, match=r"^The reward model '.*' is not in the local .* profile='cpu'"
+    ):
+        with hub_access("reward model", NOT_CACHED):
+            AutoModelForSequenceClassification.from_pretrained(NOT_CACHED)

@@ -12,14 +12,14 @@ tracebacks; other failures (a typo in the id, a gated model) keep their own erro
 
 from __future__ import annotations
 
-import contextlib
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..runtime.device import DevicePolicy
+from ..runtime.hub_access import HubUnavailableError, hub_access
+
+__all__ = ["HubConfig", "HubUnavailableError", "hub_access", "load_hub_model", "load_hub_preferences"]
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -47,54 +47,6 @@ class HubConfig:
         for name in ("n_train", "n_eval", "max_length", "max_prompt_length", "candidate_factor"):
             if getattr(self, name) < 1:
                 raise ValueError(f"HubConfig.{name} must be a positive integer, got {getattr(self, name)}")
-
-
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name; anything else is a local path
-_UNREACHABLE = {
-    "LocalEntryNotFoundError",
-    "OfflineModeIsEnabled",
-    "ConnectError",
-    "ConnectTimeout",
-    "gaierror",
-}
-
-
-class HubUnavailableError(ConnectionError):
-    """A Hub model or dataset could not be fetched because the Hub is out of reach; the message says what to do."""
-
-
-def _unreachable(error: BaseException) -> bool:
-    """True when the error (or one it came from) is the Hub being out of reach rather than a wrong id."""
-    seen = 0
-    while error is not None and seen < 20:
-        if isinstance(error, ConnectionError) or type(error).__name__ in _UNREACHABLE:
-            return True
-        error, seen = error.__cause__ or error.__context__, seen + 1
-    return False
-
-
-@contextlib.contextmanager
-def hub_access(what: str, repo_id: str) -> Iterator[None]:
-    """Turn "the Hub is unreachable" while fetching ``repo_id`` (a Hub id, not a local folder) into one message."""
-    try:
-        yield
-    except Exception as error:
-        if Path(repo_id).exists() or not HUB_ID.match(repo_id) or not _unreachable(error):
-            raise
-        from huggingface_hub import constants
-
-        why = (
-            "offline mode is on (HF_HUB_OFFLINE=1)"
-            if constants.HF_HUB_OFFLINE
-            else "https://huggingface.co could not be reached"
-        )
-        raise HubUnavailableError(
-            f"The {what} {repo_id!r} is not in the local Hugging Face cache and {why}, so it cannot be "
-            "downloaded. To use it: connect to the internet (and unset HF_HUB_OFFLINE), or download it once "
-            f"where you have a connection (`hf download {repo_id}`{' --repo-type dataset' if what == 'dataset' else ''}) "
-            "and copy the cache (~/.cache/huggingface) here, or point the config at a local folder. To train "
-            "offline instead, use profile='cpu' (the kit's own tiny world, no download)."
-        ) from None
 
 
 def _messages(value: Any, where: str) -> list[dict[str, str]]:
