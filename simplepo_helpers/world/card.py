@@ -179,6 +179,15 @@ noise rate = share of the pairs with different judge scores whose chosen respons
 (configured: {config.label_noise}). Chosen is judged correct in {s["pairs_train"]["chosen_correct"]:.3f} of
 training pairs, rejected in {s["pairs_train"]["rejected_correct"]:.3f}.
 
+## On-policy pairs (not in data/: built from the reference model)
+`simplepo_helpers.evaluation.onpolicy.load_onpolicy_pairs()` builds a second training set the way SimPO's
+Instruct models were trained: 4 answers per distinct `pairs_train` prompt sampled from the reference model
+(temperature 1, fixed seeds), scored by the judge, best against worst. Ties for best or worst are broken at
+random (no length preference); a prompt whose samples all score the same is dropped; empty samples are
+dropped before pairing; the labels carry no noise (the judge is exact). The pairs depend on the model, so
+they are cached under `SIMPLEPO_CACHE` (built on first use, about a minute on a CPU), with a build report
+(pairs, dropped prompts, styles) next to them; `make experiments` compares them with these offline pairs.
+
 ## SFT data
 Answer styles (rows): {", ".join(f"{k} {v}" for k, v in sorted(s["sft_styles"].items()))}; judged correct:
 {s["sft_correct"]:.3f}. The mix is mediocre on purpose, so preference training has room to improve the
