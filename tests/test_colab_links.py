@@ -77,17 +77,21 @@ def test_check_mode_reports_without_writing(tmp_path, capsys):
     assert "disagree with colab.toml (x/y @ v1)" in capsys.readouterr().out
 
 
-def test_the_rewritten_notebooks_pass_the_linter(tmp_path):
+def test_the_rewritten_setup_cells_pass_the_linter(tmp_path):
+    """Each written setup cell, for a long repository name and tag, is ruff-formatted and lint-clean."""
     root = copy_repo(
         tmp_path, "a-very-long-organisation-name/a-rather-long-repository-name", "v12.34.56-rc.1"
     )
     colab.rewrite_all(root)
+    cells = tmp_path / "cells"
+    cells.mkdir()
+    for k, path in enumerate(colab.notebook_paths(root)):
+        (setup,) = setup_cells(colab.read_notebook(path))
+        (cells / f"setup_{k}.py").write_text(setup.source + "\n")
     config = ["--config", str(REPO / "pyproject.toml")]
     ruff = [sys.executable, "-m", "ruff"]
     for command in (["format", "--check"], ["check"]):
-        done = subprocess.run(
-            [*ruff, *command, *config, str(root / "notebooks")], capture_output=True, text=True
-        )
+        done = subprocess.run([*ruff, *command, *config, str(cells)], capture_output=True, text=True)
         assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -152,7 +156,8 @@ def test_setup_cell_on_colab_clones_the_tag_and_keeps_colabs_widgets(monkeypatch
 
 
 def test_setup_cell_enables_the_custom_widget_manager_for_ipywidgets_8(monkeypatch, tmp_path):
-    calls, state = run_setup_cell(monkeypatch, tmp_path, {}, {"ipywidgets": "8.1.5"})
+    versions = {"ipywidgets": "8.1.5"}  # already 8 before the install (a runtime that ships 8)
+    calls, state = run_setup_cell(monkeypatch, tmp_path, versions, versions)
     assert state["manager"] is True
 
 
