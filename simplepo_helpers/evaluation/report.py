@@ -139,16 +139,27 @@ def build_report(records: list[dict], references: Mapping[str, Any], meta: Mappi
             row = pooled(runs, dev)
             tuning.append({"method": method, "learning_rate": lr, "beta": beta, **_brief(row)})
     tuned = meta["tuned"]
-    gamma = []
-    for ratio_gamma in sorted({r["point"]["gamma"] for r in select(records, group="gamma")}):
-        runs = select(records, group="gamma", gamma=ratio_gamma)
-        gamma.append(
-            {
-                "gamma": ratio_gamma,
-                "gamma_over_beta": ratio_gamma / tuned["simpo"]["beta"],
-                **_brief(pooled(runs, dev)),
-            }
+    simpo_lr, simpo_beta = tuned["simpo"]["learning_rate"], tuned["simpo"]["beta"]
+
+    def dev_simpo(gamma: float) -> list[dict]:
+        """SimPO runs on dev at the tuned rate and beta with this gamma, whichever group ran them (a
+        training shared by two groups is recorded once, under the group that ran first)."""
+        runs = select(
+            records,
+            split="dev",
+            method="simpo",
+            learning_rate=simpo_lr,
+            beta=simpo_beta,
+            data="offline",
+            kl_weight=0.0,
+            length_normalize=True,
         )
+        return list({r["point"]["seed"]: r for r in runs if abs(r["point"]["gamma"] - gamma) < 1e-9}.values())
+
+    gamma = []
+    for value in sorted({r["point"]["gamma"] for r in select(records, group="gamma")}):
+        runs = dev_simpo(value)
+        gamma.append({"gamma": value, "gamma_over_beta": value / simpo_beta, **_brief(pooled(runs, dev))})
     kl = []
     for weight in sorted({r["point"]["kl_weight"] for r in select(records, group="kl")}):
         runs = select(records, group="kl", kl_weight=weight)
@@ -159,12 +170,7 @@ def build_report(records: list[dict], references: Mapping[str, Any], meta: Mappi
                 **_brief(pooled(runs, dev)),
             }
         )
-    simpo_lr, simpo_beta = tuned["simpo"]["learning_rate"], tuned["simpo"]["beta"]
-    offline_dev = [
-        r
-        for r in select(records, group="gamma", learning_rate=simpo_lr, beta=simpo_beta)
-        if abs(r["point"]["gamma"] - round(0.55 * simpo_beta, 6)) < 1e-9
-    ]
+    offline_dev = dev_simpo(round(0.55 * simpo_beta, 6))
     onpolicy_dev = select(records, group="onpolicy")
     onpolicy = (
         {"offline": _brief(pooled(offline_dev, dev)), "onpolicy": _brief(pooled(onpolicy_dev, dev))}
