@@ -186,8 +186,9 @@ class _HeadLabelLogps(torch.autograd.Function):
     The LM head and the log-softmax are fused, chunk by chunk: no logits tensor beyond a ``[n, V]`` chunk is
     built. For backward, the gradient direction ``onehot - softmax`` at the N positions is kept ([N, V], the
     size of those positions' logits) when ``keep``, or else the chunk's logits are recomputed (no [N, V]
-    tensor at all, a third more head FLOPs). Backward per chunk: ``g_logits = g * (onehot - softmax)``,
-    ``grad_hidden = g_logits @ W``, ``grad_W += g_logits^T @ hidden``. Under autocast the head's matmuls run in
+    tensor at all, a third more head FLOPs). Backward: with ``D = onehot - softmax`` and the upstream ``g``,
+    ``grad_hidden = g * (D @ W)`` and ``grad_W = D^T @ (g * hidden)`` (two whole matmuls), or the same chunk by
+    chunk from recomputed logits. Under autocast the head's matmuls run in
     the autocast dtype, as the model's own head would.
     """
 
@@ -199,12 +200,17 @@ class _HeadLabelLogps(torch.autograd.Function):
         direction = hidden.new_empty((hidden.shape[0], weight.shape[0]), dtype=dtype) if keep else None
         with torch.autocast(hidden.device.type, enabled=False):
             w = weight.to(matmul_dtype)  # [V, d]
+            whole = keep and matmul_dtype == dtype  # all logits in one matmul, written into the kept buffer
+            if whole:
+                torch.mm(hidden.to(matmul_dtype), w.T, out=direction)  # [N, V]
             for start in range(0, hidden.shape[0], chunk_tokens):
                 rows = slice(start, start + chunk_tokens)
-                logits = (hidden[rows].to(matmul_dtype) @ w.T).to(dtype)  # [n, V]
+                logits = (
+                    direction[rows] if whole else (hidden[rows].to(matmul_dtype) @ w.T).to(dtype)
+                )  # [n, V]
                 lse[rows] = torch.logsumexp(logits, dim=-1)
                 out[rows] = logits.gather(-1, targets[rows].unsqueeze(-1)).squeeze(-1) - lse[rows]
-                if keep:  # onehot - softmax, straight into the kept buffer
+                if keep:  # onehot - softmax, in place in the kept buffer
                     chunk = torch.sub(logits, lse[rows].unsqueeze(-1), out=direction[rows]).exp_().neg_()
                     chunk.scatter_add_(-1, targets[rows].unsqueeze(-1), torch.ones_like(chunk[:, :1]))
         ctx.save_for_backward(hidden, weight, targets, lse, direction)
@@ -215,20 +221,30 @@ class _HeadLabelLogps(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out):
         hidden, weight, targets, lse, direction = ctx.saved_tensors
-        grad_hidden = torch.zeros_like(hidden) if ctx.needs_input_grad[0] else None  # [N, d]
-        grad_weight = torch.zeros_like(weight, dtype=ctx.dtype) if ctx.needs_input_grad[1] else None  # [V, d]
         grad_out = grad_out.to(ctx.dtype)  # [N]
+        grad_hidden = grad_weight = None
         with torch.autocast(hidden.device.type, enabled=False):
             w = weight.to(ctx.matmul_dtype)  # [V, d]
-            for start in range(0, hidden.shape[0], ctx.chunk_tokens):
+            if direction is not None:  # g * (onehot - softmax) = diag(g) D: two whole matmuls, no [N, V] copy
+                d = direction.to(ctx.matmul_dtype)  # [N, V]
+                if ctx.needs_input_grad[0]:
+                    grad_hidden = (d @ w).mul_(grad_out.unsqueeze(-1)).to(hidden.dtype)  # [N, d]
+                if ctx.needs_input_grad[1]:
+                    scaled_hidden = hidden.to(ctx.matmul_dtype) * grad_out.unsqueeze(-1)  # [N, d]
+                    grad_weight = (d.T @ scaled_hidden).to(weight.dtype)  # [V, d]
+                return grad_hidden, grad_weight, None, None, None, None
+            grad_hidden = torch.zeros_like(hidden) if ctx.needs_input_grad[0] else None  # [N, d]
+            grad_weight = (
+                torch.zeros_like(weight, dtype=ctx.dtype) if ctx.needs_input_grad[1] else None
+            )  # [V, d]
+            for start in range(
+                0, hidden.shape[0], ctx.chunk_tokens
+            ):  # recompute: -g * softmax, + g at the label
                 rows = slice(start, start + ctx.chunk_tokens)
                 h = hidden[rows].to(ctx.matmul_dtype)  # [n, d]
                 scale = grad_out[rows].unsqueeze(-1)  # [n, 1]
-                if direction is not None:
-                    grad_logits = direction[rows] * scale  # [n, V]
-                else:  # recompute: -g * softmax, then + g at the label
-                    grad_logits = (h @ w.T).to(ctx.dtype).sub_(lse[rows].unsqueeze(-1)).exp_()  # [n, V]
-                    grad_logits.mul_(-scale).scatter_add_(-1, targets[rows].unsqueeze(-1), scale)
+                grad_logits = (h @ w.T).to(ctx.dtype).sub_(lse[rows].unsqueeze(-1)).exp_()  # [n, V]
+                grad_logits.mul_(-scale).scatter_add_(-1, targets[rows].unsqueeze(-1), scale)
                 grad_logits = grad_logits.to(ctx.matmul_dtype)
                 if grad_hidden is not None:
                     grad_hidden[rows] = grad_logits @ w  # [n, d]
