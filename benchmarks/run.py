@@ -38,7 +38,7 @@ SCHEDULE = {"world": (2, 2, 3, 6), "smollm2": (1, 1, 1, 3), "uf2": (1, 1, 1, 4),
 # the rows each shape runs (default: all); at 8 pairs only SimPO's comparison, the one with targets there
 SHAPE_ROWS = {"uf8": ("kit_simpo", "trl_cpo_simpo")}
 # relative cost of one timed row of each shape: the time budget is shared out in proportion
-SHAPE_COST = {"world": 0.2, "smollm2": 1.0, "uf2": 1.0, "uf8": 4.0}
+SHAPE_COST = {"world": 0.5, "smollm2": 1.0, "uf2": 1.0, "uf8": 4.0}
 # pairs, so that with the order alternating each round every row follows the other one equally often
 TIMING_GROUPS = (
     ("kit_simpo", "trl_cpo_simpo"),
@@ -404,7 +404,7 @@ def parse_args(argv: list[str] | None):
     parser.add_argument(
         "--budget-s",
         type=float,
-        default=780.0,
+        default=600.0,
         help="time budget (s) shared out among the timing groups; one round always runs",
     )
     parser.add_argument("--skip-logps", action="store_true")
