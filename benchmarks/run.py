@@ -129,10 +129,11 @@ def shape_rows(shape: str, rows: list[str]) -> list[str]:
 
 
 def timing_groups(rows: list[str]) -> list[list[str]]:
-    """The rows timed together in one process: each kit row with what it is compared to."""
-    groups = [[row for row in group if row in rows] for group in TIMING_GROUPS]
+    """The rows timed together in one process: each kit row with what it is compared to (a row compared with
+    nothing that was asked for is timed alone, once)."""
+    groups = [group for group in TIMING_GROUPS if all(row in rows for row in group)]
     covered = {row for group in groups for row in group}
-    return [group for group in groups if group] + [[row] for row in rows if row not in covered]
+    return [list(group) for group in groups] + [[row] for row in rows if row not in covered]
 
 
 def run_shape(shape: str, rows: list[str], opts, budget_end: float, rows_after: float) -> dict:
@@ -452,6 +453,8 @@ def main(argv: list[str] | None = None) -> dict:
                 for group in timing_groups(shape_rows(later, rows))
             )
             measured[shape] = run_shape(shape, shape_rows(shape, rows), opts, budget_end, rows_after)
+            opts.out.parent.mkdir(parents=True, exist_ok=True)  # each shape's raw data, for --from-json
+            opts.out.write_text(json.dumps({"raw": measured, "logps_memory": logps, "matmul_peaks": peaks}))
         peaks.append(run_workers([peak_job])[0]["tflops"])
         opts.out.parent.mkdir(parents=True, exist_ok=True)  # kept if a check below fails:
         opts.out.write_text(json.dumps({"raw": measured, "logps_memory": logps, "matmul_peaks": peaks}))

@@ -238,4 +238,6 @@ def test_timing_groups_keep_each_comparison_in_one_process():
     groups = timing_groups(["kit_simpo", "kit_dpo", "trl_cpo_simpo", "trl_dpo", "kit_dpo_precomputed_ref"])
     assert ["kit_simpo", "trl_cpo_simpo"] in groups and ["kit_simpo", "kit_dpo"] in groups
     assert ["kit_dpo", "trl_dpo"] in groups and ["kit_dpo_precomputed_ref"] in groups
+    # a comparison whose other side was not asked for is not run again for one row alone
+    assert timing_groups(["kit_simpo", "trl_cpo_simpo"]) == [["kit_simpo", "trl_cpo_simpo"]]
     assert shape_rows("uf8", ["kit_simpo", "kit_dpo", "trl_cpo_simpo"]) == ["kit_simpo", "trl_cpo_simpo"]
