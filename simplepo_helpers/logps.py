@@ -228,9 +228,11 @@ class _HeadLabelLogps(torch.autograd.Function):
             if direction is not None:  # g * (onehot - softmax) = diag(g) D: two whole matmuls, no [N, V] copy
                 d = direction.to(ctx.matmul_dtype)  # [N, V]
                 if ctx.needs_input_grad[0]:
-                    grad_hidden = (d @ w).mul_(grad_out.unsqueeze(-1)).to(hidden.dtype)  # [N, d]
+                    grad_hidden = ((d @ w).to(ctx.dtype) * grad_out.unsqueeze(-1)).to(hidden.dtype)  # [N, d]
                 if ctx.needs_input_grad[1]:
-                    scaled_hidden = hidden.to(ctx.matmul_dtype) * grad_out.unsqueeze(-1)  # [N, d]
+                    scaled_hidden = (hidden.to(ctx.dtype) * grad_out.unsqueeze(-1)).to(
+                        ctx.matmul_dtype
+                    )  # [N, d]
                     grad_weight = (d.T @ scaled_hidden).to(weight.dtype)  # [V, d]
                 return grad_hidden, grad_weight, None, None, None, None
             grad_hidden = torch.zeros_like(hidden) if ctx.needs_input_grad[0] else None  # [N, d]
