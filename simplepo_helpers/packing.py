@@ -76,28 +76,45 @@ def _row_parts(ids: list[int], mask: list[int], labels: list[int], row: int) -> 
     return ids[:start], ids[start:length]
 
 
+def _pair_parts(batch: Mapping[str, torch.Tensor]) -> list[tuple[list[int], list[int], list[int]]]:
+    """(prompt, chosen, rejected) token ids of each pair; ValueError, naming the row, when a pair cannot pack."""
+    rows = batch["input_ids"].shape[0]
+    if rows == 0 or rows % 2:
+        raise ValueError(f"a preference batch needs an even, positive number of rows, got {rows}")
+    ids, masks, labels = (batch[key].tolist() for key in ("input_ids", "attention_mask", "labels"))
+    num_pairs = rows // 2
+    parts = []
+    for pair in range(num_pairs):
+        other_row = pair + num_pairs
+        prompt, chosen = _row_parts(ids[pair], masks[pair], labels[pair], pair)
+        other, rejected = _row_parts(ids[other_row], masks[other_row], labels[other_row], other_row)
+        if other != prompt:
+            raise ValueError(f"rows {pair} and {other_row} (chosen, rejected) start with different prompts")
+        parts.append((prompt, chosen, rejected))
+    return parts
+
+
+def packing_problem(batch: Mapping[str, torch.Tensor]) -> str | None:
+    """None when :func:`pack_preference_batch` can pack ``batch``; otherwise why not (the padded layout
+    still scores it: any labelled tokens, any prompts)."""
+    try:
+        _pair_parts(batch)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
 def pack_preference_batch(batch: Mapping[str, torch.Tensor]) -> PackedBatch:
     """The padded ``[2B, T]`` batch (``batching.PreferenceCollator``'s layout) as one prefix-shared row.
 
     Raises ValueError, naming the row, when a row is not [prompt | response | padding] with the response
     labelled, or when a pair's chosen and rejected rows do not start with the same prompt.
     """
-    rows = batch["input_ids"].shape[0]
-    if rows == 0 or rows % 2:
-        raise ValueError(f"a preference batch needs an even, positive number of rows, got {rows}")
-    ids, masks, labels = (batch[key].tolist() for key in ("input_ids", "attention_mask", "labels"))
-    num_pairs = rows // 2
+    parts = _pair_parts(batch)
+    num_pairs = len(parts)
     tokens, positions_ids, pairs = [], [], []
     scored_at, targets, sequence = [], [], []
-    for pair in range(num_pairs):
-        prompt, chosen = _row_parts(ids[pair], masks[pair], labels[pair], pair)
-        other, rejected = _row_parts(
-            ids[pair + num_pairs], masks[pair + num_pairs], labels[pair + num_pairs], pair + num_pairs
-        )
-        if other != prompt:
-            raise ValueError(
-                f"rows {pair} and {pair + num_pairs} (chosen, rejected) start with different prompts"
-            )
+    for pair, (prompt, chosen, rejected) in enumerate(parts):
         start, p, c, r = len(tokens), len(prompt), len(chosen), len(rejected)
         pairs.append((start, p, c, r))
         tokens += prompt + chosen + rejected

@@ -37,7 +37,7 @@ def precompute_reference_logps(
         batch = collate_examples(collator, examples, indices, context="reference log-probs")
         with policy.autocast() if policy is not None else contextlib.nullcontext():
             # the layout train() uses (packing.py), so precomputed and live reference log-probs agree bit for bit
-            out = concatenated_forward(ref_model, batch, average=average, layout=choose_layout(ref_model))
+            out = concatenated_forward(ref_model, batch, average=average, layout=choose_layout(ref_model, batch=batch))
         chosen.append(out["chosen_logps"].float().cpu())
         rejected.append(out["rejected_logps"].float().cpu())
     if not chosen:

@@ -22,7 +22,14 @@ from transformers import SchedulerType, set_seed
 from .batching import PreferenceCollator, check_preference_batch, response_token_count
 from .logps import can_fuse_head, head_token_logps, require_response_tokens, token_logps
 from .losses import dpo_loss, kl_penalty, simpo_loss
-from .packing import causal_lm, describe_layout, pack_preference_batch, packed_forward, packed_support
+from .packing import (
+    causal_lm,
+    describe_layout,
+    pack_preference_batch,
+    packed_forward,
+    packed_support,
+    packing_problem,
+)
 from .runtime.batches import PreferenceBatches
 from .runtime.checkpoint import checkpoint_path, resume_state, save_checkpoint
 from .runtime.device import DevicePolicy, select_device
@@ -228,9 +235,12 @@ def concatenated_forward(
     }
 
 
-def choose_layout(*models: torch.nn.Module) -> str:
-    """``"packed"`` when every model given can run the packed layout, else ``"padded"``."""
-    return "packed" if all(packed_support(model) is None for model in models) else "padded"
+def choose_layout(*models: torch.nn.Module, batch: Mapping[str, torch.Tensor] | None = None) -> str:
+    """``"packed"`` when every model given can run the packed layout (and ``batch``, when given, packs: each
+    pair's rows share their prompt), else ``"padded"``."""
+    if not all(packed_support(model) is None for model in models):
+        return "padded"
+    return "packed" if batch is None or packing_problem(batch) is None else "padded"
 
 
 def preference_loss(
@@ -259,7 +269,7 @@ def preference_loss(
     loss_config.check_reference(ref_model, has_ref_logps)
     ref_forward = loss_config.needs_reference_model or (loss_config.needs_reference and not has_ref_logps)
     if layout == "auto":
-        layout = choose_layout(model, *([ref_model] if ref_forward else []))
+        layout = choose_layout(model, *([ref_model] if ref_forward else []), batch=batch)
     keep_logits = loss_config.kl_weight > 0  # the KL term compares whole distributions
     policy = concatenated_forward(model, batch, average=average, layout=layout, keep_logits=keep_logits)
     num_pairs = policy["chosen_logps"].shape[0]

@@ -229,7 +229,7 @@ def test_dpo_rewards_match_naive_log_ratios(tokenizer, tiny_model):
     torch.testing.assert_close(live.rejected_rewards, expected[:, 1], atol=1e-5, rtol=0)
     ref_logps = {"ref_chosen_logps": ref_sums[:, 0], "ref_rejected_logps": ref_sums[:, 1], "average": False}
     precomputed = preference_rewards(tiny_model, tokenizer, PAIRS, config, ref_logps=ref_logps)
-    torch.testing.assert_close(precomputed.margins, live.margins, atol=1e-6, rtol=0)
+    torch.testing.assert_close(precomputed.margins, live.margins, atol=1e-5, rtol=0)  # naive vs packed sums
 
 
 def test_dpo_policy_equal_to_reference_is_at_chance(tokenizer, tiny_model):

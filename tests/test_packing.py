@@ -20,11 +20,13 @@ from simplepo_helpers.packing import (
     ATTENTION_NAME,
     pack_preference_batch,
     packed_support,
+    packing_problem,
     segment_attention,
 )
 from simplepo_helpers.training import (
     LossConfig,
     TrainConfig,
+    choose_layout,
     concatenated_forward,
     preference_loss,
     train,
@@ -116,6 +118,22 @@ def test_pack_refuses_batches_it_cannot_share_with_the_reason(batch):
     holed["labels"][4, first + 1] = -100
     with pytest.raises(ValueError, match="row 4: the labelled tokens are not one block"):
         pack_preference_batch(holed)
+
+
+def test_auto_layout_scores_a_batch_it_cannot_pack_on_the_padded_path(tokenizer, batch):
+    """Any padded batch still gets a loss: "auto" packs what shares its prompts and pads the rest."""
+    model = build_test_model(len(tokenizer))
+    assert packing_problem(batch) is None and choose_layout(model, batch=batch) == "packed"
+    different = {key: value.clone() for key, value in batch.items()}
+    different["input_ids"][3, 0] += 1  # pair 0's rejected row under another prompt (an exercise's random batch)
+    assert "rows 0 and 3" in packing_problem(different)
+    assert choose_layout(model, batch=different) == "padded"
+    config = LossConfig("simpo", beta=2.5, gamma=0.5)
+    auto_loss, _ = preference_loss(model, different, config)
+    padded_loss, _ = preference_loss(model, different, config, layout="padded")
+    assert torch.equal(auto_loss, padded_loss)
+    with pytest.raises(ValueError, match="rows 0 and 3"):
+        preference_loss(model, different, config, layout="packed")  # asked for by name: the reason, not a fallback
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -284,7 +302,7 @@ def test_train_uses_the_packed_layout_and_says_so(tokenizer, monkeypatch, capsys
     assert layouts == ["packed", "packed"]
     assert "batch layout: packed" in capsys.readouterr().out
     # the same run on the padded path: the same losses up to float rounding
-    monkeypatch.setattr(training, "choose_layout", lambda *models: "padded")
+    monkeypatch.setattr(training, "choose_layout", lambda *models, batch=None: "padded")
     padded = train(padded_model, tokenizer, EXAMPLES, config, policy=cpu, progress=False)
     assert layouts[2:] == ["padded", "padded"]
     for row, expected in zip(result.history, padded.history, strict=True):
