@@ -54,14 +54,11 @@ def test_errors_that_are_not_about_reaching_the_hub_pass_through():
             raise ValueError("no chat template")
 
 
-def test_the_reward_model_judge_can_use_the_same_message():
-    """evaluation/reward_model.py may wrap its loading the same way (runtime.hub_access: importable there)."""
-    from transformers import AutoModelForSequenceClassification
-
-    from simplepo_helpers.runtime.hub_access import hub_access
+def test_the_reward_model_judge_says_what_to_do():
+    from simplepo_helpers.evaluation.reward_model import RewardModelJudge
 
     with pytest.raises(
         HubUnavailableError, match=r"^The reward model '.*' is not in the local .* profile='cpu'"
-    ):
-        with hub_access("reward model", NOT_CACHED):
-            AutoModelForSequenceClassification.from_pretrained(NOT_CACHED)
+    ) as caught:
+        RewardModelJudge(NOT_CACHED, device="cpu")
+    assert f"hf download {NOT_CACHED}`" in str(caught.value)

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ..runtime.hub_access import hub_access
 from ..world.judge import is_refusal, prompt_text
 
 DEFAULT_REWARD_MODEL = "OpenAssistant/reward-model-deberta-v3-large-v2"
@@ -52,8 +53,9 @@ class RewardModelJudge:
         if batch_size < 1 or max_length < 2:
             raise ValueError("batch_size must be >= 1 and max_length >= 2")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=False)
-        self.model = AutoModelForSequenceClassification.from_pretrained(model_id, trust_remote_code=False)
+        with hub_access("reward model", model_id):  # offline or no network: one message saying what to do
+            self.tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=False)
+            self.model = AutoModelForSequenceClassification.from_pretrained(model_id, trust_remote_code=False)
         if self.model.config.num_labels != 1:
             raise ValueError(
                 f"{model_id}: a reward model has one output (num_labels=1), this one has "
