@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from ..batching import PreferenceCollator
 from ..reference import precompute_reference_logps
@@ -340,7 +341,9 @@ def train_all(
     hf_logging.disable_progress_bar()  # no "Writing model shards" bar for every checkpoint
     runs = []
     try:
-        for spec in specs:
+        bar = tqdm(specs, desc="runs", unit="run", disable=not progress)
+        for spec in bar:
+            bar.set_postfix_str(f"{spec.label} seed {spec.train.seed}")
             run = train_or_load(
                 spec,
                 setup.model,
@@ -353,10 +356,7 @@ def train_all(
             )
             if progress:
                 how = "reused from the cache" if run.reused else f"trained in {run.info['seconds']:.0f} s"
-                print(
-                    f"{run.label:>14} seed {run.seed}: {how} ({run.seconds_per_step * 1000:.0f} ms/step)",
-                    flush=True,
-                )
+                bar.write(f"{run.label:>14} seed {run.seed}: {how} ({run.seconds_per_step * 1000:.0f} ms/step)")
             runs.append(run)
     finally:
         if bars_were_enabled:
