@@ -5,8 +5,10 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 # An extra index for torch: PyTorch's CPU wheels, so Linux gets torch==X+cpu (about 200 MB) rather than
 # PyPI's CUDA build (several GB); macOS and Windows wheels are CPU builds either way. Where that index is
-# unreachable pip warns and takes torch from its other indexes. For a CUDA build: make venv TORCH_INDEX=
-TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+# unreachable (no network beyond PyPI) it is left out, so pip does not retry it for every dependency and
+# takes torch from its other indexes (or a local wheel). For a CUDA build: make venv TORCH_INDEX=
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?= $(shell $(PYTHON) -c "import urllib.request as r; r.urlopen('$(TORCH_CPU_INDEX)/', timeout=5); print('$(TORCH_CPU_INDEX)')" 2>/dev/null)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.simplepo-installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))

@@ -150,8 +150,9 @@ def test_environment_yml_and_makefile_install_the_same_cpu_torch():
     pip = next(d for d in environment["dependencies"] if isinstance(d, dict))["pip"]
     makefile = (REPO / "Makefile").read_text()
     torch_pin = re.search(r"^TORCH \?= (\S+)$", makefile, re.M).group(1)
-    index = re.search(r"^TORCH_INDEX \?= (\S+)$", makefile, re.M).group(1)
+    index = re.search(r"^TORCH_CPU_INDEX := (\S+)$", makefile, re.M).group(1)
     assert index == "https://download.pytorch.org/whl/cpu"
+    assert re.search(r"^TORCH_INDEX \?= .*TORCH_CPU_INDEX", makefile, re.M)  # used when reachable
     assert f"--extra-index-url {index}" in pip and torch_pin in pip and "-e .[dev]" in pip
     (torch,) = [r for r in DEPENDENCIES if r.name == "torch"]
     assert Version(torch_pin.removeprefix("torch==")) in torch.specifier
