@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface
 
+from .logps import can_fuse_head, head_token_logps, token_logps
+
 IGNORE_INDEX = -100
 ATTENTION_NAME = "simplepo_segments"
 # causal-LM classes whose decoder passes extra forward kwargs to the attention function, tested for exactness
@@ -252,3 +254,40 @@ def packed_forward(
     finally:
         hook.remove()
     return logits, caught[0]
+
+
+def packed_sequence_logps(
+    model: torch.nn.Module, batch: Mapping[str, torch.Tensor], *, keep_logits: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(summed response log-probs [2B], response token counts [2B], logits, labels) of a padded batch, run
+    packed.
+
+    The LM head runs on the N scored positions only, fused with the log-softmax (no logits kept) unless
+    ``keep_logits`` or the head cannot be fused; then logits [1, N + 1, V] and labels [1, N + 1] hold just the
+    scored positions (label t + 1 is scored at position t, as everywhere in the kit), else both are None.
+    """
+    device = next(model.parameters()).device
+    packed = pack_preference_batch(batch).to(device)
+    num_sequences = 2 * packed.num_pairs
+    head = causal_lm(model).get_output_embeddings()
+    logits = labels = None
+    if keep_logits or not can_fuse_head(head):  # the model's head on the N scored positions
+        # the positions' logits plus one more row, so that label t + 1 is scored at position t
+        keep = torch.cat([packed.positions, packed.positions[-1:]])  # [N + 1]
+        logits, _ = packed_forward(model, packed, logits_to_keep=keep)  # [1, N + 1, V]
+        labels = torch.cat([packed.targets.new_full((1,), IGNORE_INDEX), packed.targets])[None]  # [1, N + 1]
+        per_token = token_logps(logits, labels)[0][0]  # [N]
+    else:  # the head fused with the log-softmax: no logits kept
+        _, hidden = packed_forward(model, packed, logits_to_keep=packed.positions[:0])  # [1, S, d]
+        per_token = head_token_logps(hidden[0].index_select(0, packed.positions), head, packed.targets)  # [N]
+    sums = per_token.new_zeros(num_sequences).index_add(0, packed.sequence, per_token)  # [2B]
+    counts = torch.bincount(packed.sequence, minlength=num_sequences)  # [2B]
+    return sums, counts, logits, labels
+
+
+def choose_layout(*models: torch.nn.Module, batch: Mapping[str, torch.Tensor] | None = None) -> str:
+    """``"packed"`` when every model given can run the packed layout (and ``batch``, when given, packs: each
+    pair's rows share their prompt), else ``"padded"``."""
+    if not all(packed_support(model) is None for model in models):
+        return "padded"
+    return "packed" if batch is None or packing_problem(batch) is None else "padded"

@@ -8,9 +8,10 @@ from typing import Any
 import torch
 
 from .batching import PreferenceCollator
+from .packing import choose_layout
 from .runtime.batches import collate_examples
 from .runtime.device import DevicePolicy
-from .training import choose_layout, concatenated_forward
+from .training import concatenated_forward
 
 
 @torch.no_grad()
@@ -37,7 +38,9 @@ def precompute_reference_logps(
         batch = collate_examples(collator, examples, indices, context="reference log-probs")
         with policy.autocast() if policy is not None else contextlib.nullcontext():
             # the layout train() uses (packing.py), so precomputed and live reference log-probs agree bit for bit
-            out = concatenated_forward(ref_model, batch, average=average, layout=choose_layout(ref_model, batch=batch))
+            out = concatenated_forward(
+                ref_model, batch, average=average, layout=choose_layout(ref_model, batch=batch)
+            )
         chosen.append(out["chosen_logps"].float().cpu())
         rejected.append(out["rejected_logps"].float().cpu())
     if not chosen:

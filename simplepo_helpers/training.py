@@ -20,16 +20,9 @@ from tqdm.auto import tqdm
 from transformers import SchedulerType, set_seed
 
 from .batching import PreferenceCollator, check_preference_batch, response_token_count
-from .logps import can_fuse_head, head_token_logps, require_response_tokens, token_logps
+from .logps import require_response_tokens, token_logps
 from .losses import dpo_loss, kl_penalty, simpo_loss
-from .packing import (
-    causal_lm,
-    describe_layout,
-    pack_preference_batch,
-    packed_forward,
-    packed_support,
-    packing_problem,
-)
+from .packing import choose_layout, describe_layout, packed_sequence_logps
 from .runtime.batches import PreferenceBatches
 from .runtime.checkpoint import checkpoint_path, resume_state, save_checkpoint
 from .runtime.device import DevicePolicy, select_device
@@ -196,7 +189,6 @@ def concatenated_forward(
     """
     num_pairs = check_preference_batch(batch)
     device = next(model.parameters()).device
-    logits = labels = None
     if layout == "padded":
         labels = batch["labels"].to(device)  # [2B, T]
         logits = model(
@@ -207,20 +199,8 @@ def concatenated_forward(
         per_token, mask = token_logps(logits, labels)  # [2B, T-1] x2, float32
         counts = require_response_tokens(mask)  # [2B]
         sums = per_token.sum(dim=-1)  # [2B]
-    elif layout == "packed":
-        packed = pack_preference_batch(batch).to(device)
-        head = causal_lm(model).get_output_embeddings()
-        if keep_logits or not can_fuse_head(head):  # the model's head on the N scored positions
-            # the positions' logits plus one more row, so that label t + 1 is scored at position t
-            keep = torch.cat([packed.positions, packed.positions[-1:]])  # [N + 1]
-            logits, _ = packed_forward(model, packed, logits_to_keep=keep)  # [1, N + 1, V]
-            labels = torch.cat([packed.targets.new_full((1,), -100), packed.targets])[None]  # [1, N + 1]
-            per_token = token_logps(logits, labels)[0][0]  # [N]
-        else:  # the head fused with the log-softmax: no logits kept
-            _, hidden = packed_forward(model, packed, logits_to_keep=packed.positions[:0])  # [1, S, d]
-            per_token = head_token_logps(hidden[0].index_select(0, packed.positions), head, packed.targets)
-        sums = per_token.new_zeros(2 * num_pairs).index_add(0, packed.sequence, per_token)  # [2B]
-        counts = torch.bincount(packed.sequence, minlength=2 * num_pairs)  # [2B]
+    elif layout == "packed":  # packing.py: one prefix-shared row, the LM head at the scored positions only
+        sums, counts, logits, labels = packed_sequence_logps(model, batch, keep_logits=keep_logits)  # [2B] x2
     else:
         raise ValueError(f"layout must be 'padded' or 'packed', got {layout!r}")
     logps = sums / counts if average else sums  # [2B]
@@ -233,14 +213,6 @@ def concatenated_forward(
         "labels": labels,
         "layout": layout,
     }
-
-
-def choose_layout(*models: torch.nn.Module, batch: Mapping[str, torch.Tensor] | None = None) -> str:
-    """``"packed"`` when every model given can run the packed layout (and ``batch``, when given, packs: each
-    pair's rows share their prompt), else ``"padded"``."""
-    if not all(packed_support(model) is None for model in models):
-        return "padded"
-    return "packed" if batch is None or packing_problem(batch) is None else "padded"
 
 
 def preference_loss(

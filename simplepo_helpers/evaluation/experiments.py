@@ -356,7 +356,9 @@ def train_all(
             )
             if progress:
                 how = "reused from the cache" if run.reused else f"trained in {run.info['seconds']:.0f} s"
-                bar.write(f"{run.label:>14} seed {run.seed}: {how} ({run.seconds_per_step * 1000:.0f} ms/step)")
+                bar.write(
+                    f"{run.label:>14} seed {run.seed}: {how} ({run.seconds_per_step * 1000:.0f} ms/step)"
+                )
             runs.append(run)
     finally:
         if bars_were_enabled:
