@@ -125,7 +125,8 @@ def test_auto_layout_scores_a_batch_it_cannot_pack_on_the_padded_path(tokenizer,
     model = build_test_model(len(tokenizer))
     assert packing_problem(batch) is None and choose_layout(model, batch=batch) == "packed"
     different = {key: value.clone() for key, value in batch.items()}
-    different["input_ids"][3, 0] += 1  # pair 0's rejected row under another prompt (an exercise's random batch)
+    # pair 0's rejected row under another prompt (like an exercise's random batch)
+    different["input_ids"][3, 0] += 1
     assert "rows 0 and 3" in packing_problem(different)
     assert choose_layout(model, batch=different) == "padded"
     config = LossConfig("simpo", beta=2.5, gamma=0.5)
@@ -133,7 +134,8 @@ def test_auto_layout_scores_a_batch_it_cannot_pack_on_the_padded_path(tokenizer,
     padded_loss, _ = preference_loss(model, different, config, layout="padded")
     assert torch.equal(auto_loss, padded_loss)
     with pytest.raises(ValueError, match="rows 0 and 3"):
-        preference_loss(model, different, config, layout="packed")  # asked for by name: the reason, not a fallback
+        # asked for by name: the reason, not a fallback
+        preference_loss(model, different, config, layout="packed")
 
 
 @pytest.mark.parametrize("name", list(MODELS))
