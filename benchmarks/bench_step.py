@@ -56,10 +56,12 @@ class Settings:
 
 @dataclass
 class PreparedRow:
-    """A ready-to-time row: ``step(k)`` runs optimizer step k on batch k; ``counts(k)`` are its tokens."""
+    """A ready-to-time row: ``step(k)`` runs optimizer step k on batch k; ``counts(k)`` are its tokens;
+    ``warm_up()`` runs one step on the workload's short warm-up batch."""
 
     step: Callable[[int], None]
     counts: Callable[[int], dict[str, int]]
+    warm_up: Callable[[], None]
     optimizer: str
     model: torch.nn.Module
     layout: str = "padded [2B, T]"
@@ -89,10 +91,11 @@ def _kit_row(name: str, workload: Workload, settings: Settings) -> PreparedRow:
     )
     model = workload.build_model().to(device)
     collator = PreferenceCollator(workload.tokenizer)
-    batches = [collator(rows) for rows in workload.batches]
+    token_rows = [*workload.batches, workload.warmup_rows]  # the warm-up batch last
+    batches = [collator(rows) for rows in token_rows]
     ref_model = copy.deepcopy(model).eval() if name == "kit_dpo" else None
     if name == "kit_dpo_precomputed_ref":  # reference = the initial policy; no second model is kept
-        for rows, batch in zip(workload.batches, batches, strict=True):
+        for rows, batch in zip(token_rows, batches, strict=True):
             ref = precompute_reference_logps(model, rows, collator, len(rows), policy=policy)
             batch.update(
                 ref_chosen_logps=ref["ref_chosen_logps"], ref_rejected_logps=ref["ref_rejected_logps"]
@@ -108,10 +111,12 @@ def _kit_row(name: str, workload: Workload, settings: Settings) -> PreparedRow:
     optimization = Optimization.build(model, config, policy)
     model.train()
 
-    def step(k: int) -> None:
+    *batches, warmup_batch = batches
+
+    def step(k: int, batch: dict | None = None) -> None:
         training_step(
             model,
-            batches[k % len(batches)],
+            batches[k % len(batches)] if batch is None else batch,
             optimization.optimizer,
             optimization.scheduler,
             config.loss,
@@ -128,7 +133,14 @@ def _kit_row(name: str, workload: Workload, settings: Settings) -> PreparedRow:
             "response_tokens": _count(batch["labels"] != IGNORE_INDEX),
         }
 
-    return PreparedRow(step, counts, f"torch AdamW {optimization.impl}", model, describe_layout(model))
+    return PreparedRow(
+        step,
+        counts,
+        lambda: step(-1, warmup_batch),
+        f"torch AdamW {optimization.impl}",
+        model,
+        describe_layout(model),
+    )
 
 
 def _trl_args(config_class, settings: Settings, workload: Workload, output_dir: str, **extra):
@@ -187,7 +199,10 @@ def _trl_row(name: str, workload: Workload, settings: Settings, output_dir: str)
             remove_unused_columns=False,
         )
         trainer = CPOTrainer(model=model, args=args, train_dataset=dummy, processing_class=workload.tokenizer)
-        batches = [trainer.data_collator([_cpo_features(row) for row in rows]) for rows in workload.batches]
+        batches = [
+            trainer.data_collator([_cpo_features(row) for row in rows])
+            for rows in [*workload.batches, workload.warmup_rows]
+        ]
 
         def counts(k: int) -> dict[str, int]:
             batch = batches[k % len(batches)]
@@ -218,7 +233,7 @@ def _trl_row(name: str, workload: Workload, settings: Settings, output_dir: str)
             train_dataset=dummy,
             processing_class=workload.tokenizer,
         )
-        batches = [trainer.data_collator(rows) for rows in workload.batches]
+        batches = [trainer.data_collator(rows) for rows in [*workload.batches, workload.warmup_rows]]
         if precompute:  # TRL's own reference pass, on the initial policy (TRL's default without a ref_model)
             for batch in batches:
                 inputs = trainer._prepare_inputs(batch)
@@ -234,11 +249,12 @@ def _trl_row(name: str, workload: Workload, settings: Settings, output_dir: str)
                 "response_tokens": _count(batch["completion_mask"]),
             }
 
+    *batches, warmup_batch = batches  # the warm-up batch was collated last
     prepared, _ = trainer._prepare_for_training(settings.total_steps, trainer.get_train_dataloader(), None)
     trainer.current_gradient_accumulation_steps = 1  # set by Trainer._run_epoch in a real run
 
-    def step(k: int) -> None:  # the body of Trainer's inner loop for one optimizer step (no accumulation)
-        trainer.training_step(prepared, batches[k % len(batches)], None)
+    def step(k: int, batch: dict | None = None) -> None:  # the body of Trainer's inner loop (no accumulation)
+        trainer.training_step(prepared, batches[k % len(batches)] if batch is None else batch, None)
         trainer._clip_grad_norm(prepared)
         trainer.optimizer.step()
         trainer.lr_scheduler.step()
@@ -247,7 +263,9 @@ def _trl_row(name: str, workload: Workload, settings: Settings, output_dir: str)
     optimizer = trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer
     fused = optimizer.defaults.get("fused")
     impl = f"{type(optimizer).__name__} {'fused' if fused else 'foreach/default'} ({args.optim})"
-    return PreparedRow(step, counts, impl, trainer.model, "padded [2B, T] (TRL's collator)")
+    return PreparedRow(
+        step, counts, lambda: step(-1, warmup_batch), impl, trainer.model, "padded [2B, T] (TRL's collator)"
+    )
 
 
 def prepare_row(name: str, workload: Workload, settings: Settings, output_dir: str) -> PreparedRow:
@@ -276,7 +294,8 @@ def run_rows(
     memory: PeakMemory,
     deadline: float | None = None,
 ) -> dict:
-    """Build every row in this process, warm each up, then run ``rounds`` rounds of one timed step per row.
+    """Build every row in this process, warm each up (``warmup`` steps on the short warm-up batch), then run
+    ``rounds`` rounds of one timed step per row.
 
     The order of the rows rotates each round and round r uses batch ``warmup + r`` for every row, so the
     steps compared with each other ran seconds apart on the same tokens. No new round starts after
@@ -302,20 +321,23 @@ def run_rows(
         }
         for name in names
     }
+    phase_started = time.monotonic()
     with tempfile.TemporaryDirectory() as output_dir:
         rows = {name: prepare_row(name, workload, settings, f"{output_dir}/{name}") for name in names}
         threads_after_build = torch.get_num_threads()
         torch.set_num_threads(settings.threads)  # in case a library changed it
+        build_seconds = time.monotonic() - phase_started
         for row in rows.values():
-            for k in range(warmup):
-                row.step(k)
+            for _ in range(warmup):
+                row.warm_up()  # the short warm-up batch (workloads.WARMUP_TOKENS)
+        warmup_seconds = time.monotonic() - phase_started - build_seconds
         resident_before = memory.current_mb() - memory.baseline_mb
         started = time.monotonic()
         for round_index in range(rounds):
             per_round = (time.monotonic() - started) / max(round_index, 1)
             if round_index and deadline is not None and time.time() + per_round > deadline:
                 break
-            k = warmup + round_index
+            k = warmup + round_index  # the batches runs before the short warm-up measured
             lengths = [
                 len(r["prompt_ids"]) + len(r[f"{side}_ids"])
                 for side in ("chosen", "rejected")
@@ -354,6 +376,8 @@ def run_rows(
         "baseline_mb": memory.baseline_mb,
         "resident_before_step_mb": resident_before,
         "num_params": num_params,
+        "build_seconds": build_seconds,  # models, optimizers, collated batches (and precomputed references)
+        "warmup_seconds": warmup_seconds,
     }
 
 

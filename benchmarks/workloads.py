@@ -51,6 +51,12 @@ SYNTHETIC_SPECIALS = ("<pad>", "<s>", "</s>")  # ids 0, 1, 2 of the synthetic to
 ULTRAFEEDBACK_LENGTHS = {"prompt": (121.0, 0.6), "response": (288.0, 0.5)}
 
 
+# Warm-up steps run on the first batch cut to this many tokens per prompt and per response: one such step
+# creates AdamW's state and pays every first-call cost (kernels, thread pools, autograd) at a fraction of a
+# measured step's price. Measured steps come after it, on full batches (benchmarks/README.md, "Warm-up").
+WARMUP_TOKENS = 16
+
+
 @dataclass(frozen=True)
 class DataSize:
     """How many pairs per step and (for synthetic data) how long prompts and responses are."""
@@ -96,6 +102,11 @@ class Workload:
 
     def batch_rows(self, step: int) -> list[dict[str, list[int]]]:
         return self.batches[step % len(self.batches)]
+
+    @property
+    def warmup_rows(self) -> list[dict[str, list[int]]]:
+        """The first batch cut to ``WARMUP_TOKENS`` per prompt and response: the warm-up step's batch."""
+        return [{key: ids[:WARMUP_TOKENS] for key, ids in row.items()} for row in self.batches[0]]
 
 
 def expected_counts(rows: list[dict[str, list[int]]]) -> dict[str, int]:

@@ -25,6 +25,7 @@ from benchmarks.run import (
 )
 from benchmarks.workloads import (
     DEFAULT_SIZES,
+    WARMUP_TOKENS,
     DataSize,
     draw_length,
     expected_counts,
@@ -82,8 +83,11 @@ def test_synthetic_rows_follow_the_size(micro):
 def test_each_row_trains_one_step_on_exactly_the_expected_tokens(name, micro, tmp_path):
     row = prepare_row(name, micro, Settings(threads=1, total_steps=4), str(tmp_path))
     before = [p.detach().clone() for p in row.model.parameters()]
+    row.warm_up()
+    warmed = [p.detach().clone() for p in row.model.parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(before, warmed, strict=True)), f"{name}: warm-up idle"
     row.step(0)
-    changed = any(not torch.equal(a, b.detach()) for a, b in zip(before, row.model.parameters(), strict=True))
+    changed = any(not torch.equal(a, b.detach()) for a, b in zip(warmed, row.model.parameters(), strict=True))
     assert changed, f"{name}: one step left every parameter unchanged"
     for step in range(2):
         assert check_counts(name, row, micro, step) == expected_counts(micro.batch_rows(step))
@@ -109,6 +113,15 @@ def test_run_rows_alternates_rows_on_the_same_batches(micro):
         assert "fused" in record["optimizer"]
     assert result["rows"]["kit_simpo"]["layout"].startswith("packed")  # the micro model is a Llama
     assert result["rows"]["trl_cpo_simpo"]["layout"].startswith("padded")
+
+
+def test_warmup_rows_are_the_first_batch_cut_short():
+    long = DataSize(pairs_per_step=2, num_batches=2, prompt_tokens=(20, 30), response_tokens=(17, 40))
+    workload = synthetic_workload("micro", LlamaConfig(**MICRO_CONFIG), long, seed=0)
+    assert len(workload.warmup_rows) == 2
+    for short, full in zip(workload.warmup_rows, workload.batches[0], strict=True):
+        for key, ids in full.items():
+            assert len(ids) > WARMUP_TOKENS and short[key] == ids[:WARMUP_TOKENS]
 
 
 def test_world_workload_is_the_kits_tokenisation():
@@ -241,3 +254,7 @@ def test_timing_groups_keep_each_comparison_in_one_process():
     # a comparison whose other side was not asked for is not run again for one row alone
     assert timing_groups(["kit_simpo", "trl_cpo_simpo"]) == [["kit_simpo", "trl_cpo_simpo"]]
     assert shape_rows("uf8", ["kit_simpo", "kit_dpo", "trl_cpo_simpo"]) == ["kit_simpo", "trl_cpo_simpo"]
+    # the SimPO / DPO time (not a target) is timed on world and uf2, not again on smollm2
+    everything = ["kit_simpo", "kit_dpo", "trl_cpo_simpo", "trl_dpo"]
+    assert ["kit_simpo", "kit_dpo"] in timing_groups(everything, "uf2")
+    assert timing_groups(everything, "smollm2") == [["kit_simpo", "trl_cpo_simpo"], ["kit_dpo", "trl_dpo"]]
