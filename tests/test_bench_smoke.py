@@ -258,3 +258,37 @@ def test_timing_groups_keep_each_comparison_in_one_process():
     everything = ["kit_simpo", "kit_dpo", "trl_cpo_simpo", "trl_dpo"]
     assert ["kit_simpo", "kit_dpo"] in timing_groups(everything, "uf2")
     assert timing_groups(everything, "smollm2") == [["kit_simpo", "trl_cpo_simpo"], ["kit_dpo", "trl_dpo"]]
+
+
+def _report(speed, memory, wall):
+    row = {
+        "shape": "uf2",
+        "row": "kit_simpo",
+        "layout": "packed (prefix-shared)",
+        "timed_steps": 2,
+        "pairs_per_s": 0.5,
+        "peak_mem_mb": 100.0 * memory,
+        "vs_trl": {"speed_ratio": {"median": speed}, "peak_mem_ratio": memory},
+    }
+    targets = {
+        "uf2/simpo_vs_trl_speed": {"target": ">= 1.5", "value": speed, "holds": speed >= 1.5},
+        "uf2/simpo_vs_trl_peak_mem": {"target": "<= 0.75", "value": memory, "holds": memory <= 0.75},
+    }
+    return {"rows": [row], "targets": targets, "wall_seconds": wall}
+
+
+def test_runs_compared_by_their_median():
+    from benchmarks.compare_runs import compare_rows, compare_targets, format_comparison
+
+    # speed 1.4 (missed alone), 1.6, 1.7: median 1.6 holds; memory 0.7 (held alone), 0.8, 0.9: median 0.8 misses
+    reports = [_report(1.4, 0.8, 800), _report(1.7, 0.7, 820), _report(1.6, 0.9, 810)]
+    targets = compare_targets(reports)
+    assert targets["uf2/simpo_vs_trl_speed"]["values"] == [1.4, 1.7, 1.6]
+    assert targets["uf2/simpo_vs_trl_speed"]["median"] == 1.6 and targets["uf2/simpo_vs_trl_speed"]["holds"]
+    assert targets["uf2/simpo_vs_trl_peak_mem"]["median"] == 0.8
+    assert targets["uf2/simpo_vs_trl_peak_mem"]["holds"] is False
+    assert compare_rows(reports)[0]["peak_mem_mb"] == [80.0, 70.0, 90.0]
+    del reports[1]["targets"]["uf2/simpo_vs_trl_peak_mem"]  # not measured in every run: not compared
+    assert list(compare_targets(reports)) == ["uf2/simpo_vs_trl_speed"]
+    text = format_comparison(reports)
+    assert "| 1.40 / 1.70 / 1.60 (1.60) |" in text and "800 / 820 / 810 s" in text
