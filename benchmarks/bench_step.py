@@ -337,7 +337,7 @@ def run_rows(
             per_round = (time.monotonic() - started) / max(round_index, 1)
             if round_index and deadline is not None and time.time() + per_round > deadline:
                 break
-            k = warmup + round_index  # the batches runs before the short warm-up measured
+            k = warmup + round_index  # the batches measured before warm-ups were short
             lengths = [
                 len(r["prompt_ids"]) + len(r[f"{side}_ids"])
                 for side in ("chosen", "rejected")

@@ -13,7 +13,7 @@ import json
 import statistics
 from pathlib import Path
 
-from .run import TARGETS
+from .run import target_holds
 
 
 def _runs(values: list[float], spec: str) -> str:
@@ -51,15 +51,8 @@ def compare_targets(reports: list[dict]) -> dict[str, dict]:
             continue
         values = [report["targets"][name]["value"] for report in reports]
         median = statistics.median(values)
-        shape_and_name = tuple(name.split("/", 1))
-        bound = TARGETS.get(shape_and_name)  # None: the logps target or a property of the methods
         target = reports[0]["targets"][name]["target"]
-        holds = None
-        if bound is not None:
-            comparison, limit = bound[2], bound[3]
-            holds = median >= limit if comparison == ">=" else median <= limit
-        elif reports[0]["targets"][name]["holds"] is not None:
-            holds = all(report["targets"][name]["holds"] for report in reports)
+        holds = target_holds(name, median)
         results[name] = {"values": values, "median": median, "target": target, "holds": holds}
     return results
 
