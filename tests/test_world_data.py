@@ -23,6 +23,7 @@ FILES = (
     "eval_prompts.jsonl",
     "pairs_dev.jsonl",
     "dev_prompts.jsonl",
+    "heldout_prompts.jsonl",
 )
 
 
@@ -69,7 +70,7 @@ def test_no_prompt_shared_between_training_and_held_out(rows):
     assert not training & test and not training & evaluation and not test & evaluation
     assert {split_of(p) for p in training} == {"train"}
     eval_prompts = [_prompt(r) for r in rows["eval_prompts.jsonl"]]
-    assert len(eval_prompts) == len(set(eval_prompts)) >= 250
+    assert len(eval_prompts) == len(set(eval_prompts)) >= 200
 
 
 def test_dev_split_is_disjoint_from_every_other_split(rows):
@@ -88,6 +89,33 @@ def test_dev_split_is_disjoint_from_every_other_split(rows):
     assert {r["family"] for r in rows["dev_prompts.jsonl"]} == {
         r["family"] for r in rows["eval_prompts.jsonl"]
     }
+
+
+def test_held_out_tasks_are_asked_nowhere_else(rows):
+    from simplepo_helpers.world.dataset import HELDOUT_TASK_SHARE, is_heldout_task, task_identity
+    from simplepo_helpers.world.families import parse_prompt
+
+    def tasks(name: str) -> set[str]:
+        return {task_identity(parse_prompt(_prompt(r))) for r in rows[name]}
+
+    heldout = tasks("heldout_prompts.jsonl")
+    assert len(heldout) >= 60
+    for name in FILES[:-1]:
+        assert not heldout & tasks(name), f"{name} asks {len(heldout & tasks(name))} held-out tasks"
+    prompts = [_prompt(r) for r in rows["heldout_prompts.jsonl"]]
+    assert len(prompts) == len(set(prompts)) >= 200 and {split_of(p) for p in prompts} == {"heldout"}
+    assert {r["family"] for r in rows["heldout_prompts.jsonl"]} == {
+        r["family"] for r in rows["eval_prompts.jsonl"]
+    }
+    # the wording is not the task: "a" and "the" ask the same task, another operand another task
+    a, b = parse_prompt("How do I feed a yurn?"), parse_prompt("How do I feed the yurn?")
+    assert task_identity(a) == task_identity(b) != task_identity(parse_prompt("What is 2 + 3?"))
+    from simplepo_helpers.world.families import sample_task
+
+    rng = random.Random(2)
+    identities = {task_identity(t): is_heldout_task(t) for t in (sample_task(rng) for _ in range(20000))}
+    share = mean(identities.values())
+    assert abs(share - HELDOUT_TASK_SHARE / 100) < 0.05, share  # about the documented share of tasks
 
 
 def test_dev_takes_half_of_the_test_hash_range():
@@ -181,6 +209,6 @@ def test_loadable_with_the_kit_loader(rows):
 
 
 def test_make_data_entry_point_writes_the_same_files(tmp_path, rebuilt, capsys):
-    main(["--out", str(tmp_path), "--data-only"])
+    main(["--out", str(tmp_path)])  # data only: the reference model is shipped, not rebuilt here
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == rebuilt
     assert "pairs_train.jsonl" in capsys.readouterr().out

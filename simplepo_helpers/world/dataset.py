@@ -1,9 +1,12 @@
 """The world's data: SFT conversations, judge-labelled preference pairs and held-out evaluation prompts.
 
-Every prompt belongs to exactly one split, decided by a hash of its text (70% train, 15% held-out pairs,
-15% eval); a second hash gives half of the held-out-pairs range to the dev split (so 7.5% test, 7.5% dev).
-No prompt is shared between splits however many rows are drawn. Dev is where hyperparameters are chosen;
-eval prompts are only ever reported.
+Every prompt belongs to exactly one split. First the *task* (the family and its operands, fact, word or
+request, not the wording) is hashed: `HELDOUT_TASK_SHARE` percent of the tasks are **held-out tasks**, whose
+prompts appear only in `heldout_prompts` (no SFT conversation, training pair or dev prompt asks them). Every
+other prompt is split by a hash of its text (70% train, 15% held-out pairs, 15% eval); a second hash gives
+half of the held-out-pairs range to the dev split (so 7.5% test, 7.5% dev). So `eval_prompts` measures new
+wordings of tasks the model has seen, `heldout_prompts` tasks it has never seen. No prompt is shared between
+splits however many rows are drawn. Dev is where hyperparameters are chosen; eval prompts are only reported.
 
 A pair is either a *minimal pair* (share `minimal_pair_share` of the allowed requests: the same answer
 sentence once with the right and once with a wrong answer, so only the answer differs) or two responses in
@@ -31,6 +34,8 @@ from .responses import WRONG_STYLES, render_response, styles_for
 
 SPLIT_SHARES = (("train", 70), ("test", 15), ("eval", 15))  # percent of the prompt-hash range
 DEV_SHARE_OF_TEST = 50  # percent of the "test" range that a second hash gives to "dev"
+HELDOUT_TASK_SHARE = 12  # percent of the task-hash range: tasks asked only in heldout_prompts
+_WORDING_SLOTS = ("article",)  # slots that change the wording, not the task
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ class WorldConfig:
     n_eval_prompts: int = 300
     n_dev_pairs: int = 300
     n_dev_prompts: int = 300  # a quota per family as for eval; the dev pools are smaller, so fewer result
+    n_heldout_prompts: int = 300  # a quota per family; the held-out task pools are small, so fewer result
     label_noise: float = 0.10
     minimal_pair_share: float = 0.4
     tie_longer_prob: float = 0.8
@@ -60,8 +66,32 @@ class WorldConfig:
     )
 
 
+def task_identity(task: Task) -> str:
+    """The task without its wording: family and slot values, less the template and wording-only slots."""
+    slots = {k: v for k, v in sorted(task.slots.items()) if k not in _WORDING_SLOTS}
+    return json.dumps([task.family, slots], sort_keys=True)
+
+
+def is_heldout_task(task: Task) -> bool:
+    """Whether `task` is one of the held-out tasks (a fixed function of its identity)."""
+    digest = hashlib.sha256(f"task:{task_identity(task)}".encode()).hexdigest()
+    return int(digest[:8], 16) % 100 < HELDOUT_TASK_SHARE
+
+
 def split_of(prompt: str) -> str:
-    """ "train", "test", "dev" or "eval": a fixed function of the prompt text."""
+    """ "train", "test", "dev", "eval" or "heldout": a fixed function of the prompt text (module docstring)."""
+    from .families import parse_prompt
+
+    try:
+        task = parse_prompt(prompt)
+    except ValueError:  # not a prompt of this world: split by its text alone
+        task = None
+    if task is not None and is_heldout_task(task):
+        return "heldout"
+    return _wording_split(prompt)
+
+
+def _wording_split(prompt: str) -> str:
     bucket = int(hashlib.sha256(prompt.encode()).hexdigest()[:8], 16) % 100
     for name, share in SPLIT_SHARES:
         if bucket < share:
@@ -88,7 +118,7 @@ def _assistant(text: str) -> list[dict[str, str]]:
 def _task_in(split: str, rng: random.Random, family: str | None = None) -> Task:
     while True:
         task = sample_task(rng, family)
-        if split_of(task.prompt) == split:
+        if ("heldout" if is_heldout_task(task) else _wording_split(task.prompt)) == split:
             return task
 
 
@@ -188,7 +218,7 @@ def prompt_rows(split: str, n: int, config: WorldConfig) -> list[dict]:
 
 def build_world(config: WorldConfig | None = None) -> dict[str, list[dict]]:
     """All generated rows by file stem: sft_train, pairs_train, pairs_test, eval_prompts, pairs_dev,
-    dev_prompts."""
+    dev_prompts, heldout_prompts."""
     config = config or WorldConfig()
     return {
         "sft_train": sft_rows(config),
@@ -197,6 +227,7 @@ def build_world(config: WorldConfig | None = None) -> dict[str, list[dict]]:
         "eval_prompts": prompt_rows("eval", config.n_eval_prompts, config),
         "pairs_dev": pair_rows("dev", config.n_dev_pairs, config),
         "dev_prompts": prompt_rows("dev", config.n_dev_prompts, config),
+        "heldout_prompts": prompt_rows("heldout", config.n_heldout_prompts, config),
     }
 
 
@@ -212,7 +243,7 @@ def data_dir() -> Path:
 
 def data_file(stem: str) -> Path:
     """Path of a data file by stem ("pairs_train", "pairs_test", "eval_prompts", "sft_train", "pairs_dev",
-    "dev_prompts")."""
+    "dev_prompts", "heldout_prompts")."""
     path = data_dir() / f"{stem}.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run `make data` in the repository")
