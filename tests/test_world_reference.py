@@ -1,4 +1,5 @@
-"""The reference model: cache keying and atomic builds (with a fake trainer), and the real cached model."""
+"""The reference model: the shipped model (loaded, never built), cache keying and atomic rebuilds (with a
+fake trainer), and the shipped model's quality."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from conftest import build_test_model, build_test_tokenizer
 from transformers import AutoModelForCausalLM
 
 from simplepo_helpers import generate_responses, judge, load_reference_model
-from simplepo_helpers.world import ReferenceConfig, WorldConfig, build_world, reference
+from simplepo_helpers.world import ReferenceConfig, WorldConfig, build_world, data_dir, reference
 from simplepo_helpers.world.reference import sft_example
 from simplepo_helpers.world.tokenizer import world_tokenizer
 
@@ -33,6 +34,38 @@ def fake_builds(monkeypatch, tmp_path):
 
     monkeypatch.setattr(reference, "train_reference", fake_train)
     return builds, fake_train
+
+
+def test_loading_the_shipped_model_never_builds(fake_builds, tmp_path):
+    builds, _ = fake_builds
+    model, tokenizer = load_reference_model(progress=False)
+    assert builds == [] and [p for p in tmp_path.iterdir()] == []  # nothing built, nothing cached
+    path = reference.reference_model_dir()
+    assert path == reference.SHIPPED_DIR and path.is_relative_to(reference.Path(reference.__file__).parent)
+    assert len(reference.reference_fingerprint()) == 16
+    with pytest.raises(FileNotFoundError, match="make reference SEED=3"):  # a rebuild is never made silently
+        load_reference_model(ReferenceConfig(seed=3), progress=False)
+    assert builds == []
+
+
+def test_a_rebuild_goes_to_the_cache_never_over_the_shipped_model(fake_builds, tmp_path):
+    builds, _ = fake_builds
+    shipped = reference.file_fingerprint(reference.SHIPPED_DIR / "model.safetensors")
+    path = reference.ensure_reference_model(ReferenceConfig(seed=3), progress=False)
+    assert path.parent == tmp_path and len(builds) == 1
+    assert reference.file_fingerprint(reference.SHIPPED_DIR / "model.safetensors") == shipped
+    model, _ = load_reference_model(ReferenceConfig(seed=3), progress=False)  # now it loads the build
+    assert reference.reference_fingerprint(ReferenceConfig(seed=3)) != shipped
+    assert "machine" in json.loads((path / "build_info.json").read_text())
+
+
+def test_shipped_model_is_described_by_its_build_info():
+    info = json.loads((reference.SHIPPED_DIR / "build_info.json").read_text())
+    world = json.loads(json.dumps(reference.asdict(WorldConfig())))  # tuples as JSON lists
+    assert info["config"]["seed"] == 0 and info["config"]["world"] == world
+    # trained on today's SFT data: a change to the world's data must re-ship the model (make reference-ship)
+    assert info["sft_data"] == reference.file_fingerprint(reference.Path(data_dir()) / "sft_train.jsonl")
+    assert info["machine"]["cpu"]  # which CPU rounded it: a rebuild elsewhere is another model
 
 
 def test_cache_builds_once_and_rebuilds_on_request(fake_builds, tmp_path):
@@ -57,6 +90,19 @@ def test_cache_key_follows_config_and_data():
     assert reference.cache_key(ReferenceConfig(epochs=1)) != base
     assert reference.cache_key(ReferenceConfig(world=WorldConfig(n_sft=3999))) != base  # other SFT data
     assert reference.cache_key(ReferenceConfig(world=WorldConfig(label_noise=0.2))) == base  # pairs only
+    assert reference.cache_key(ReferenceConfig(seed=1)) != base
+
+
+def test_cache_key_follows_the_code(monkeypatch):
+    base = reference.cache_key(ReferenceConfig())
+    reference.cache_key.cache_clear()
+    monkeypatch.setattr(reference, "code_fingerprint", lambda *parts: "edited")
+    try:
+        assert (
+            reference.cache_key(ReferenceConfig()) != base
+        )  # edited code: a new entry, no hand-bumped version
+    finally:
+        reference.cache_key.cache_clear()
 
 
 def test_failed_build_leaves_nothing_behind_and_keeps_the_old_model(fake_builds, tmp_path):
@@ -84,7 +130,7 @@ def test_sft_labels_cover_only_the_reply_and_its_eos():
 
 
 def test_reference_model_is_mediocre_on_held_out_prompts():
-    """The one real build (cached after the first run): size, loading, and the judged correct rate."""
+    """The shipped model: size, loading, and the judged correct rate."""
     model, tokenizer = load_reference_model()
     assert 500_000 <= sum(p.numel() for p in model.parameters()) <= 3_000_000
     assert (

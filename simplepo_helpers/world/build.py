@@ -1,6 +1,9 @@
-"""`make data`: write data/ (JSONL files and the data card) and rebuild the cached reference model.
+"""`make data`: write data/ (JSONL files and the data card), byte-identically; `make reference`: build a
+reference model into the cache (never over the shipped one); `--ship` (maintainers) then replaces the shipped
+model with that build.
 
-python -m simplepo_helpers.world.build [--out DIR] [--data-only] [--keep-cache]
+python -m simplepo_helpers.world.build [--out DIR]                 # data files only
+python -m simplepo_helpers.world.build --reference [--seed N] [--ship]
 """
 
 from __future__ import annotations
@@ -33,17 +36,23 @@ def write_world(out: Path, config: WorldConfig | None = None) -> dict[str, bytes
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=data_dir(), help="where to write the data files")
-    parser.add_argument("--data-only", action="store_true", help="skip the reference model")
-    parser.add_argument("--keep-cache", action="store_true", help="reuse a cached reference model if present")
+    parser.add_argument("--reference", action="store_true", help="build a reference model into the cache")
+    parser.add_argument("--seed", type=int, default=0, help="the reference build's seed (init and order)")
+    parser.add_argument("--rebuild", action="store_true", help="rebuild even if the cache has the build")
+    parser.add_argument("--ship", action="store_true", help="copy the build over the shipped reference")
     args = parser.parse_args(argv)
-    start = time.perf_counter()
-    for name, content in write_world(args.out).items():
-        print(f"wrote {args.out / name} ({len(content)} bytes)")
-    print(f"data written in {time.perf_counter() - start:.1f} s")
-    if not args.data_only:
-        from .reference import ensure_reference_model
+    if not args.reference:
+        start = time.perf_counter()
+        for name, content in write_world(args.out).items():
+            print(f"wrote {args.out / name} ({len(content)} bytes)")
+        print(f"data written in {time.perf_counter() - start:.1f} s")
+        return
+    from .reference import ReferenceConfig, ensure_reference_model, ship_reference_model
 
-        ensure_reference_model(rebuild=not args.keep_cache)
+    path = ensure_reference_model(ReferenceConfig(seed=args.seed), rebuild=args.rebuild)
+    print(f"reference build (seed {args.seed}): {path}")
+    if args.ship:
+        print(f"shipped: {ship_reference_model(path)}")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,16 @@
-"""The reference model: a tiny Llama trained by SFT on the world's conversations, built once and cached.
+"""The reference model: a tiny Llama trained by SFT on the world's conversations, shipped with the kit.
 
-`load_reference_model()` is the one call notebooks and tests use. The cache folder is named after a hash of
-the build config and the SFT data, so changing either rebuilds; a build writes into a temporary folder
-that is renamed into place when complete, under a file lock, so a killed or concurrent build never leaves
-a half-written model behind.
+`load_reference_model()` is the one call notebooks and tests use: it loads the **shipped** model
+(``simplepo_helpers/world/reference_model/``, about 3 MB), the way a course starts from a published SFT
+checkpoint. It never builds anything. Why shipped: the build is deterministic on one machine but matrix
+products round differently on different CPUs, so a build on another CPU is *another model* of the same
+quality (its eval score differs by a few hundredths), and every recorded number would belong to one machine.
+
+A rebuild (``make reference``, or ``ensure_reference_model(ReferenceConfig(seed=...))``) goes to the cache,
+never over the shipped files; ``load_reference_model(config)`` loads such a build. The cache folder is named
+after a hash of the recipe, the SFT data and the kit's code, and a build writes into a temporary folder
+renamed into place when complete, under a file lock, so a killed or concurrent build never leaves a
+half-written model behind. ``make reference-ship`` (maintainers only) replaces the shipped model.
 
 Decoding the notebooks use (and the saved generation_config): pure sampling at temperature 1.0, top_p 1.0,
 no top-k, at most `MAX_NEW_TOKENS` new tokens, through `simplepo_helpers.generate_responses`. On the
@@ -29,11 +36,12 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from ..runtime.fingerprint import code_fingerprint, file_fingerprint
 from .cache import cache_dir
 from .dataset import WorldConfig, sft_rows, to_jsonl
 from .tokenizer import load_tokenizer, world_tokenizer
 
-BUILD_VERSION = 1  # bump when the build code changes in a way the config does not show
+SHIPPED_DIR = Path(__file__).resolve().parent / "reference_model"  # the shipped reference (package data)
 MAX_NEW_TOKENS = 48  # every written world response fits (the longest is 40 tokens with its EOS)
 
 
@@ -177,18 +185,28 @@ def _sft(
 
 @functools.lru_cache(maxsize=8)
 def cache_key(config: ReferenceConfig) -> str:
-    """Hash of the recipe, the build version and the SFT data (the model's only input): new key, new build."""
+    """Hash of the recipe, the kit's code and the SFT data (the model's only input): new key, new build."""
     recipe = {
         k: v for k, v in asdict(config).items() if k != "world"
     }  # the world enters through its SFT rows
-    digest = hashlib.sha256(json.dumps({"recipe": recipe, "version": BUILD_VERSION}, sort_keys=True).encode())
+    digest = hashlib.sha256(
+        json.dumps({"recipe": recipe, "code": code_fingerprint("world", "runtime")}, sort_keys=True).encode()
+    )
     digest.update(to_jsonl(sft_rows(config.world)))
     return digest.hexdigest()[:16]
 
 
 def reference_model_dir(config: ReferenceConfig | None = None) -> Path:
-    """Where the reference model for `config` lives in the cache (it may not be built yet)."""
-    return cache_dir() / f"reference-{cache_key(config or ReferenceConfig())}"
+    """The shipped model's folder (``config`` None), or where the cache build of ``config`` lives (it may not
+    be built yet)."""
+    if config is None:
+        return SHIPPED_DIR
+    return cache_dir() / f"reference-{cache_key(config)}"
+
+
+def reference_fingerprint(config: ReferenceConfig | None = None) -> str:
+    """16 hex digits of the weights file of the shipped model (``config`` None) or of a cache build."""
+    return file_fingerprint(_existing(reference_model_dir(config), config) / "model.safetensors")
 
 
 @contextlib.contextmanager
@@ -206,10 +224,32 @@ def _file_lock(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def machine_description() -> dict[str, str]:
+    """What rounded this build's matrix products: CPU model and vector extensions, torch version."""
+    import platform
+
+    flags = ""
+    with contextlib.suppress(OSError):
+        info = Path("/proc/cpuinfo").read_text()
+        model = next(
+            (line.split(":", 1)[1].strip() for line in info.splitlines() if "model name" in line), ""
+        )
+        flags = " ".join(sorted({f for f in info.split() if f.startswith(("avx512f", "amx", "avx2"))}))
+        return {"cpu": model, "vector": flags, "torch": torch.__version__, "machine": platform.machine()}
+    return {
+        "cpu": platform.processor(),
+        "vector": flags,
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+    }
+
+
 def ensure_reference_model(
     config: ReferenceConfig | None = None, *, rebuild: bool = False, progress: bool = True
 ) -> Path:
-    """Build the reference model into the cache unless it is already there; return its folder."""
+    """Build the reference model of ``config`` into the cache unless it is already there; return its folder.
+
+    Not the shipped model: on another CPU the same recipe gives another model of the same quality."""
     config = config or ReferenceConfig()
     target = reference_model_dir(config)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -230,6 +270,8 @@ def ensure_reference_model(
                         "seconds": round(time.perf_counter() - start, 1),
                         "cpu_seconds": round(time.process_time() - cpu_start, 1),
                         "parameters": sum(p.numel() for p in model.parameters()),
+                        "machine": machine_description(),
+                        "sft_data": hashlib.sha256(to_jsonl(sft_rows(config.world))).hexdigest()[:16],
                     },
                     indent=1,
                 )
@@ -242,14 +284,44 @@ def ensure_reference_model(
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         if progress:
-            print(f"reference model built in {time.perf_counter() - start:.0f} s -> {target}")
+            print(
+                f"reference model built in {time.perf_counter() - start:.0f} s -> {target}\n"
+                "(a rebuild: on this CPU's rounding, another model of the shipped one's quality, not the same "
+                "weights; load it with load_reference_model(config))"
+            )
     return target
 
 
+def _existing(path: Path, config: ReferenceConfig | None) -> Path:
+    if (path / "model.safetensors").is_file():
+        return path
+    if config is None:
+        raise FileNotFoundError(
+            f"the shipped reference model is missing ({path}): reinstall the kit, or restore the folder "
+            "with `git checkout -- simplepo_helpers/world/reference_model`"
+        )
+    raise FileNotFoundError(
+        f"no cache build of {config} at {path}: build it first with `make reference SEED={config.seed}` or "
+        "`ensure_reference_model(config)` (1-2 minutes)"
+    )
+
+
 def load_reference_model(
-    config: ReferenceConfig | None = None, *, rebuild: bool = False, progress: bool = True
+    config: ReferenceConfig | None = None, *, progress: bool = True
 ) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
-    """(model, tokenizer) of the world's reference model, in eval mode, built and cached when missing."""
-    path = ensure_reference_model(config, rebuild=rebuild, progress=progress)
+    """(model, tokenizer) in eval mode: the shipped reference (``config`` None), or the cache build of
+    ``config`` (built beforehand by ``ensure_reference_model``; never built here)."""
+    path = _existing(reference_model_dir(config), config)
     model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False)
     return model.eval(), load_tokenizer(path)
+
+
+def ship_reference_model(source: Path) -> Path:
+    """Copy a built model folder over the shipped one (maintainers, ``make reference-ship``)."""
+    staging = SHIPPED_DIR.with_name(f".{SHIPPED_DIR.name}-staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging)
+    if SHIPPED_DIR.exists():
+        shutil.rmtree(SHIPPED_DIR)
+    os.replace(staging, SHIPPED_DIR)
+    return SHIPPED_DIR
