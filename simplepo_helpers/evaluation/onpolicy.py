@@ -14,8 +14,8 @@ the world's exact judge plays the reward model. What happens to the awkward case
 - **label noise**: the judge is exact, so these pairs have none, unlike the offline pairs (10%); a
   comparison of the two therefore changes both where the answers come from and how clean the labels are.
 
-The pairs are a pure function of the reference model, the training prompts and the settings, and are cached
-under ``world.cache_dir()`` on first use (``load_onpolicy_pairs``); ``make experiments`` builds them.
+The pairs are a pure function of the model sampled from, the training prompts, the settings and the kit's
+code, and are cached under ``world.cache_dir()`` on first use (``load_onpolicy_pairs``), keyed on all four.
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from ..world.responses import CONFIDENT_OPENERS, OPENERS
-
-ONPOLICY_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -138,11 +136,21 @@ def training_prompts(rows: Sequence[dict]) -> list[list[dict]]:
 
 
 def onpolicy_path(config: OnPolicyConfig = OnPolicyConfig()) -> Path:
-    from ..world import cache_dir
-    from ..world.reference import ReferenceConfig, cache_key
+    """The cache file of the shipped reference's pairs: keyed on its weights, the prompts and the code."""
+    import hashlib
 
-    tag = f"{cache_key(ReferenceConfig())}-v{ONPOLICY_VERSION}-k{config.samples_per_prompt}-s{config.seed}"
-    return cache_dir() / f"onpolicy-{tag}-t{config.max_new_tokens}.jsonl"
+    from ..runtime.fingerprint import code_fingerprint, file_fingerprint
+    from ..world import cache_dir, data_file
+    from ..world.reference import reference_fingerprint
+
+    payload = [
+        reference_fingerprint(),
+        file_fingerprint(data_file("pairs_train")),
+        code_fingerprint(),
+        asdict(config),
+    ]
+    tag = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / f"onpolicy-{tag}.jsonl"
 
 
 def load_onpolicy_pairs(

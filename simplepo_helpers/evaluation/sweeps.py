@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -79,12 +80,23 @@ class Point:
 
     @property
     def train_key(self) -> str:
-        payload = json.dumps({"v": SWEEP_VERSION, **self.training()}, sort_keys=True)
+        """The run's identity: its settings and the shipped reference's weights (a record made from another
+        reference is another run, so a resumed sweep never mixes references)."""
+        payload = json.dumps(
+            {"v": SWEEP_VERSION, "reference": _reference_weights(), **self.training()}, sort_keys=True
+        )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     @property
     def key(self) -> str:
         return f"{self.train_key}-{self.split}"
+
+
+@functools.lru_cache(maxsize=1)
+def _reference_weights() -> str:
+    from ..world.reference import reference_fingerprint
+
+    return reference_fingerprint()
 
 
 def simpo(group: str, lr: float, beta: float, ratio: float, seed: int, split: str = "dev", **kw) -> Point:
