@@ -234,3 +234,26 @@ def test_seed_band_hand_case():
     assert mean.tolist() == [2.0, 2.5, 3.5, 4.5] and low.tolist() == [1.0, 1.5, 2.5, 3.5]
     assert high.tolist() == [3.0, 3.5, 4.5, 5.5]
     assert seed_band([fake_run([1, 5])], "loss")[1].tolist() == [1.0, 5.0]  # window 1: unchanged
+
+
+def test_train_all_in_a_process_pool_gives_the_same_runs_as_in_process(tokenizer, tmp_path, monkeypatch):
+    from simplepo_helpers import train_all
+    from simplepo_helpers.runtime.device import select_device
+
+    setup = SimpleNamespace(
+        model=build_test_model(len(tokenizer)),
+        tokenizer=tokenizer,
+        train_rows=ROWS,
+        eval_prompts=PROMPTS,
+        policy=select_device("cpu"),
+    )
+    specs = [_spec("simpo", seed=0), _spec("dpo", seed=1)]
+    monkeypatch.setenv("SIMPLEPO_CACHE", str(tmp_path / "pool"))
+    pooled = train_all(setup, specs, max_new_tokens=8, progress=False, workers=2)  # trained in 2 processes
+    assert all(run.reused for run in pooled)  # the parent only loads what the workers cached
+    monkeypatch.setenv("SIMPLEPO_CACHE", str(tmp_path / "here"))
+    here = train_all(setup, specs, max_new_tokens=8, progress=False)
+    assert not any(run.reused for run in here)
+    for a, b in zip(pooled, here, strict=True):
+        untimed = [[{k: v for k, v in row.items() if k != "seconds"} for row in run.history] for run in (a, b)]
+        assert a.key == b.key and _same_weights(a.model, b.model) and untimed[0] == untimed[1]

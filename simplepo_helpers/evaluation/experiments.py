@@ -1,8 +1,8 @@
 """Train-or-reuse runs shared by notebooks 04 and 05, and the cost of one training step.
 
 A run is one method at one seed: a label and a ``TrainConfig``. Its cache key hashes the training config, the
-training rows, the reference model's weights and (when asked for) the prompts used to track response length,
-so a run is reused only when all of them match. Runs live under ``world.cache_dir() / "runs"``: each is
+training rows, the reference model's weights, the kit's code (``runtime.fingerprint.code_fingerprint``) and
+(when asked for) the prompts used to track response length, so a run is reused only when all of them match. Runs live under ``world.cache_dir() / "runs"``: each is
 written into a temporary folder and renamed into place when complete, so an interrupted run never leaves a
 half-written cache entry. Every notebook can therefore run alone: what is missing is trained.
 """
@@ -28,12 +28,12 @@ from tqdm.auto import tqdm
 from ..batching import PreferenceCollator
 from ..reference import precompute_reference_logps
 from ..runtime.checkpoint import load_checkpoint
+from ..runtime.fingerprint import code_fingerprint
 from ..runtime.memory import PeakMemory, parameter_bytes
 from ..training import LossConfig, TrainConfig, train
 from .generation import generate_responses
 from .metrics import response_lengths
 
-EXPERIMENT_VERSION = 1  # bump when a change here changes what a cached run holds
 RUN_INFO = "run.json"
 
 
@@ -109,7 +109,7 @@ def run_key(
 ) -> str:
     """16 hex digits of a hash of everything that decides the run (``length_probe``: prompts and length limit)."""
     payload = {
-        "version": EXPERIMENT_VERSION,
+        "code": code_fingerprint(),
         "train": _train_config_dict(spec.train),
         "length_checkpoints": spec.length_checkpoints,
         "reference": reference_fingerprint,
@@ -183,6 +183,50 @@ def _load_run(spec: RunSpec, key: str, path: Path, policy: Any) -> Run:
     return Run(spec, key, path, model.eval(), info.pop("history"), info, reused=True)
 
 
+def run_location(
+    spec: RunSpec,
+    reference: torch.nn.Module,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    length_prompts: Sequence[Any] | None = None,
+    max_new_tokens: int = 64,
+) -> tuple[str, Path]:
+    """(key, cache folder) of the run ``spec`` from ``reference`` on ``rows`` (``train_or_load``'s cache)."""
+    track = spec.length_checkpoints > 0 and length_prompts is not None
+    probe = (
+        {"prompts": fingerprint_rows([{"p": p} for p in length_prompts]), "max_new_tokens": max_new_tokens}
+        if track
+        else None
+    )
+    key = run_key(
+        spec,
+        reference_fingerprint=fingerprint_model(reference),
+        data_fingerprint=fingerprint_rows(rows),
+        length_probe=probe,
+    )
+    return key, runs_dir() / f"{spec.label}-seed{spec.train.seed}-{key}"
+
+
+def _train_in_worker(
+    spec: RunSpec, reference, tokenizer, rows, length_prompts, max_new_tokens, policy
+) -> None:
+    """Process-pool worker of ``train_all``: train and cache one run (one torch thread)."""
+    from transformers.utils import logging as hf_logging
+
+    torch.set_num_threads(1)
+    hf_logging.disable_progress_bar()
+    train_or_load(
+        spec,
+        reference,
+        tokenizer,
+        rows,
+        length_prompts=length_prompts,
+        max_new_tokens=max_new_tokens,
+        policy=policy,
+        progress=False,
+    )
+
+
 def train_or_load(
     spec: RunSpec,
     reference: torch.nn.Module,
@@ -201,18 +245,9 @@ def train_or_load(
     ``length_prompts``, the mean response length is measured at evenly spaced checkpoints (``info["length_curve"]``).
     """
     track = spec.length_checkpoints > 0 and length_prompts is not None
-    probe = (
-        {"prompts": fingerprint_rows([{"p": p} for p in length_prompts]), "max_new_tokens": max_new_tokens}
-        if track
-        else None
+    key, target = run_location(
+        spec, reference, rows, length_prompts=length_prompts, max_new_tokens=max_new_tokens
     )
-    key = run_key(
-        spec,
-        reference_fingerprint=fingerprint_model(reference),
-        data_fingerprint=fingerprint_rows(rows),
-        length_probe=probe,
-    )
-    target = runs_dir() / f"{spec.label}-seed{spec.train.seed}-{key}"
     if (target / RUN_INFO).is_file():
         return _load_run(spec, key, target, policy)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -333,10 +368,56 @@ def train_all(
     n_length_prompts: int = 64,
     max_new_tokens: int = 64,
     progress: bool = True,
+    workers: int = 1,
 ) -> list[Run]:
-    """``train_or_load`` each spec on the profile's data; length is tracked on the first held-out prompts."""
+    """``train_or_load`` each spec on the profile's data; length is tracked on the first held-out prompts.
+
+    ``workers`` > 1 (CPU only): the runs missing from the cache train first in a pool of that many processes
+    (one torch thread each, the same numbers as training here), then every run is loaded from the cache."""
     from transformers.utils import logging as hf_logging
 
+    length_prompts = setup.eval_prompts[:n_length_prompts]
+    if workers > 1 and setup.policy.device.type == "cpu":
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        missing = [
+            spec
+            for spec in specs
+            if not (
+                run_location(
+                    spec,
+                    setup.model,
+                    setup.train_rows,
+                    length_prompts=length_prompts,
+                    max_new_tokens=max_new_tokens,
+                )[1]
+                / RUN_INFO
+            ).is_file()
+        ]
+        if missing:
+            started = time.perf_counter()
+            context = multiprocessing.get_context("spawn")  # a fresh interpreter: safe from a notebook
+            with ProcessPoolExecutor(min(workers, len(missing)), mp_context=context) as pool:
+                jobs = [
+                    pool.submit(
+                        _train_in_worker,
+                        spec,
+                        setup.model,
+                        setup.tokenizer,
+                        setup.train_rows,
+                        length_prompts,
+                        max_new_tokens,
+                        setup.policy,
+                    )
+                    for spec in missing
+                ]
+                for job in tqdm(
+                    jobs, desc=f"training {len(missing)} runs, {workers} processes", disable=not progress
+                ):
+                    job.result()
+            if progress:
+                print(f"trained {len(missing)} runs in {time.perf_counter() - started:.0f} s")
     bars_were_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # no "Writing model shards" bar for every checkpoint
     runs = []
@@ -349,7 +430,7 @@ def train_all(
                 setup.model,
                 setup.tokenizer,
                 setup.train_rows,
-                length_prompts=setup.eval_prompts[:n_length_prompts],
+                length_prompts=length_prompts,
                 max_new_tokens=max_new_tokens,
                 policy=setup.policy,
                 progress=False,
