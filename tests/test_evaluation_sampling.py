@@ -28,6 +28,7 @@ from simplepo_helpers.evaluation.sampling import (
     sample_k,
     sample_seeds,
     score_gain,
+    seed_prompt_gain,
 )
 from simplepo_helpers.world.responses import CONFIDENT_OPENERS, OPENERS
 
@@ -50,6 +51,27 @@ def test_pooled_seeds_average_the_difference_per_prompt_first():
     assert pooled.mean == pytest.approx(np.mean([0.5, 0.25, -0.5]))
     with pytest.raises(ValueError, match=r"\[S, N\]"):
         score_gain(seeds, reference[:2])
+
+
+def test_seed_prompt_gain_carries_the_seed_spread_that_pooling_per_prompt_hides():
+    reference = np.full(50, 0.4)
+    seeds = np.array([np.full(50, 0.4), np.full(50, 0.6)])  # seed 0 gains 0 everywhere, seed 1 gains 0.2
+    pooled = score_gain(seeds, reference)  # d averaged per prompt first: 0.1 on every prompt, no width
+    assert (pooled.low, pooled.mean, pooled.high) == pytest.approx((0.1, 0.1, 0.1))
+    both = seed_prompt_gain(seeds, reference, n_boot=4000)
+    # by hand: resampled seed pairs give means 0, 0.1, 0.2 with probabilities 1/4, 1/2, 1/4
+    assert (both.low, both.mean, both.high) == pytest.approx((0.0, 0.1, 0.2))
+    with pytest.raises(ValueError, match=r"S >= 2"):
+        seed_prompt_gain(seeds[:1], reference)
+
+
+def test_seed_prompt_gain_equals_the_prompt_interval_when_seeds_agree():
+    rng = np.random.default_rng(1)
+    reference, policy = rng.random(400), rng.random(400)
+    same = seed_prompt_gain(np.stack([policy, policy, policy]), reference, n_boot=3000)
+    alone = score_gain(policy, reference, n_boot=3000)
+    assert same.mean == pytest.approx(alone.mean)
+    assert same.high - same.low == pytest.approx(alone.high - alone.low, rel=0.15)
 
 
 def test_bootstrap_interval_matches_the_normal_approximation_on_many_prompts():

@@ -9,8 +9,13 @@ s(x); the paired difference d(x) = s_policy(x) - s_ref(x), resampled over prompt
 gain and its interval. Sharing seeds (common random numbers) stays useful as a variance-reduction device
 and for the changed share, never as the headline.
 
-Pooling seeds: ``score_gain`` takes [S, N] policy scores (S training seeds) and averages d over seeds per
-prompt before resampling prompts, so the interval is over prompts for the seed-averaged policy.
+Pooling seeds, two questions, two schemes:
+- ``score_gain`` with [S, N] policy scores averages d over seeds per prompt before resampling prompts: the
+  interval is over prompts for *these* S trained models (prompt noise only);
+- ``seed_prompt_gain`` resamples training seeds *and* prompts (a two-way bootstrap: Bouthillier et al. 2021):
+  the interval for the *method*, which carries the seed-to-seed spread as well. Use it wherever seeds are
+  pooled into one claim about a method; use a per-seed ``score_gain`` to ask whether one learner's run
+  shows the effect.
 """
 
 from __future__ import annotations
@@ -176,6 +181,46 @@ def score_gain(
             f"policy scores must be [N] or [S, N] and reference scores [N]: got {policy.shape}, {reference.shape}"
         )
     return bootstrap_mean((policy - reference[None]).mean(axis=0), n_boot=n_boot, seed=seed)
+
+
+def seed_prompt_gain(
+    policy_expected: Sequence[Sequence[float]] | np.ndarray,
+    reference_expected: Sequence[float] | np.ndarray,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> Interval:
+    """Mean of d(s, x) = s_policy_s(x) - s_ref(x) with a 95% interval that resamples seeds and prompts.
+
+    ``policy_expected`` is [S, N] (S >= 2 training seeds), ``reference_expected`` [N]. Each bootstrap draw picks
+    S seeds and N prompts with replacement, independently, and averages d over the chosen cells.
+    ``n`` of the result is the number of prompts; the seeds are ``S``.
+    """
+    policy = np.asarray(policy_expected, dtype=np.float64)
+    reference = np.asarray(reference_expected, dtype=np.float64)
+    if (
+        policy.ndim != 2
+        or policy.shape[0] < 2
+        or reference.ndim != 1
+        or policy.shape[1] != reference.shape[0]
+    ):
+        raise ValueError(
+            f"policy scores must be [S >= 2, N] and reference scores [N]: got {policy.shape}, {reference.shape}"
+        )
+    if not (np.all(np.isfinite(policy)) and np.all(np.isfinite(reference))):
+        raise ValueError("scores must be finite")
+    if n_boot < 100:
+        raise ValueError(f"n_boot must be >= 100, got {n_boot}")
+    gains = policy - reference[None]  # [S, N]
+    n_seeds, n_prompts = gains.shape
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    for b in range(n_boot):
+        seeds = rng.integers(0, n_seeds, n_seeds)  # [S]
+        prompts = rng.integers(0, n_prompts, n_prompts)  # [N]
+        means[b] = gains[np.ix_(seeds, prompts)].mean()
+    low, high = np.percentile(means, [2.5, 97.5])
+    return Interval(float(gains.mean()), float(low), float(high), int(n_prompts))
 
 
 def expected_win_rate(policy_expected: Sequence[float], reference_expected: Sequence[float]) -> WinRate:
