@@ -18,7 +18,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRL_EXPERIMENTAL_SILENCE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: colab-links widgets7-test floors-test venv test unit notebooks-test browser-test lint run lab data bench clean-cache
+.PHONY: colab-links widgets7-test floors-test venv test unit notebooks-test browser-test lint run lab data reference reference-ship round1-pairs bench clean-cache
 
 venv: $(STAMP)
 
@@ -60,9 +60,24 @@ run: venv
 lab: venv
 	$(BIN)/jupyter lab notebooks/
 
-## make data: rebuild data/ byte-identically and the cached reference model
+## make data: rebuild data/ byte-identically (the reference model is shipped, not rebuilt here)
 data: venv
 	$(BIN)/python -m simplepo_helpers.world.build
+
+## make reference SEED=N: build the world's reference model into the cache (1-2 minutes). On another CPU the
+## same recipe rounds differently: another model of the shipped one's quality, never written over it.
+SEED ?= 0
+reference: venv
+	$(BIN)/python -m simplepo_helpers.world.build --reference --seed $(SEED)
+
+## make round1-pairs: (maintainers) data/onpolicy_round1.jsonl, round 1's on-policy pairs sampled from the
+## shipped reference (after reference-ship); shipped because sampling rounds differently on other CPUs
+round1-pairs: venv
+	$(BIN)/python -m simplepo_helpers.evaluation.rounds
+
+## make reference-ship: (maintainers) build with SEED and replace the shipped model; every record must follow
+reference-ship: venv
+	$(BIN)/python -m simplepo_helpers.world.build --reference --seed $(SEED) --ship
 
 clean-cache:
 	$(BIN)/python -c "import shutil, simplepo_helpers.world as w; shutil.rmtree(w.cache_dir(), ignore_errors=True); print('removed', w.cache_dir())"
@@ -110,3 +125,12 @@ experiments: venv
 ## make report: only the tables, from the committed records in results/
 report: venv
 	$(BIN)/python -m simplepo_helpers.evaluation.report --readme README.md
+
+## make spread: the default recipe's records (results/rounds.jsonl, resumable): the search on dev that chose it,
+## then the spread (default SimPO over 16 seeds from the shipped reference and 4 seeds from each of two rebuilt
+## references, DPO and the offline recipes over 8 seeds), then the README's spread block. Not part of CI.
+.PHONY: spread
+spread: venv
+	$(BIN)/python -m simplepo_helpers.evaluation.spread search --workers $(WORKERS)
+	$(BIN)/python -m simplepo_helpers.evaluation.spread spread --workers $(WORKERS)
+	$(BIN)/python -m simplepo_helpers.evaluation.spread report --readme README.md

@@ -94,6 +94,11 @@ _EXPORTS: dict[str, str] = {
     "seed_band": "evaluation.experiments",
     "measure_step_cost": "evaluation.experiments",
     "reference_logps": "evaluation.experiments",
+    "default_run": "evaluation.rounds",
+    "default_runs": "evaluation.rounds",
+    "Recipe": "evaluation.rounds",
+    "RECIPES": "evaluation.rounds",
+    "seed_prompt_gain": "evaluation.sampling",
     "summarize_seeds": "evaluation.results",
     "write_results": "evaluation.results",
     "load_results": "evaluation.results",
@@ -180,7 +185,8 @@ if TYPE_CHECKING:
     from .evaluation.probes import probe_table, style_probabilities
     from .evaluation.results import load_results, repo_root, summarize_seeds, write_results
     from .evaluation.reward_model import RewardModelJudge
-    from .evaluation.sampling import sample_k, score_gain
+    from .evaluation.rounds import RECIPES, Recipe, default_run, default_runs
+    from .evaluation.sampling import sample_k, score_gain, seed_prompt_gain
     from .logps import head_token_logps, sequence_logps, token_logps
     from .losses import dpo_loss, kl_penalty, sft_nll_loss, simpo_loss
     from .packing import PackedBatch, describe_layout, pack_preference_batch, packed_support

@@ -21,15 +21,14 @@ code, and are cached under ``world.cache_dir()`` on first use (``load_onpolicy_p
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..runtime.files import write_text_atomic
 from ..world.responses import CONFIDENT_OPENERS, OPENERS
 
 
@@ -176,14 +175,8 @@ def load_onpolicy_pairs(
     finally:
         torch.set_num_threads(threads)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for target, text in (
-        (path, "".join(json.dumps(p, separators=(",", ":")) + "\n" for p in pairs)),
-        (report_path, json.dumps(report, indent=1)),
-    ):
-        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}-", dir=target.parent)
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        os.replace(temporary, target)
+    write_text_atomic(path, "".join(json.dumps(p, separators=(",", ":")) + "\n" for p in pairs))
+    write_text_atomic(report_path, json.dumps(report, indent=1))
     if progress:
         print(f"on-policy pairs: {report['pairs']} from {report['prompts']} prompts -> {path}")
     return pairs, report
