@@ -24,6 +24,7 @@ from simplepo_helpers.evaluation.sampling import (
     expected_win_rate,
     family_scores,
     judge_samples,
+    method_difference,
     prompt_rate,
     sample_k,
     sample_seeds,
@@ -72,6 +73,17 @@ def test_seed_prompt_gain_equals_the_prompt_interval_when_seeds_agree():
     alone = score_gain(policy, reference, n_boot=3000)
     assert same.mean == pytest.approx(alone.mean)
     assert same.high - same.low == pytest.approx(alone.high - alone.low, rel=0.15)
+
+
+def test_method_difference_by_hand_and_with_seed_noise_on_one_side():
+    same = np.full((2, 30), 0.5)
+    spread = np.array([np.full(30, 0.4), np.full(30, 0.8)])  # method B: seeds at 0.4 and 0.8
+    diff = method_difference(spread, same, n_boot=4000)
+    # by hand: B's resampled seed means 0.4, 0.6, 0.8 (1/4, 1/2, 1/4) minus A's 0.5
+    assert (diff.low, diff.mean, diff.high) == pytest.approx((-0.1, 0.1, 0.3))
+    assert method_difference(same, same).mean == 0.0
+    with pytest.raises(ValueError, match="same N"):
+        method_difference(same, spread[:, :10])
 
 
 def test_bootstrap_interval_matches_the_normal_approximation_on_many_prompts():

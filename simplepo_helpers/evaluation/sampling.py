@@ -223,6 +223,39 @@ def seed_prompt_gain(
     return Interval(float(gains.mean()), float(low), float(high), int(n_prompts))
 
 
+def method_difference(
+    first_expected: Sequence[Sequence[float]] | np.ndarray,
+    second_expected: Sequence[Sequence[float]] | np.ndarray,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> Interval:
+    """Mean of method A's minus method B's expected score on the same prompts, with a 95% interval that
+    resamples each method's training seeds (independently) and the prompts (jointly: the comparison is paired
+    by prompt). ``first_expected`` is [S1, N], ``second_expected`` [S2, N], S1, S2 >= 2."""
+    first = np.asarray(first_expected, dtype=np.float64)
+    second = np.asarray(second_expected, dtype=np.float64)
+    if (
+        first.ndim != 2
+        or second.ndim != 2
+        or first.shape[1] != second.shape[1]
+        or min(len(first), len(second)) < 2
+    ):
+        raise ValueError(
+            f"expected scores must be [S >= 2, N] with the same N: got {first.shape}, {second.shape}"
+        )
+    rng = np.random.default_rng(seed)
+    n_prompts = first.shape[1]
+    means = np.empty(n_boot)
+    for b in range(n_boot):
+        prompts = rng.integers(0, n_prompts, n_prompts)
+        a = first[rng.integers(0, len(first), len(first))][:, prompts].mean()
+        c = second[rng.integers(0, len(second), len(second))][:, prompts].mean()
+        means[b] = a - c
+    low, high = np.percentile(means, [2.5, 97.5])
+    return Interval(float(first.mean() - second.mean()), float(low), float(high), int(n_prompts))
+
+
 def expected_win_rate(policy_expected: Sequence[float], reference_expected: Sequence[float]) -> WinRate:
     """Win rate on per-prompt expected scores: wins, ties (equal expected scores), losses, Wilson interval."""
     return win_rate(policy_expected, reference_expected)
