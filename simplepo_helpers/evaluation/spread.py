@@ -45,9 +45,13 @@ RECORDS = "rounds.jsonl"
 SEARCH_ROUNDS = 4
 SEARCH_SEEDS = (0, 1)
 SEARCH_GRID = {"learning_rate": (5e-4, 1e-3), "steps_per_round": (60, 120)}
-# What notebook 05 asserts about each live default SimPO run; tests/test_lesson_checks.py checks that every
-# run of the spread record (every seed, every reference build) passes them.
-LESSON_CHECKS = {"simpo": {"eval_gain_at_least": 0.10, "heldout_gain_at_least": 0.0}}
+# What the notebooks assert about each live run (notebook 05: the default SimPO run; notebook 03: one offline
+# SimPO run); tests/test_lesson_checks.py checks that every run of the spread record (every seed, every reference
+# build) passes them. Set below the recorded minimum with a margin, never at a recorded value.
+LESSON_CHECKS = {
+    "simpo": {"eval_gain_at_least": 0.12, "heldout_gain_at_least": 0.03},
+    "simpo_offline": {"eval_gain_at_least": -0.03},  # its gain is small: the check is that it does no harm
+}
 
 
 def read_records(path: Path) -> list[dict]:
