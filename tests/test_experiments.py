@@ -255,5 +255,7 @@ def test_train_all_in_a_process_pool_gives_the_same_runs_as_in_process(tokenizer
     here = train_all(setup, specs, max_new_tokens=8, progress=False)
     assert not any(run.reused for run in here)
     for a, b in zip(pooled, here, strict=True):
-        untimed = [[{k: v for k, v in row.items() if k != "seconds"} for row in run.history] for run in (a, b)]
+        untimed = [
+            [{k: v for k, v in row.items() if k != "seconds"} for row in run.history] for run in (a, b)
+        ]
         assert a.key == b.key and _same_weights(a.model, b.model) and untimed[0] == untimed[1]
