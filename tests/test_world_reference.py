@@ -149,3 +149,21 @@ def test_reference_model_is_mediocre_on_held_out_prompts():
         ("cut off" in v.reason) or ("repeats" in v.reason) or v.reason == "empty response" for v in verdicts
     )
     assert malformed < 0.1, malformed
+
+
+def test_rebuilds_are_models_of_the_shipped_ones_quality():
+    """A rebuild (another seed, standing in for another CPU) is another model of the same quality: from the spread
+    record's baselines, its expected judge score and oracle best-of-4 on eval and on the held-out tasks lie within
+    0.03 and 0.05 of the shipped model's (stated tolerances; measured: 0.008 and 0.021 apart at most)."""
+    from simplepo_helpers.evaluation.results import repo_root
+    from simplepo_helpers.evaluation.spread import SHIPPED, baselines, read_records
+
+    base = baselines(read_records(repo_root() / "results" / "rounds.jsonl"))
+    rebuilds = {ref for ref, _ in base if ref != SHIPPED}
+    assert len(rebuilds) >= 2
+    for split in ("eval", "heldout"):
+        shipped = base[(SHIPPED, split)]
+        for ref in rebuilds:
+            other = base[(ref, split)]
+            assert abs(mean(other["expected"]) - mean(shipped["expected"])) <= 0.03, (ref, split)
+            assert abs(mean(other["best_of_4"]) - mean(shipped["best_of_4"])) <= 0.05, (ref, split)
