@@ -259,8 +259,10 @@ def _train_and_save(method: str, seed: int, recipe: Recipe) -> str:
     import shutil
 
     import torch
+    from transformers.utils import logging as hf_logging
 
     torch.set_num_threads(1)  # one process per core; the tiny model gains nothing from more threads
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bar per round
     target = run_dir(method, seed, recipe)
     if (target / "run.json").is_file():
         return str(target)
@@ -309,15 +311,23 @@ def default_runs(
                 future.result()
         if progress:
             print(f"trained {len(missing)} {method} run(s) in {time.perf_counter() - started:.0f} s")
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar per round
     runs = []
-    for seed in seeds:
-        folder = run_dir(method, seed, recipe)
-        info = json.loads((folder / "run.json").read_text())
-        models = [
-            AutoModelForCausalLM.from_pretrained(folder / f"round-{r}").eval()
-            for r in range(1, recipe.rounds + 1)
-        ]
-        runs.append(RoundsRun(method, seed, recipe, models, info["rounds"]))
+    try:
+        for seed in seeds:
+            folder = run_dir(method, seed, recipe)
+            info = json.loads((folder / "run.json").read_text())
+            models = [
+                AutoModelForCausalLM.from_pretrained(folder / f"round-{r}").eval()
+                for r in range(1, recipe.rounds + 1)
+            ]
+            runs.append(RoundsRun(method, seed, recipe, models, info["rounds"]))
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return runs
 
 
