@@ -48,7 +48,7 @@ def test_rounds_recipes_are_the_best_of_the_search_on_dev():
     from simplepo_helpers.evaluation.spread import read_records, search_table
 
     rows = search_table(read_records(repo_root() / "results" / "rounds.jsonl"))
-    for method, names in (("simpo", ("simpo", "simpo_sft")), ("dpo", ("dpo",))):
+    for method, names in (("simpo", ("simpo", "simpo_sft")), ("dpo", ("dpo", "dpo_sft"))):
         candidates = [r for r in rows if r["method"] in names]
         best = max(candidates, key=lambda r: max(r["gain_by_round"]))
         recipe = RECIPES[method]
@@ -74,7 +74,9 @@ def world_reference():
 
 def test_two_tiny_rounds_train_and_dpo_starts_each_round_from_its_own_reference(world_reference):
     reference, tokenizer = world_reference
-    tiny = replace(RECIPES["dpo"], rounds=2, steps_per_round=2, samples_per_prompt=2)
+    dpo = RECIPES["dpo"]
+    plain = replace(dpo.loss, sft_weight=0.0)  # the preference term alone: ln 2 where policy = reference
+    tiny = replace(dpo, loss=plain, rounds=2, steps_per_round=2, samples_per_prompt=2)
     run = default_run(
         "dpo", 0, reference=reference, tokenizer=tokenizer, recipe=tiny, progress=False, shipped_round1=True
     )

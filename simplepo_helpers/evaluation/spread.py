@@ -7,8 +7,8 @@ the baselines (``make spread``; records in ``results/rounds.jsonl``).
   1 and 2 standing in for other hardware) and split: the reference's k = 8 samples per prompt, its expected
   score, the oracle best-of-4 and best-of-8 (the judge picks the best of 4 or 8 samples), the per-prompt
   expected scores every gain is paired against.
-- **search** (dev only): SimPO and DPO on on-policy rounds, the same grid size for each (learning rate x steps
-  per round, 2 seeds), plus SimPO with an SFT term against over-optimisation; every run is evaluated after
+- **search** (dev only): SimPO and DPO on on-policy rounds, the same grid for each (learning rate x steps
+  per round, 2 seeds, plus an SFT term on the chosen answer against over-optimisation); every run is evaluated after
   each of its rounds, so the number of rounds is searched too. Criterion, fixed before running: the highest
   mean dev score gain over the seeds.
 - **spread** (eval and held-out tasks): the default recipes over many training seeds and three reference
@@ -200,18 +200,20 @@ def evaluate_run(
 
 
 def search_jobs() -> list[tuple]:
+    """The dev search: the plain losses on the grid, then each with the SFT term at twice the grid's top rate."""
+    from .rounds import DPO_LOSS, SIMPO_LOSS, Recipe
+
+    losses = {"simpo": SIMPO_LOSS, "dpo": DPO_LOSS}
     jobs = []
     for seed in SEARCH_SEEDS:
         for lr in SEARCH_GRID["learning_rate"]:
             for steps in SEARCH_GRID["steps_per_round"]:
-                for method in ("simpo", "dpo"):
-                    recipe = replace(
-                        RECIPES[method], learning_rate=lr, steps_per_round=steps, rounds=SEARCH_ROUNDS
-                    )
+                for method, loss in losses.items():
+                    recipe = Recipe(loss, learning_rate=lr, steps_per_round=steps, rounds=SEARCH_ROUNDS)
                     jobs.append(("search", method, recipe, seed, SHIPPED, ("dev",)))
-        sft = replace(RECIPES["simpo"], learning_rate=1e-3, rounds=SEARCH_ROUNDS)
-        sft = replace(sft, loss=replace(sft.loss, sft_weight=1.0))
-        jobs.append(("search", "simpo_sft", sft, seed, SHIPPED, ("dev",)))
+        for method, loss in losses.items():  # the SFT term on the chosen answer, against over-optimisation
+            recipe = Recipe(replace(loss, sft_weight=1.0), learning_rate=1e-3, rounds=SEARCH_ROUNDS)
+            jobs.append(("search", f"{method}_sft", recipe, seed, SHIPPED, ("dev",)))
     return jobs
 
 
@@ -466,6 +468,7 @@ def findings(records: Sequence[dict]) -> list[str]:
     for method, name in (
         ("simpo_offline", "SimPO on the offline pairs"),
         ("dpo", "DPO on the same rounds"),
+        ("dpo_plain", "DPO on the same rounds without the SFT term"),
         ("dpo_offline", "DPO on the offline pairs"),
     ):
         other = _final_expected(records, method, "eval")
@@ -509,6 +512,7 @@ def report_markdown(records: Sequence[dict]) -> str:
     names = {
         "simpo": "SimPO, on-policy rounds (default)",
         "dpo": "DPO, on-policy rounds",
+        "dpo_plain": "DPO, on-policy rounds, no SFT term (lr 5e-4)",
         "simpo_offline": "SimPO, offline pairs",
         "dpo_offline": "DPO, offline pairs",
     }
