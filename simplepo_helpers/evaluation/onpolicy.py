@@ -152,6 +152,25 @@ def onpolicy_path(config: OnPolicyConfig = OnPolicyConfig()) -> Path:
     return cache_dir() / f"onpolicy-{tag}.jsonl"
 
 
+def sample_training_pairs(
+    model: Any, tokenizer: Any, config: OnPolicyConfig = OnPolicyConfig()
+) -> tuple[list[dict], dict[str, Any]]:
+    """``build_onpolicy_pairs`` on the distinct prompts of ``data/pairs_train.jsonl``, one torch thread (the
+    tiny model's matrices gain nothing from more)."""
+    import torch
+
+    from ..data import read_jsonl
+    from ..world import data_file
+
+    train_rows, _ = read_jsonl(data_file("pairs_train"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return build_onpolicy_pairs(model, tokenizer, training_prompts(train_rows), config)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def load_onpolicy_pairs(
     config: OnPolicyConfig = OnPolicyConfig(), *, progress: bool = True
 ) -> tuple[list[dict], dict[str, Any]]:
@@ -161,19 +180,10 @@ def load_onpolicy_pairs(
     if path.is_file() and report_path.is_file():
         rows = [json.loads(line) for line in path.read_text().splitlines()]
         return rows, json.loads(report_path.read_text())
-    import torch
-
-    from ..data import read_jsonl
-    from ..world import data_file, load_reference_model
+    from ..world import load_reference_model
 
     model, tokenizer = load_reference_model(progress=progress)
-    train_rows, _ = read_jsonl(data_file("pairs_train"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        pairs, report = build_onpolicy_pairs(model, tokenizer, training_prompts(train_rows), config)
-    finally:
-        torch.set_num_threads(threads)
+    pairs, report = sample_training_pairs(model, tokenizer, config)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, "".join(json.dumps(p, separators=(",", ":")) + "\n" for p in pairs))
     write_text_atomic(report_path, json.dumps(report, indent=1))

@@ -32,7 +32,7 @@ from typing import Any
 
 from ..runtime.files import write_text_atomic
 from ..training import LossConfig, TrainConfig, train
-from .onpolicy import OnPolicyConfig, build_onpolicy_pairs, training_prompts
+from .onpolicy import OnPolicyConfig, sample_training_pairs
 
 ROUND1_FILE = "onpolicy_round1"  # data/onpolicy_round1.jsonl: round 1's pairs, sampled from the shipped model
 
@@ -126,7 +126,7 @@ def build_round1_pairs(
     from ..world import load_reference_model
 
     model, tokenizer = load_reference_model(progress=progress)
-    return _sample_pairs(model, tokenizer, recipe.sampling(0, 1))
+    return sample_training_pairs(model, tokenizer, recipe.sampling(0, 1))
 
 
 def load_round1_pairs() -> list[dict]:
@@ -135,21 +135,6 @@ def load_round1_pairs() -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run `make round1-pairs` in the repository")
     return _read_jsonl(path)
-
-
-def _sample_pairs(model: Any, tokenizer: Any, sampling: OnPolicyConfig) -> tuple[list[dict], dict]:
-    import torch
-
-    from ..data import read_jsonl
-    from ..world import data_file
-
-    rows, _ = read_jsonl(data_file("pairs_train"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the tiny model's matrices gain nothing from more threads
-    try:
-        return build_onpolicy_pairs(model, tokenizer, training_prompts(rows), sampling)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def round_pairs(
@@ -166,7 +151,7 @@ def round_pairs(
     if round_index == 1 and shipped_round1:
         rows = load_round1_pairs()
         return rows, {"pairs": len(rows), "source": f"data/{ROUND1_FILE}.jsonl (shipped)"}
-    pairs, report = _sample_pairs(model, tokenizer, recipe.sampling(seed, round_index))
+    pairs, report = sample_training_pairs(model, tokenizer, recipe.sampling(seed, round_index))
     return pairs, {**report, "source": "sampled from the policy"}
 
 

@@ -115,11 +115,10 @@ def baseline(ref_seed: int, split: str) -> dict:
     from .sampling import sample_k
 
     model, tokenizer = _reference(ref_seed)
-    samples = sample_k(
-        model, tokenizer, _prompts(split), k=K_REFERENCE, stream=REFERENCE_STREAM, max_new_tokens=48
-    )
+    prompts = _prompts(split)
+    samples = sample_k(model, tokenizer, prompts, k=K_REFERENCE, stream=REFERENCE_STREAM, max_new_tokens=48)
     scores = samples.scores  # [N, 8]
-    probes = _allowed_probes(model, tokenizer, _prompts(split), samples.forbidden)
+    probes = _allowed_probes(model, tokenizer, prompts, samples.forbidden)
     best4 = (scores[:, :4].max(axis=1) + scores[:, 4:].max(axis=1)) / 2  # two disjoint groups of 4
     return {
         "kind": "baseline",
@@ -311,14 +310,7 @@ def run_gains(records: Sequence[dict], *, kind: str, method: str, split: str, ro
     from .sampling import score_gain
 
     base = baselines(records)
-    chosen = [
-        r
-        for r in records
-        if r.get("kind") == kind
-        and r["method"] == method
-        and r["split"] == split
-        and r["round"] == (r["recipe"]["rounds"] if round_index is None else round_index)
-    ]
+    chosen = _round_records(records, kind, method, split, round_index)
     return [(r, score_gain(r["expected"], base[(r["ref_seed"], split)]["expected"])) for r in chosen]
 
 
@@ -398,18 +390,25 @@ def _interval(d: dict | None) -> str:
     return "–" if d is None else f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
 
 
-def _final_expected(records: Sequence[dict], method: str, split: str, ref_seed: int = SHIPPED) -> np.ndarray:
-    """[S, N] per-prompt expected scores of ``method``'s spread runs at their last round."""
-    rows = [
-        r["expected"]
+def _round_records(
+    records: Sequence[dict], kind: str, method: str, split: str, round_index: int | None = None
+) -> list[dict]:
+    """The records of ``method``'s runs of ``kind`` on ``split`` at their last round (or ``round_index``)."""
+    return [
+        r
         for r in records
-        if r.get("kind") == "spread"
+        if r.get("kind") == kind
         and r["method"] == method
         and r["split"] == split
-        and r["ref_seed"] == ref_seed
-        and r["round"] == r["recipe"]["rounds"]
+        and r["round"] == (r["recipe"]["rounds"] if round_index is None else round_index)
     ]
-    return np.array(rows)
+
+
+def _final_expected(records: Sequence[dict], method: str, split: str, ref_seed: int = SHIPPED) -> np.ndarray:
+    """[S, N] per-prompt expected scores of ``method``'s spread runs at their last round."""
+    return np.array(
+        [r["expected"] for r in _round_records(records, "spread", method, split) if r["ref_seed"] == ref_seed]
+    )
 
 
 def findings(records: Sequence[dict]) -> list[str]:
