@@ -327,7 +327,14 @@ def footnote(report: Mapping[str, Any]) -> str:
         "of the right answers to the allowed eval prompts (negative: more likely than under the reference). "
         f"Tuned on dev (`results/experiments.json`): SimPO lr {tuned['simpo']['learning_rate']:g}, beta "
         f"{tuned['simpo']['beta']:g}, gamma/beta 0.55; DPO lr {tuned['dpo']['learning_rate']:g}, beta "
-        f"{tuned['dpo']['beta']:g}. Regenerate: `make experiments`."
+        f"{tuned['dpo']['beta']:g}"
+        + (
+            f"; SimPO without length normalisation lr {tuned['simpo_no_ln']['learning_rate']:g}, beta "
+            f"{tuned['simpo_no_ln']['beta']:g}"
+            if "simpo_no_ln" in tuned
+            else ""
+        )
+        + ". Regenerate: `make experiments`."
     )
 
 

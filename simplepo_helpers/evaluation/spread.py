@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from ..runtime.files import read_records
 from .rounds import RECIPES, Recipe
 
 K_POLICY, K_REFERENCE = 4, 8
@@ -52,24 +53,6 @@ LESSON_CHECKS = {
     "simpo": {"eval_gain_at_least": 0.12, "heldout_gain_at_least": 0.03},
     "simpo_offline": {"eval_gain_at_least": -0.03},  # its gain is small: the check is that it does no harm
 }
-
-
-def read_records(path: Path) -> list[dict]:
-    """Every complete JSON line of ``path`` (a partial last line, left by a killed write, is skipped)."""
-    if not path.is_file():
-        return []
-    records, lines = [], path.read_text().splitlines()
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as error:
-            if number != len(lines):
-                raise ValueError(
-                    f"{path}, line {number}: not valid JSON (only the last line may be partial)"
-                ) from error
-    return records
 
 
 def run_id(kind: str, method: str, recipe: Recipe, seed: int, ref_seed: int) -> str:

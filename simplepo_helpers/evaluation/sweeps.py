@@ -7,14 +7,15 @@ offline or on-policy pairs, seed, steps) evaluated on one split. Runs go to a pr
 per process) and each finished run is appended to ``results/sweeps.jsonl`` at once, so an interrupted sweep
 resumes where it stopped. Phases:
 
-1. **Tuning on dev** (``tune``): SimPO and DPO on the same 3 x 2 grid size (learning rate x beta), 2 seeds.
+1. **Tuning on dev** (``tune``): SimPO, DPO and SimPO without length normalisation (summed log-probs need a
+   beta about one answer length smaller) on the same 3 x 2 grid size (learning rate x beta), 2 seeds.
    Criterion, fixed before running: the highest mean expected judge score on dev over the seeds (ties: the
    lower learning rate). Eval prompts are never looked at here.
 2. **Questions on dev**, at the tuned settings: ``gamma`` (5 gamma/beta ratios x 3 seeds), ``kl`` (an
    aggressive learning rate with ``kl_weight`` 0 / small / large, 2 seeds) and ``onpolicy`` (the same
    SimPO training on on-policy pairs vs the offline pairs, equal steps, 3 seeds).
-3. **Final, reported on eval** (``final``): SimPO, DPO (each with its tuned settings), SimPO without length
-   normalisation and SimPO on on-policy pairs, 3 seeds each.
+3. **Final, reported on eval** (``final``): SimPO, DPO, SimPO without length normalisation (each with its
+   tuned settings) and SimPO on on-policy pairs, 3 seeds each.
 
 Each run is evaluated with k = 4 independently seeded samples per prompt (the reference: 8), judged;
 ``sampling.summary`` plus the LC win rate, KL on the policy's own samples, implicit-reward accuracy on the
@@ -46,6 +47,8 @@ REFERENCE_STREAM = 0  # the reference's sampling stream; a policy's CRN samples 
 MAX_NEW_TOKENS = 48  # world.reference.MAX_NEW_TOKENS
 SIMPO_GRID = {"learning_rate": (1e-4, 2e-4, 5e-4), "beta": (2.5, 5.0)}
 DPO_GRID = {"learning_rate": (2e-4, 5e-4, 1e-3), "beta": (0.1, 0.5)}
+# summed log-probs are about one answer length (~10 tokens) larger than averages: beta about 10x smaller
+NO_LN_GRID = {"learning_rate": (1e-4, 2e-4, 5e-4), "beta": (0.25, 0.5)}
 GAMMA_RATIOS = (0.0, 0.3, 0.55, 1.0, 1.6)  # gamma / beta; 0.55 is the kit's earlier default
 TUNE_SEEDS, QUESTION_SEEDS = (0, 1), (0, 1, 2)
 DEFAULT_RATIO = 0.55
@@ -108,6 +111,11 @@ def dpo(group: str, lr: float, beta: float, seed: int, split: str = "dev") -> Po
     return Point(group, "dpo", "dpo", lr, beta, 0.0, length_normalize=False, seed=seed, split=split)
 
 
+def no_ln(group: str, lr: float, beta: float, seed: int, split: str = "dev") -> Point:
+    """SimPO on summed log-probs (the paper's ablation), gamma/beta as for SimPO."""
+    return simpo(group, lr, beta, DEFAULT_RATIO, seed, split, length_normalize=False, label="simpo_no_ln")
+
+
 def tuning_points() -> list[Point]:
     points = []
     for seed in TUNE_SEEDS:
@@ -117,24 +125,28 @@ def tuning_points() -> list[Point]:
         for lr in DPO_GRID["learning_rate"]:
             for beta in DPO_GRID["beta"]:
                 points.append(dpo("tune", lr, beta, seed))
+        for lr in NO_LN_GRID["learning_rate"]:
+            for beta in NO_LN_GRID["beta"]:
+                points.append(no_ln("tune", lr, beta, seed))
     return points
 
 
-def best_setting(records: Iterable[dict], method: str) -> dict[str, float]:
-    """The tuned (learning_rate, beta) of ``method``: highest mean dev expected score over seeds."""
+def best_setting(records: Iterable[dict], label: str) -> dict[str, float]:
+    """The tuned (learning_rate, beta) of the runs labelled ``label`` ("simpo", "dpo", "simpo_no_ln"): highest
+    mean dev expected score over seeds."""
     means: dict[tuple[float, float], list[float]] = {}
     for record in records:
         point = record["point"]
-        if point["group"] == "tune" and point["method"] == method and "metrics" in record:
+        if point["group"] == "tune" and point["label"] == label and "metrics" in record:
             key = (point["learning_rate"], point["beta"])
             means.setdefault(key, []).append(record["metrics"]["expected_score"])
     if not means:
-        raise ValueError(f"no tuning records for {method}")
+        raise ValueError(f"no tuning records for {label}")
     (lr, beta), _ = max(means.items(), key=lambda item: (np.mean(item[1]), -item[0][0]))
     return {"learning_rate": lr, "beta": beta}
 
 
-def question_points(simpo_best: dict, dpo_best: dict) -> list[Point]:
+def question_points(simpo_best: dict, dpo_best: dict, no_ln_best: dict) -> list[Point]:
     lr, beta = simpo_best["learning_rate"], simpo_best["beta"]
     points = []
     for seed in QUESTION_SEEDS:
@@ -146,11 +158,7 @@ def question_points(simpo_best: dict, dpo_best: dict) -> list[Point]:
         for split in ("eval",):
             points.append(simpo("final", lr, beta, DEFAULT_RATIO, seed, split))
             points.append(dpo("final", dpo_best["learning_rate"], dpo_best["beta"], seed, split))
-            points.append(
-                simpo(
-                    "final", lr, beta, DEFAULT_RATIO, seed, split, length_normalize=False, label="simpo_no_ln"
-                )
-            )
+            points.append(no_ln("final", no_ln_best["learning_rate"], no_ln_best["beta"], seed, split))
             points.append(
                 simpo("final", lr, beta, DEFAULT_RATIO, seed, split, data="onpolicy", label="simpo_onpolicy")
             )
@@ -440,11 +448,11 @@ class Sweep:
         return self.out / "sweeps.jsonl"
 
     def load(self) -> None:
-        if self.log.is_file():
-            for line in self.log.read_text().splitlines():
-                record = json.loads(line)
-                if "metrics" in record:
-                    self.records[record["key"]] = record
+        from ..runtime.files import read_records
+
+        for record in read_records(self.log):  # a partial last line (a killed write) is run again
+            if "metrics" in record:
+                self.records[record["key"]] = record
 
     def run(self, points: Sequence[Point]) -> None:
         todo = list({p.key: p for p in points if p.key not in self.records}.values())
@@ -492,9 +500,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     load_onpolicy_pairs()  # build once here, not in every worker
     sweep.run(tuning_points())
     records = list(sweep.records.values())
-    simpo_best, dpo_best = best_setting(records, "simpo"), best_setting(records, "dpo")
-    print(f"tuned on dev: SimPO {simpo_best}, DPO {dpo_best}", flush=True)
-    sweep.run(question_points(simpo_best, dpo_best))
+    tuned = {label: best_setting(records, label) for label in ("simpo", "dpo", "simpo_no_ln")}
+    print(f"tuned on dev: {tuned}", flush=True)
+    sweep.run(question_points(tuned["simpo"], tuned["dpo"], tuned["simpo_no_ln"]))
     _init_worker()
     references = {split: reference_record(split) for split in ("dev", "eval")}
     (out / "reference.json").write_text(json.dumps(references, separators=(",", ":")) + "\n")
@@ -503,7 +511,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{args.workers})",
         "workers": args.workers,
         "wall_seconds": round(time.perf_counter() - started, 1),
-        "tuned": {"simpo": simpo_best, "dpo": dpo_best},
+        "tuned": tuned,
     }
     (out / "sweeps_meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(json.dumps(meta, indent=1))
