@@ -30,8 +30,13 @@ from .runtime.optim import Optimization
 from .runtime.result import TrainResult
 from .runtime.trackers import MetricsReporter
 
-DEFAULT_BETA = {"simpo": 2.0, "dpo": 0.1}  # SimPO: the paper's 2-10 range; DPO: TRL's default
-DEFAULT_GAMMA = {"simpo": 1.0, "dpo": 0.0}  # beta 2.0, gamma 1.0: the paper's Llama-3-8B Base setting
+# SimPO: the paper's 2-10 range; DPO: TRL's default; "sft" (no preference term, a baseline) has no beta
+DEFAULT_BETA = {"simpo": 2.0, "dpo": 0.1, "sft": 1.0}
+DEFAULT_GAMMA = {
+    "simpo": 1.0,
+    "dpo": 0.0,
+    "sft": 0.0,
+}  # beta 2.0, gamma 1.0: the paper's Llama-3-8B Base setting
 
 
 @dataclass
@@ -41,7 +46,9 @@ class LossConfig:
     ``gamma`` is SimPO's target reward margin, absolute (TRL ``simpo_gamma``; the authors' ``gamma_beta_ratio``
     is gamma / beta). ``length_normalize``: average log-probs (SimPO's default) or summed (DPO's; SimPO with
     False is the paper's ablation). ``sft_weight`` adds the chosen responses' NLL (CPO-SimPO, TRL
-    ``cpo_alpha``); ``kl_weight`` a KL penalty towards the reference model.
+    ``cpo_alpha``); ``kl_weight`` a KL penalty towards the reference model. ``"sft"`` is the baseline with no
+    preference term: only the chosen responses' NLL (``sft_weight`` 1 unless given); its "rewards" are the
+    average log-probs, so reward accuracy says whether the model ranks the pair right.
     """
 
     name: str = "simpo"
@@ -58,14 +65,14 @@ class LossConfig:
             raise ValueError(f"LossConfig.name must be one of {tuple(DEFAULT_BETA)}, got {self.name!r}")
         self.beta = DEFAULT_BETA[self.name] if self.beta is None else float(self.beta)
         self.gamma = DEFAULT_GAMMA[self.name] if self.gamma is None else float(self.gamma)
-        self.length_normalize = (
-            self.name == "simpo" if self.length_normalize is None else self.length_normalize
-        )
+        self.length_normalize = self.name != "dpo" if self.length_normalize is None else self.length_normalize
+        if self.name == "sft" and self.sft_weight == 0:
+            self.sft_weight = 1.0  # SFT is the NLL term alone
         if not (math.isfinite(self.gamma) and self.gamma >= 0):
             raise ValueError(f"gamma (SimPO's absolute target margin) must be >= 0, got {self.gamma}")
-        if self.name == "dpo" and self.gamma != 0:
+        if self.name != "simpo" and self.gamma != 0:
             raise ValueError(
-                f"gamma is SimPO's target margin and DPO has none; got gamma={self.gamma} with dpo"
+                f"gamma is SimPO's target margin and {self.name} has none; got gamma={self.gamma} with {self.name}"
             )
         for name in ("sft_weight", "kl_weight"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
@@ -103,6 +110,8 @@ class LossConfig:
         common = {"beta": self.beta, "label_smoothing": self.label_smoothing, "loss_type": self.loss_type}
         if self.name == "simpo":
             return simpo_loss(chosen_logps, rejected_logps, gamma=self.gamma, **common)
+        if self.name == "sft":  # no preference term; the model's own ranking stands in for rewards
+            return torch.zeros_like(chosen_logps), chosen_logps.detach(), rejected_logps.detach()
         return dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, **common)
 
 

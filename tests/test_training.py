@@ -166,6 +166,22 @@ def test_step_reports_the_loss_before_its_update(tiny_model, collator):
     assert preference_loss(tiny_model, batch, config)[1]["loss"] < expected  # the step lowered it
 
 
+def test_the_sft_baseline_is_the_chosen_tokens_nll_alone(tiny_model, collator):
+    """LossConfig("sft"): no preference term; the loss is the token-weighted NLL of the chosen responses."""
+    batch = collator(EXAMPLES)
+    config = LossConfig("sft")
+    assert (config.sft_weight, config.length_normalize, config.needs_reference) == (1.0, True, False)
+    rows, seq = naive_terms(tiny_model, batch, average=True)
+    pairs = len(EXAMPLES)
+    chosen_tokens = [v for r in rows[:pairs] for v in r["tokens"]]
+    loss, metrics = preference_loss(tiny_model, batch, config)
+    assert loss.item() == pytest.approx(-sum(chosen_tokens) / len(chosen_tokens), rel=1e-5)
+    expected_accuracy = sum(seq[i] > seq[pairs + i] for i in range(pairs)) / pairs
+    assert metrics["rewards/accuracies"] == pytest.approx(expected_accuracy)
+    with pytest.raises(ValueError, match="gamma is SimPO's target margin and sft has none"):
+        LossConfig("sft", gamma=1.0)
+
+
 def test_bad_batches_are_rejected_with_the_reason(tiny_model, collator):
     batch = collator(EXAMPLES[:2])
     odd = {key: value[:3] for key, value in batch.items()}
@@ -385,7 +401,7 @@ def test_result_plot_and_dataframe(tokenizer):
         ({"name": "ipo"}, "name must be one of"),
         ({"name": "simpo", "beta": -1.0}, "beta must be > 0"),
         ({"name": "simpo", "gamma": -0.5}, "gamma"),
-        ({"name": "dpo", "gamma": 1.0}, "DPO has none"),
+        ({"name": "dpo", "gamma": 1.0}, "dpo has none"),
         ({"name": "simpo", "loss_type": "ipo"}, "unknown loss_type 'ipo'"),
         ({"name": "simpo", "label_smoothing": 0.1, "loss_type": "hinge"}, "label_smoothing"),
         ({"name": "simpo", "sft_weight": -1.0}, "sft_weight must be >= 0"),
