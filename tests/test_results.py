@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from simplepo_helpers.evaluation.report import build_report, final_table, findings, footnote, pooled
-from simplepo_helpers.evaluation.sampling import method_difference, seed_prompt_gain
 from simplepo_helpers.evaluation.results import (
     MARKERS,
     load_results,
@@ -21,6 +20,7 @@ from simplepo_helpers.evaluation.results import (
     update_readme,
     write_results,
 )
+from simplepo_helpers.evaluation.sampling import method_difference, seed_prompt_gain
 
 N = 8  # prompts; the last two are forbidden
 FORBIDDEN = [False] * 6 + [True] * 2
