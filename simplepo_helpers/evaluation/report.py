@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .results import markdown_table, repo_root, update_readme_text, write_results
 from .sampling import bootstrap_mean, score_gain
 
 FINAL_METHODS = ("simpo", "dpo", "simpo_no_ln", "simpo_onpolicy")
@@ -237,8 +238,6 @@ METHOD_NAMES = {
 
 def final_table(report: Mapping[str, Any]) -> str:
     """The README's results table (eval split)."""
-    from .results import markdown_table
-
     ref = report["reference"]["eval"]
     header = [
         "method",
@@ -291,8 +290,6 @@ def final_table(report: Mapping[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .results import repo_root, update_readme_text, write_results
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", type=Path, default=None, help="the sweep records (default: results/)")
     parser.add_argument("--readme", type=Path, default=None, help="re-render this file's results section")

@@ -1,8 +1,8 @@
 """The kit's results file, ``build/results.json``, and the README section rendered from it.
 
 ``make experiments`` (``evaluation.sweeps`` then ``evaluation.report``) writes the file from the committed sweep
-records; ``python -m simplepo_helpers.evaluation.results README.md`` renders the table between the README's
-``<!-- results:start -->`` and ``<!-- results:end -->`` markers. Layout (see ``evaluation.report``):
+records; ``python -m simplepo_helpers.evaluation.readme README.md`` renders the table between the README's
+``<!-- results:start -->`` and ``<!-- results:end -->`` markers (``update_readme_text``). Layout (see ``evaluation.report``):
 
     {"meta": {...},                                   # command, tuned settings, ...
      "reference": {"dev": {...}, "eval": {...}},      # the reference's own numbers per split
@@ -13,11 +13,9 @@ records; ``python -m simplepo_helpers.evaluation.results README.md`` renders the
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -133,14 +131,6 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def render_table(results: Mapping[str, Any]) -> str:
-    """The README's results section: the eval table and the line that says where every number comes from."""
-    from .report import final_table, footnote
-
-    validate_results(results)
-    return final_table(results) + "\n\n" + footnote(results)
-
-
 def update_readme_text(readme: str | Path, section: str) -> bool:
     """Replace the text between the README's markers with ``section``; True when the file changed."""
     readme = Path(readme)
@@ -152,28 +142,3 @@ def update_readme_text(readme: str | Path, section: str) -> bool:
     if updated != text:
         readme.write_text(updated)
     return updated != text
-
-
-def update_readme(readme: str | Path, results: Mapping[str, Any]) -> bool:
-    """Render ``results`` into the README's results section; True when the file changed."""
-    return update_readme_text(readme, render_table(results))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Render build/results.json into the README's results table.")
-    parser.add_argument("readme", type=Path, help="the markdown file with the results markers (README.md)")
-    parser.add_argument(
-        "--results", type=Path, default=None, help="results file (default: build/results.json)"
-    )
-    args = parser.parse_args(argv)
-    try:
-        changed = update_readme(args.readme, load_results(args.results))
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(f"{args.readme}: results table {'updated' if changed else 'already up to date'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
