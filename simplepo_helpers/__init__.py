@@ -1,9 +1,10 @@
 """SimplePO helpers: the tested code behind the SimPO / DPO notebooks.
 
 The top level is the core a learner reads, in this order: ``rows`` (the two row formats and their checks),
-``data`` (loading and validation), ``batching`` (token ids, labels and the ``[2B, T]`` batch), ``logps``,
-``losses``, ``packing`` (the packed, prefix-shared layout train() uses where tested) and ``training`` (the one
-training loop; ``reference`` precomputes DPO's reference log-probs).
+``data`` (loading and validation), ``batching`` (token ids, labels and the ``[2B, T]`` batch), ``logps``
+(log-softmax and gather), ``losses`` and ``training`` (the one training loop; ``reference`` precomputes DPO's
+reference log-probs). Every speed trick (the packed, prefix-shared layout train() uses where tested, the
+fused LM head) lives behind one door in ``fast``, proven equal to the plain path by the tests.
 The rest lives in subpackages named for their job: ``runtime`` (device, checkpoints, optimizer, batch order,
 memory), ``world`` (the self-made preference world), ``evaluation``, ``scale`` (entry point, configs, LoRA,
 Hub models and the cpu/gpu profiles) and ``course`` (exercise checks, widgets, the notebook runner).
@@ -40,12 +41,12 @@ _EXPORTS: dict[str, str] = {
     # log-probabilities
     "sequence_logps": "logps",
     "token_logps": "logps",
-    "head_token_logps": "logps",
-    # the packed, prefix-shared layout
-    "pack_preference_batch": "packing",
-    "PackedBatch": "packing",
-    "packed_support": "packing",
-    "describe_layout": "packing",
+    # the fast path (packed, prefix-shared layout; fused head), behind one door
+    "head_token_logps": "fast",
+    "pack_preference_batch": "fast",
+    "PackedBatch": "fast",
+    "packed_support": "fast",
+    "describe_layout": "fast",
     # losses and regularisers
     "simpo_loss": "losses",
     "dpo_loss": "losses",
@@ -187,9 +188,9 @@ if TYPE_CHECKING:
     from .evaluation.reward_model import RewardModelJudge
     from .evaluation.rounds import RECIPES, Recipe, default_run, default_runs
     from .evaluation.sampling import sample_k, score_gain, seed_prompt_gain
-    from .logps import head_token_logps, sequence_logps, token_logps
+    from .fast import PackedBatch, describe_layout, head_token_logps, pack_preference_batch, packed_support
+    from .logps import sequence_logps, token_logps
     from .losses import dpo_loss, kl_penalty, sft_nll_loss, simpo_loss
-    from .packing import PackedBatch, describe_layout, pack_preference_batch, packed_support
     from .reference import precompute_reference_logps
     from .rows import row_format, row_problem
     from .runtime.batches import PreferenceBatches

@@ -8,7 +8,6 @@ from typing import Any
 import torch
 
 from .batching import PreferenceCollator
-from .packing import choose_layout
 from .runtime.batches import collate_examples
 from .runtime.device import DevicePolicy
 from .training import concatenated_forward
@@ -37,10 +36,8 @@ def precompute_reference_logps(
         indices = list(range(start, min(start + batch_size, len(examples))))
         batch = collate_examples(collator, examples, indices, context="reference log-probs")
         with policy.autocast() if policy is not None else contextlib.nullcontext():
-            # the layout train() uses (packing.py), so precomputed and live reference log-probs agree bit for bit
-            out = concatenated_forward(
-                ref_model, batch, average=average, layout=choose_layout(ref_model, batch=batch)
-            )
+            # the layout train() uses (fast/ where tested), so precomputed and live log-probs agree bit for bit
+            out = concatenated_forward(ref_model, batch, average=average, layout="auto")
         chosen.append(out["chosen_logps"].float().cpu())
         rejected.append(out["rejected_logps"].float().cpu())
     if not chosen:

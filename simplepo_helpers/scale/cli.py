@@ -191,7 +191,7 @@ def evaluate(
             if ref_logps is not None:
                 batch.update({key: ref_logps[key][indices] for key in REF_KEYS})
             with policy.autocast():
-                _, metrics = preference_loss(model, batch, loss_config, ref_model=ref_model)
+                _, metrics = preference_loss(model, batch, loss_config, ref_model=ref_model, layout="auto")
             for name, value in metrics.items():
                 sums[name] = sums.get(name, 0.0) + value * weight
     finally:
