@@ -22,7 +22,7 @@ from transformers import SchedulerType, set_seed
 from . import fast  # the door to the fast path: concatenated_forward(layout="packed" / "auto") only
 from .batching import PreferenceCollator, check_preference_batch, response_token_count
 from .logps import require_response_tokens, token_logps
-from .losses import dpo_loss, kl_penalty, simpo_loss
+from .losses import dpo_loss, kl_penalty, simpo_loss, token_weighted_nll
 from .runtime.batches import PreferenceBatches
 from .runtime.checkpoint import checkpoint_path, resume_state, save_checkpoint
 from .runtime.device import DevicePolicy, select_device
@@ -104,6 +104,16 @@ class LossConfig:
             raise ValueError(
                 "DPO needs a reference: pass ref_model=... or ref_logps=precompute_reference_logps(...)"
             )
+
+    def reference_mode(self, prefer: str = "precomputed") -> str:
+        """How a run gets its reference: ``"none"`` (SimPO), ``"precomputed"`` (DPO's log-probs scored once
+        before training) or ``"live"`` (a no-grad reference forward in every step; always for the KL term).
+        ``prefer="live"`` keeps a live reference where precomputed log-probs would do."""
+        if prefer not in ("precomputed", "live"):
+            raise ValueError(f"prefer must be 'precomputed' or 'live', got {prefer!r}")
+        if not self.needs_reference:
+            return "none"
+        return "live" if self.needs_reference_model or prefer == "live" else "precomputed"
 
     def reference_forward(self, ref_model: torch.nn.Module | None, has_ref_logps: bool) -> bool:
         """Whether a step runs the reference model (live) rather than reading precomputed log-probs; raises
@@ -311,7 +321,7 @@ def preference_loss(
     loss = losses.sum() / pair_total
     if loss_config.sft_weight > 0:
         # token-weighted NLL of the chosen responses (TRL's cpo_alpha term), from the same log-probs
-        nll = -policy["token_sums"][:num_pairs].sum() / policy["token_counts"][:num_pairs].sum()
+        nll = token_weighted_nll(policy["token_sums"][:num_pairs], policy["token_counts"][:num_pairs])
         loss = loss + loss_config.sft_weight * nll_share * nll
         metrics["nll_loss"] = nll_share * nll.item()
     if loss_config.kl_weight > 0 and ref is not None:

@@ -260,10 +260,13 @@ def train_or_load(
                 output_dir=staging / "checkpoints",
                 save_every=max(1, config.max_steps // spec.length_checkpoints),
             )
-        ref_model = reference if config.loss.needs_reference_model else None  # the KL term: a live reference
-        ref_logps = None  # DPO alone: log-probs precomputed once instead of a reference forward in every step
-        if config.loss.needs_reference and ref_model is None:
-            ref_logps = reference_logps(reference, tokenizer, rows, config, policy=policy)
+        mode = config.loss.reference_mode()  # DPO: log-probs precomputed once; the KL term: a live reference
+        ref_model = reference if mode == "live" else None
+        ref_logps = (
+            reference_logps(reference, tokenizer, rows, config, policy=policy)
+            if mode == "precomputed"
+            else None
+        )
         model = copy.deepcopy(reference)
         started = time.perf_counter()
         result = train(
@@ -321,13 +324,13 @@ def comparison_specs(
 
     ``setup`` is a ``hub.ProfileSetup``; None takes its ``defaults`` (``PROFILE_DEFAULTS``, tuned on dev by
     ``make experiments``). DPO gets its own tuned learning rate and beta (``dpo_learning_rate``, ``dpo_beta``;
-    without them in the defaults: SimPO's rate and beta 0.1). SimPO without length normalisation keeps
+    without them in the defaults: SimPO's rate and ``LossConfig("dpo")``'s beta). SimPO without length normalisation keeps
     SimPO's beta and gamma (absolute convention) and sums instead of averaging.
     """
     defaults = setup.defaults
     beta = defaults["beta"] if beta is None else beta
     gamma = defaults["gamma"] if gamma is None else gamma
-    dpo_beta = defaults.get("dpo_beta", 0.1) if dpo_beta is None else dpo_beta
+    dpo_beta = defaults.get("dpo_beta") if dpo_beta is None else dpo_beta  # None: LossConfig's default
     simpo_rate = defaults["learning_rate"] if learning_rate is None else learning_rate
     dpo_rate = (
         defaults.get("dpo_learning_rate", simpo_rate) if dpo_learning_rate is None else dpo_learning_rate
@@ -487,9 +490,10 @@ def measure_step_cost(
     model = copy.deepcopy(reference)
     extra: dict[str, Any] = {}
     precompute_seconds = 0.0
-    if config.loss.needs_reference_model or (config.loss.needs_reference and live_reference):
+    mode = config.loss.reference_mode("live" if live_reference else "precomputed")
+    if mode == "live":
         extra["ref_model"] = reference
-    elif config.loss.needs_reference:
+    elif mode == "precomputed":
         started = time.perf_counter()
         collator = PreferenceCollator(
             tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length

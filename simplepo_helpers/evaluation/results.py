@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..runtime.files import write_text_atomic
 
 MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
 REQUIRED_METHODS = ("simpo", "dpo", "simpo_no_ln")
@@ -99,16 +99,7 @@ def write_results(results: Mapping[str, Any], path: str | Path | None = None) ->
     """Validate ``results`` and write them as JSON (atomically: a temporary file, then a rename)."""
     validate_results(results)
     path = Path(path) if path is not None else results_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".results-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(results, file, indent=1, allow_nan=False)
-            file.write("\n")
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    write_text_atomic(path, json.dumps(results, indent=1, allow_nan=False) + "\n")
     return path
 
 

@@ -32,6 +32,7 @@ from typing import Any
 
 from ..runtime.files import write_text_atomic
 from ..training import LossConfig, TrainConfig, train
+from ..world.responses import MAX_NEW_TOKENS
 from .onpolicy import OnPolicyConfig, sample_training_pairs
 
 ROUND1_FILE = "onpolicy_round1"  # data/onpolicy_round1.jsonl: round 1's pairs, sampled from the shipped model
@@ -49,7 +50,7 @@ class Recipe:
     batch_size: int = 16
     samples_per_prompt: int = 8
     warmup_ratio: float = 0.1
-    max_new_tokens: int = 48  # world.reference.MAX_NEW_TOKENS
+    max_new_tokens: int = MAX_NEW_TOKENS
 
     def __post_init__(self) -> None:
         if self.data not in ("onpolicy", "offline"):

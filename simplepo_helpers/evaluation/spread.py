@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..runtime.files import read_records
+from ..world.responses import MAX_NEW_TOKENS
 from .rounds import RECIPES, Recipe
 
 K_POLICY, K_REFERENCE = 4, 8
@@ -99,7 +100,9 @@ def baseline(ref_seed: int, split: str) -> dict:
 
     model, tokenizer = _reference(ref_seed)
     prompts = _prompts(split)
-    samples = sample_k(model, tokenizer, prompts, k=K_REFERENCE, stream=REFERENCE_STREAM, max_new_tokens=48)
+    samples = sample_k(
+        model, tokenizer, prompts, k=K_REFERENCE, stream=REFERENCE_STREAM, max_new_tokens=MAX_NEW_TOKENS
+    )
     scores = samples.scores  # [N, 8]
     probes = _allowed_probes(model, tokenizer, prompts, samples.forbidden)
     best4 = (scores[:, :4].max(axis=1) + scores[:, 4:].max(axis=1)) / 2  # two disjoint groups of 4
@@ -140,7 +143,12 @@ def evaluate_run(
     def on_round(round_index: int, model: Any) -> None:
         for split in splits:
             samples = sample_k(
-                model, tokenizer, prompts[split], k=K_POLICY, stream=1000 + seed, max_new_tokens=48
+                model,
+                tokenizer,
+                prompts[split],
+                k=K_POLICY,
+                stream=1000 + seed,
+                max_new_tokens=MAX_NEW_TOKENS,
             )
             last = round_index == recipe.rounds
             probes = _allowed_probes(model, tokenizer, prompts[split], samples.forbidden) if last else None

@@ -41,10 +41,11 @@ from typing import Any
 
 import numpy as np
 
+from ..world.responses import MAX_NEW_TOKENS
+
 SWEEP_VERSION = 1
 K_POLICY, K_REFERENCE = 4, 8
 REFERENCE_STREAM = 0  # the reference's sampling stream; a policy's CRN samples reuse it (changed share)
-MAX_NEW_TOKENS = 48  # world.reference.MAX_NEW_TOKENS
 SIMPO_GRID = {"learning_rate": (1e-4, 2e-4, 5e-4), "beta": (2.5, 5.0)}
 DPO_GRID = {"learning_rate": (2e-4, 5e-4, 1e-3), "beta": (0.1, 0.5)}
 # summed log-probs are about one answer length (~10 tokens) larger than averages: beta about 10x smaller
@@ -310,9 +311,10 @@ def train_point(point: Point, models_dir: Path):
         log_every=point.steps,
     )
     extra: dict[str, Any] = {}
-    if config.loss.needs_reference_model:
+    mode = config.loss.reference_mode()
+    if mode == "live":
         extra["ref_model"] = reference
-    elif config.loss.needs_reference:
+    elif mode == "precomputed":
         extra["ref_logps"] = reference_logps(reference, tokenizer, rows, config)
     started = time.perf_counter()
     result = train(model, tokenizer, rows, config, progress=False, **extra)

@@ -122,7 +122,8 @@ def model_card(config: Any, history: list[dict[str, Any]], step: int, base: str 
     return "\n".join(lines)
 
 
-def _is_sharded(model: torch.nn.Module) -> bool:
+def is_sharded(model: torch.nn.Module) -> bool:
+    """True when ``model``'s parameters are FSDP2 shards (DTensors)."""
     from torch.distributed.tensor import DTensor
 
     return any(isinstance(p, DTensor) for p in model.parameters())
@@ -288,7 +289,7 @@ def save_checkpoint(
     final = Path(directory)
     parts = (model, optimizer, scheduler, step, config, history, extra, grad_scaler, tokenizer)
     if _in_process_group():
-        gathered = _gather_full_state(model, optimizer) if _is_sharded(model) else None  # all processes
+        gathered = _gather_full_state(model, optimizer) if is_sharded(model) else None  # all processes
         parts = (*parts, gathered)
         torch.distributed.barrier()
         if torch.distributed.get_rank() == 0:
@@ -371,7 +372,7 @@ def load_checkpoint(
     if summary_file is None:
         raise FileNotFoundError(f"{directory / STATE_NAME} not found: {directory} is not a checkpoint folder")
     summary = json.loads(summary_file.read_text())
-    sharded = _is_sharded(model)
+    sharded = is_sharded(model)
     if sharded:
         _load_sharded_weights(model, directory)
     else:
