@@ -37,15 +37,11 @@ _EXPORTS: dict[str, str] = {
     "PreferenceCollator": "batching",
     "decode_masked": "batching",
     "explain_tokens": "batching",
-    "truncate_preference": "batching",
     # log-probabilities
     "sequence_logps": "logps",
     "token_logps": "logps",
     # the fast path (packed, prefix-shared layout; fused head), behind one door
-    "head_token_logps": "fast",
     "pack_preference_batch": "fast",
-    "PackedBatch": "fast",
-    "packed_support": "fast",
     "describe_layout": "fast",
     # losses and regularisers
     "simpo_loss": "losses",
@@ -59,19 +55,12 @@ _EXPORTS: dict[str, str] = {
     "preference_loss": "training",
     "training_step": "training",
     "train": "training",
-    "NonFiniteLossError": "training",
     "precompute_reference_logps": "reference",
     # runtime plumbing
-    "select_device": "runtime.device",
-    "DevicePolicy": "runtime.device",
-    "save_checkpoint": "runtime.checkpoint",
-    "load_checkpoint": "runtime.checkpoint",
     "TrainResult": "runtime.result",
     "PreferenceBatches": "runtime.batches",
-    "PeakMemory": "runtime.memory",
     # the self-made preference world
     "judge": "world.judge",
-    "JudgeResult": "world.judge",
     "load_reference_model": "world.reference",
     # evaluation
     "generate_responses": "evaluation.generation",
@@ -79,16 +68,13 @@ _EXPORTS: dict[str, str] = {
     "wilson_interval": "evaluation.metrics",
     "lc_win_rate": "evaluation.metrics",
     "preference_rewards": "evaluation.metrics",
-    "kl_to_reference": "evaluation.metrics",
     "response_lengths": "evaluation.metrics",
     "repetition_rate": "evaluation.metrics",
     "judge_responses": "evaluation.metrics",
     "family_breakdown": "evaluation.metrics",
-    "safety_summary": "evaluation.metrics",
     "generate_and_judge": "evaluation.metrics",
     "evaluate_policy": "evaluation.metrics",
     "RunSpec": "evaluation.experiments",
-    "train_or_load": "evaluation.experiments",
     "comparison_specs": "evaluation.experiments",
     "variant": "evaluation.experiments",
     "train_all": "evaluation.experiments",
@@ -101,8 +87,6 @@ _EXPORTS: dict[str, str] = {
     "RECIPES": "evaluation.rounds",
     "seed_prompt_gain": "evaluation.sampling",
     "summarize_seeds": "evaluation.results",
-    "write_results": "evaluation.results",
-    "load_results": "evaluation.results",
     "repo_root": "evaluation.results",
     "RewardModelJudge": "evaluation.reward_model",
     "sample_k": "evaluation.sampling",
@@ -112,18 +96,11 @@ _EXPORTS: dict[str, str] = {
     # scale-out and real models
     "load_profile": "scale.profiles",
     "PROFILE_DEFAULTS": "scale.profiles",
-    "HubConfig": "scale.hub",
-    "ultrafeedback_to_preference": "scale.hub",
     "apply_lora": "scale.lora",
     "adapter_disabled_reference": "scale.lora",
     "LoraOptions": "scale.lora",
-    "RunConfig": "scale.config",
-    "ConfigError": "scale.config",
-    "load_config": "scale.config",
-    "run_training": "scale.cli",
     # course tooling
     "cmp": "course.display",
-    "in_colab": "course.display",
     "simpo_curves": "course.display",
     "draw_simpo_curves": "course.display",
     "tokens_html": "course.display",
@@ -134,21 +111,14 @@ _EXPORTS: dict[str, str] = {
     "BlindABEval": "course.human_eval",
     "cohen_kappa": "course.human_eval",
     "check": "course.check",
-    "CheckResult": "course.check",
 }
 
 __all__ = sorted(_EXPORTS)
 
-if TYPE_CHECKING:
-    from .batching import (
-        PreferenceCollator,
-        decode_masked,
-        explain_tokens,
-        tokenize_preference,
-        truncate_preference,
-    )
-    from .course.check import CheckResult, check
-    from .course.display import cmp, draw_simpo_curves, html_table, in_colab, simpo_curves, tokens_html
+if TYPE_CHECKING:  # generated from _EXPORTS; tests/test_packaging.py checks that they agree
+    from .batching import PreferenceCollator, decode_masked, explain_tokens, tokenize_preference
+    from .course.check import check
+    from .course.display import cmp, draw_simpo_curves, html_table, simpo_curves, tokens_html
     from .course.human_eval import BlindABEval, cohen_kappa
     from .course.widgets import GenerationBrowser, LossExplorer, PairBrowser
     from .data import (
@@ -165,7 +135,6 @@ if TYPE_CHECKING:
         reference_logps,
         seed_band,
         train_all,
-        train_or_load,
         variant,
     )
     from .evaluation.generation import generate_responses
@@ -174,45 +143,29 @@ if TYPE_CHECKING:
         family_breakdown,
         generate_and_judge,
         judge_responses,
-        kl_to_reference,
         lc_win_rate,
         preference_rewards,
         repetition_rate,
         response_lengths,
-        safety_summary,
         wilson_interval,
         win_rate,
     )
     from .evaluation.probes import probe_table, style_probabilities
-    from .evaluation.results import load_results, repo_root, summarize_seeds, write_results
+    from .evaluation.results import repo_root, summarize_seeds
     from .evaluation.reward_model import RewardModelJudge
     from .evaluation.rounds import RECIPES, Recipe, default_run, default_runs
     from .evaluation.sampling import sample_k, score_gain, seed_prompt_gain
-    from .fast import PackedBatch, describe_layout, head_token_logps, pack_preference_batch, packed_support
+    from .fast import describe_layout, pack_preference_batch
     from .logps import sequence_logps, token_logps
     from .losses import dpo_loss, kl_penalty, sft_nll_loss, simpo_loss
     from .reference import precompute_reference_logps
     from .rows import row_format, row_problem
     from .runtime.batches import PreferenceBatches
-    from .runtime.checkpoint import load_checkpoint, save_checkpoint
-    from .runtime.device import DevicePolicy, select_device
-    from .runtime.memory import PeakMemory
     from .runtime.result import TrainResult
-    from .scale.cli import run_training
-    from .scale.config import ConfigError, RunConfig, load_config
-    from .scale.hub import HubConfig, ultrafeedback_to_preference
     from .scale.lora import LoraOptions, adapter_disabled_reference, apply_lora
     from .scale.profiles import PROFILE_DEFAULTS, load_profile
-    from .training import (
-        LossConfig,
-        NonFiniteLossError,
-        TrainConfig,
-        concatenated_forward,
-        preference_loss,
-        train,
-        training_step,
-    )
-    from .world.judge import JudgeResult, judge
+    from .training import LossConfig, TrainConfig, concatenated_forward, preference_loss, train, training_step
+    from .world.judge import judge
     from .world.reference import load_reference_model
 
 

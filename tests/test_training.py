@@ -15,7 +15,6 @@ from conftest import build_test_model
 
 from simplepo_helpers import (
     LossConfig,
-    NonFiniteLossError,
     PreferenceCollator,
     TrainConfig,
     concatenated_forward,
@@ -27,6 +26,7 @@ from simplepo_helpers import (
 from simplepo_helpers.runtime.batches import ShuffledStream
 from simplepo_helpers.runtime.device import DevicePolicy
 from simplepo_helpers.runtime.optim import build_optimizer
+from simplepo_helpers.training import NonFiniteLossError
 
 EXAMPLES = [
     {"prompt": "What is two plus three?", "chosen": " Two plus three is five.", "rejected": " It is six."},
