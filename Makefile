@@ -33,13 +33,16 @@ $(STAMP): pyproject.toml
 ## make test: lint, unit tests, notebooks executed by nbval, stripped-output check
 test: venv lint unit notebooks-test
 
-## make lint: ruff's linter and formatter check over the code and the notebooks' code cells
+## make lint: ruff's linter and formatter check over the code and the notebooks' code cells; mypy over the
+## core, fast/ and runtime/ (the files in pyproject.toml's [tool.mypy])
 lint: venv
 	$(BIN)/ruff check simplepo_helpers tests benchmarks browser notebooks
 	$(BIN)/ruff format --check simplepo_helpers tests benchmarks browser notebooks
+	$(BIN)/mypy
 
+## make unit: the unit tests, with the package's line coverage printed at the end
 unit: venv
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest --cov=simplepo_helpers --cov-report=term:skip-covered tests
 
 notebooks-test: venv
 ifneq ($(NOTEBOOKS),)

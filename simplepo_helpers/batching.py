@@ -80,7 +80,7 @@ def _end_with_one_eos(tokenizer: PreTrainedTokenizerBase, ids: list[int], name: 
     if eos not in ids:
         return ids + [eos]
     end = ids.index(eos) + 1
-    if tokenizer.decode(ids[end:]).strip():
+    if str(tokenizer.decode(ids[end:])).strip():
         raise ValueError(f"{name} contains the eos token {tokenizer.eos_token!r} before its end")
     return ids[:end]
 
@@ -266,7 +266,7 @@ def decode_masked(tokenizer: PreTrainedTokenizerBase, input_ids: Any, labels: An
                 f"label {label} differs from input id {token} at position {position}: shifted labels?"
             )
         selected.append(token)
-    return tokenizer.decode(selected, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    return str(tokenizer.decode(selected, skip_special_tokens=False, clean_up_tokenization_spaces=False))
 
 
 def _assistant_header_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
@@ -275,8 +275,8 @@ def _assistant_header_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
         return []
     probe = [{"role": "user", "content": "?"}]
     try:
-        closed = tokenizer.apply_chat_template(probe, tokenize=False)
-        opened = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+        closed = str(tokenizer.apply_chat_template(probe, tokenize=False))
+        opened = str(tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True))
     except Exception:  # display only: a template that refuses this probe just gets no header marking
         return []
     return _encode(tokenizer, opened[len(closed) :]) if opened.startswith(closed) else []
@@ -311,7 +311,7 @@ def explain_tokens(
             role = "template"
         else:
             role = "prompt"
-        explained.append((tokenizer.decode([token], skip_special_tokens=False), role))
+        explained.append((str(tokenizer.decode([token], skip_special_tokens=False)), role))
     return explained
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -12,11 +13,14 @@ from .runtime.batches import collate_examples
 from .runtime.device import DevicePolicy
 from .training import concatenated_forward
 
+if TYPE_CHECKING:
+    from datasets import Dataset
+
 
 @torch.no_grad()
 def precompute_reference_logps(
-    ref_model,
-    examples,
+    ref_model: torch.nn.Module,
+    examples: Sequence[Mapping[str, Any]] | Dataset,
     collator: PreferenceCollator,
     batch_size: int,
     *,

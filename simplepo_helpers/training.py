@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -29,6 +29,10 @@ from .runtime.device import DevicePolicy, select_device
 from .runtime.optim import Optimization
 from .runtime.result import TrainResult
 from .runtime.trackers import MetricsReporter
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerBase
 
 # SimPO: the paper's 2-10 range; DPO: TRL's default; "sft" (no preference term, a baseline) has no beta
 DEFAULT_BETA = {"simpo": 2.0, "dpo": 0.1, "sft": 1.0}
@@ -230,6 +234,8 @@ def _forward(
     keep_logits: bool,
 ) -> dict[str, Any]:
     """:func:`concatenated_forward` of a checked batch, the layout decided."""
+    logits: torch.Tensor | None
+    labels: torch.Tensor | None
     if layout == "padded":
         device = next(model.parameters()).device
         labels = batch["labels"].to(device)  # [2B, T]
@@ -284,9 +290,10 @@ def preference_loss(
     has_ref_logps = "ref_chosen_logps" in batch and "ref_rejected_logps" in batch
     ref_forward = loss_config.reference_forward(ref_model, has_ref_logps)  # raises when one is missing
     if layout == "auto":
-        layout = fast.choose_layout(model, *([ref_model] if ref_forward else []), batch=batch)
+        live = [ref_model] if ref_forward and ref_model is not None else []
+        layout = fast.choose_layout(model, *live, batch=batch)
     keep_logits = loss_config.kl_weight > 0  # the KL term compares whole distributions
-    options = {"average": average, "layout": layout, "keep_logits": keep_logits}
+    options: dict[str, Any] = {"average": average, "layout": layout, "keep_logits": keep_logits}
     policy = _forward(model, batch, num_pairs, **options)
     ref = None
     if ref_forward and ref_model is not None:  # reference_forward is True only with a ref_model
@@ -412,19 +419,25 @@ def training_step(
     return {**sums, "grad_norm": grad_norm, "lr": learning_rate}
 
 
+class MicroBatches(Protocol):
+    """What ``train`` draws its batches from (``runtime.batches.PreferenceBatches`` by default)."""
+
+    def micro_batches(self, step: int) -> list[dict[str, torch.Tensor]]: ...
+
+
 def train(
-    model,
-    tokenizer,
-    train_examples,
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    train_examples: Sequence[Mapping[str, Any]] | Dataset,
     config: TrainConfig,
     *,
-    ref_model=None,
-    ref_logps=None,
+    ref_model: torch.nn.Module | None = None,
+    ref_logps: Mapping[str, Any] | None = None,
     policy: DevicePolicy | None = None,
     resume_from: str | Path | None = None,
     progress: bool = True,
-    batches=None,
-    on_step: Callable[[dict], None] | None = None,
+    batches: MicroBatches | None = None,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
     run_info: Mapping[str, Any] | None = None,
     report_to: str | list[str] | None = None,
 ) -> TrainResult:
@@ -483,12 +496,14 @@ def train(
     }
     if progress:
         print(f"batch layout: {run_info['layout']}")
-    start_step, history, checkpoints = 0, [], []
+    start_step = 0
+    history: list[dict[str, Any]] = []
+    checkpoints: list[str] = []
     if resume_from is not None:
         start_step, history = resume_state(resume_from, run_info, config, **state)
 
     def save(step: int) -> None:
-        path = checkpoint_path(config.output_dir, step)
+        path = checkpoint_path(config.output_dir or ".", step)  # called only with an output_dir
         save_checkpoint(
             path, step=step, config=config, history=history, extra=run_info, tokenizer=tokenizer, **state
         )

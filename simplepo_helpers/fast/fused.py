@@ -14,6 +14,8 @@ same numbers with less memory, and are proven equal to it by ``tests/test_fast.p
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
@@ -116,7 +118,7 @@ class _HeadLabelLogps(torch.autograd.Function):
         matmul_dtype = _autocast_dtype(hidden.device) or torch.promote_types(hidden.dtype, weight.dtype)
         out = hidden.new_empty(hidden.shape[0], dtype=dtype)  # [N]
         lse = hidden.new_empty(hidden.shape[0], dtype=dtype)  # [N]
-        direction = hidden.new_empty((hidden.shape[0], weight.shape[0]), dtype=dtype) if keep else None
+        direction: Any = hidden.new_empty((hidden.shape[0], weight.shape[0]), dtype=dtype) if keep else None
         with torch.autocast(hidden.device.type, enabled=False):
             w = weight.to(matmul_dtype)  # [V, d]
             whole = keep and matmul_dtype == dtype  # all logits in one matmul, written into the kept buffer
@@ -202,7 +204,8 @@ def head_token_logps(
         raise ValueError(
             f"hidden must be [N, d] and targets [N], got {tuple(hidden.shape)}, {tuple(targets.shape)}"
         )
-    vocab = head.weight.shape[0]
+    weight: Any = head.weight  # [V, d]
+    vocab = weight.shape[0]
     bad = (targets < 0) | (targets >= vocab)
     if bad.any():
         index = int(bad.nonzero()[0])

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -130,7 +131,9 @@ def pack_preference_batch(batch: Mapping[str, torch.Tensor]) -> PackedBatch:
     """
     parts = _pair_parts(batch)
     num_pairs = len(parts)
-    tokens, positions_ids, pairs = [], [], []
+    tokens: list[int] = []
+    positions_ids: list[int] = []
+    pairs: list[tuple[int, int, int, int]] = []
     scored_at, targets, sequence = [], [], []
     for pair, (prompt, chosen, rejected) in enumerate(parts):
         start, p, c, r = len(tokens), len(prompt), len(chosen), len(rejected)
@@ -154,19 +157,20 @@ def pack_preference_batch(batch: Mapping[str, torch.Tensor]) -> PackedBatch:
     )
 
 
-def causal_lm(model: torch.nn.Module) -> torch.nn.Module:
+def causal_lm(model: torch.nn.Module) -> Any:
     """The transformers causal LM inside DDP and PEFT wrappers (the model itself otherwise).
 
     Also unwraps a module that forwards to a ``policy`` it holds outside its module tree (LoRA's
     adapter-disabled reference, ``scale.lora``).
     """
-    if not list(model.children()) and isinstance(getattr(model, "policy", None), torch.nn.Module):
-        model = model.policy
-    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
-        model = model.module
-    if hasattr(model, "get_base_model"):  # peft.PeftModel
-        model = model.get_base_model()
-    return model
+    lm: Any = model  # a transformers PreTrainedModel in the end
+    if not list(lm.children()) and isinstance(getattr(lm, "policy", None), torch.nn.Module):
+        lm = lm.policy
+    if isinstance(lm, torch.nn.parallel.DistributedDataParallel):
+        lm = lm.module
+    if hasattr(lm, "get_base_model"):  # peft.PeftModel
+        lm = lm.get_base_model()
+    return lm
 
 
 def packed_support(model: torch.nn.Module) -> str | None:
@@ -217,7 +221,7 @@ def segment_attention(
             "(it needs the pairs' layout and no attention mask)"
         )
     gqa = {"enable_gqa": True} if key.shape[1] != query.shape[1] else {}
-    common = {"dropout_p": dropout, "scale": scaling, "is_causal": True, **gqa}
+    common: dict[str, Any] = {"dropout_p": dropout, "scale": scaling, "is_causal": True, **gqa}
     outputs = []
     for start, p, c, r in simplepo_pairs:
         first = slice(start, start + p + c)  # [prompt; chosen]

@@ -129,7 +129,7 @@ def is_sharded(model: torch.nn.Module) -> bool:
     return any(isinstance(p, DTensor) for p in model.parameters())
 
 
-def _gather_full_state(model, optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+def _gather_full_state(model, optimizer) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Full model (and optimizer) state of an FSDP2 model on process 0; every process must call this."""
     from torch.distributed.checkpoint.state_dict import (
         StateDictOptions,
@@ -149,15 +149,16 @@ def _is_peft_model(model: torch.nn.Module) -> bool:
 
 def _save_weights(model: torch.nn.Module, directory: Path, state_dict=None) -> None:
     if hasattr(model, "save_pretrained"):
-        kwargs = {} if state_dict is None else {"state_dict": state_dict}
+        save_pretrained: Any = model.save_pretrained  # transformers' or PEFT's
+        kwargs: dict[str, Any] = {} if state_dict is None else {"state_dict": state_dict}
         # transformers 5 may rename keys back to a legacy layout on save; keep the in-memory names so the
         # checkpoint loads back into the same module exactly
         if (
             not _is_peft_model(model)
-            and "save_original_format" in inspect.signature(model.save_pretrained).parameters
+            and "save_original_format" in inspect.signature(save_pretrained).parameters
         ):
             kwargs["save_original_format"] = False
-        model.save_pretrained(directory, **kwargs)
+        save_pretrained(directory, **kwargs)
     elif state_dict is not None:
         from safetensors.torch import save_file
 
@@ -187,7 +188,7 @@ def _load_weights(model: torch.nn.Module, directory: Path) -> None:
         adapter_file = directory / ADAPTER_NAME
         if not adapter_file.is_file():
             raise FileNotFoundError(f"{adapter_file} not found: the checkpoint has no PEFT adapter weights")
-        result = set_peft_model_state_dict(model, load_file(str(adapter_file)))
+        result: Any = set_peft_model_state_dict(model, load_file(str(adapter_file)))
         if result.unexpected_keys:
             raise RuntimeError(
                 f"{adapter_file} holds adapter weights the model lacks: {result.unexpected_keys[:5]}"
@@ -216,7 +217,7 @@ def _load_sharded_weights(model: torch.nn.Module, directory: Path) -> None:
         if index_file.is_file()
         else [WEIGHTS_NAME]
     )
-    state: dict[str, torch.Tensor] = {}
+    state: dict[str, Any] = {}
     for name in names:
         state.update(load_file(str(directory / name)))
     result = set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, strict=False))
@@ -225,7 +226,8 @@ def _load_sharded_weights(model: torch.nn.Module, directory: Path) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
-    bit_generator, keys, position, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
+    numpy_state: Any = np.random.get_state(legacy=True)  # the legacy tuple
+    bit_generator, keys, position, has_gauss, cached_gaussian = numpy_state
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": {
@@ -287,7 +289,17 @@ def save_checkpoint(
     process 0 writes, the others wait for it.
     """
     final = Path(directory)
-    parts = (model, optimizer, scheduler, step, config, history, extra, grad_scaler, tokenizer)
+    parts: tuple[Any, ...] = (
+        model,
+        optimizer,
+        scheduler,
+        step,
+        config,
+        history,
+        extra,
+        grad_scaler,
+        tokenizer,
+    )
     if _in_process_group():
         gathered = _gather_full_state(model, optimizer) if is_sharded(model) else None  # all processes
         parts = (*parts, gathered)
