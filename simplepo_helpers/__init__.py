@@ -35,8 +35,8 @@ _EXPORTS: dict[str, str] = {
     # tokenisation and batching
     "tokenize_preference": "batching",
     "PreferenceCollator": "batching",
-    "decode_masked": "batching",
-    "explain_tokens": "batching",
+    "decode_masked": "course.tokens",
+    "explain_tokens": "course.tokens",
     # log-probabilities
     "sequence_logps": "logps",
     "token_logps": "logps",
@@ -116,10 +116,11 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # generated from _EXPORTS; tests/test_packaging.py checks that they agree
-    from .batching import PreferenceCollator, decode_masked, explain_tokens, tokenize_preference
+    from .batching import PreferenceCollator, tokenize_preference
     from .course.check import check
     from .course.display import cmp, draw_simpo_curves, html_table, simpo_curves, tokens_html
     from .course.human_eval import BlindABEval, cohen_kappa
+    from .course.tokens import decode_masked, explain_tokens
     from .course.widgets import GenerationBrowser, LossExplorer, PairBrowser
     from .data import (
         PreferenceDataError,
