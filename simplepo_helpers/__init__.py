@@ -18,6 +18,11 @@ it), so light modules such as the data world do not pay for heavy imports they d
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -74,17 +79,17 @@ _EXPORTS: dict[str, str] = {
     "family_breakdown": "evaluation.metrics",
     "generate_and_judge": "evaluation.metrics",
     "evaluate_policy": "evaluation.metrics",
-    "RunSpec": "evaluation.experiments",
-    "comparison_specs": "evaluation.experiments",
-    "variant": "evaluation.experiments",
-    "train_all": "evaluation.experiments",
-    "seed_band": "evaluation.experiments",
-    "measure_step_cost": "evaluation.experiments",
-    "reference_logps": "evaluation.experiments",
-    "default_run": "evaluation.rounds",
-    "default_runs": "evaluation.rounds",
-    "Recipe": "evaluation.rounds",
-    "RECIPES": "evaluation.rounds",
+    "RunSpec": "experiments.comparisons",
+    "comparison_specs": "experiments.comparisons",
+    "variant": "experiments.comparisons",
+    "train_all": "experiments.comparisons",
+    "seed_band": "experiments.comparisons",
+    "measure_step_cost": "experiments.comparisons",
+    "reference_logps": "experiments.comparisons",
+    "default_run": "experiments.rounds",
+    "default_runs": "experiments.rounds",
+    "Recipe": "experiments.rounds",
+    "RECIPES": "experiments.rounds",
     "seed_prompt_gain": "evaluation.sampling",
     "summarize_seeds": "evaluation.results",
     "repo_root": "evaluation.results",
@@ -129,15 +134,6 @@ if TYPE_CHECKING:  # generated from _EXPORTS; tests/test_packaging.py checks tha
         read_jsonl,
         validate_preferences,
     )
-    from .evaluation.experiments import (
-        RunSpec,
-        comparison_specs,
-        measure_step_cost,
-        reference_logps,
-        seed_band,
-        train_all,
-        variant,
-    )
     from .evaluation.generation import generate_responses
     from .evaluation.metrics import (
         evaluate_policy,
@@ -154,8 +150,17 @@ if TYPE_CHECKING:  # generated from _EXPORTS; tests/test_packaging.py checks tha
     from .evaluation.probes import probe_table, style_probabilities
     from .evaluation.results import repo_root, summarize_seeds
     from .evaluation.reward_model import RewardModelJudge
-    from .evaluation.rounds import RECIPES, Recipe, default_run, default_runs
     from .evaluation.sampling import sample_k, score_gain, seed_prompt_gain
+    from .experiments.comparisons import (
+        RunSpec,
+        comparison_specs,
+        measure_step_cost,
+        reference_logps,
+        seed_band,
+        train_all,
+        variant,
+    )
+    from .experiments.rounds import RECIPES, Recipe, default_run, default_runs
     from .fast import describe_layout, pack_preference_batch
     from .logps import sequence_logps, token_logps
     from .losses import dpo_loss, kl_penalty, sft_nll_loss, simpo_loss
@@ -168,6 +173,54 @@ if TYPE_CHECKING:  # generated from _EXPORTS; tests/test_packaging.py checks tha
     from .training import LossConfig, TrainConfig, concatenated_forward, preference_loss, train, training_step
     from .world.judge import judge
     from .world.reference import load_reference_model
+
+
+# Modules that moved, old path -> new path: ``import simplepo_helpers.evaluation.spread`` (and
+# ``python -m`` with the old path) gets the very module object of the new path.
+_MOVED: dict[str, str] = {
+    f"evaluation.{old}": f"experiments.{new}"
+    for old, new in {
+        "experiments": "comparisons",
+        "onpolicy": "onpolicy",
+        "readme": "readme",
+        "report": "report",
+        "rounds": "rounds",
+        "spread": "spread",
+        "sweeps": "sweeps",
+    }.items()
+}
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):
+    """Finds a moved module under its old name and hands back the module of its new name."""
+
+    @staticmethod
+    def _new_name(fullname: str) -> str | None:
+        moved = _MOVED.get(fullname.removeprefix(f"{__name__}."))
+        return f"{__name__}.{moved}" if moved and fullname.startswith(f"{__name__}.") else None
+
+    def find_spec(
+        self, fullname: str, path: Any = None, target: Any = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        new_name = self._new_name(fullname)
+        if new_name is None:
+            return None
+        new_spec = importlib.util.find_spec(new_name)
+        return importlib.util.spec_from_loader(fullname, self, origin=new_spec.origin if new_spec else None)
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
+        return importlib.import_module(str(self._new_name(spec.name)))
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        pass  # the module of the new name has run already
+
+    def get_source(self, fullname: str) -> str | None:  # python -m <old name>: runs the new module's code
+        spec = importlib.util.find_spec(str(self._new_name(fullname)))
+        assert spec is not None and isinstance(spec.loader, importlib.abc.InspectLoader)
+        return spec.loader.get_source(spec.name)
+
+
+sys.meta_path.append(_MovedModules())
 
 
 def __getattr__(name: str) -> Any:

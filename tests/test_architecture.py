@@ -8,7 +8,9 @@ Layers, each allowed to import the ones listed (and itself):
   for old imports, aside);
 - ``fast`` (the speed tricks: packed layout, segment attention, fused head): core, runtime;
 - ``world``: core, runtime;
-- ``evaluation``: core, runtime, world;
+- ``evaluation`` (measures, never trains): core except ``training``, runtime, world;
+- ``experiments`` (the runs that train and record: sweeps, spread, rounds, ...): core, runtime, world,
+  evaluation;
 - ``scale``: core, runtime, world, evaluation;
 - ``course``: anything. Nothing outside ``course`` imports it.
 
@@ -31,8 +33,9 @@ ALLOWED: dict[str, set[str]] = {
     "fast": {"fast", "core", "runtime"},
     "world": {"world", "core", "runtime"},
     "evaluation": {"evaluation", "world", "core", "runtime"},
+    "experiments": {"experiments", "evaluation", "world", "core", "runtime"},
     "scale": {"scale", "evaluation", "world", "core", "runtime"},
-    "course": {"course", "scale", "evaluation", "world", "core", "fast", "runtime"},
+    "course": {"course", "scale", "experiments", "evaluation", "world", "core", "fast", "runtime"},
 }
 # the core modules that may import ``fast``: the door, and the alias kept for ``simplepo_helpers.packing``
 FAST_DOORS = {"training", "packing"}
@@ -228,3 +231,25 @@ def test_the_checker_finds_a_second_door_to_the_fast_path(tmp_path):
         {"fast/__init__.py": "", "training.py": "from . import fast\n", "losses.py": "from .fast import x\n"},
     )
     assert fast_importers(root) == {"training", "losses"}
+
+
+def test_evaluation_never_trains():
+    """``evaluation`` measures; the modules that train (they call ``train``) live in ``experiments``."""
+    package = PACKAGE_ROOT.name
+    trainers = {
+        module_name(path, PACKAGE_ROOT)
+        for path in (PACKAGE_ROOT / "evaluation").rglob("*.py")
+        if f"{package}.training" in kit_imports(path, PACKAGE_ROOT)
+    }
+    assert trainers == set()
+
+
+def test_moved_modules_keep_their_old_import_paths():
+    import simplepo_helpers
+    from simplepo_helpers.evaluation import spread as old
+    from simplepo_helpers.experiments import spread as new
+
+    assert old is new
+    for old_name, new_name in simplepo_helpers._MOVED.items():
+        assert not (PACKAGE_ROOT / (old_name.replace(".", "/") + ".py")).exists(), old_name
+        assert (PACKAGE_ROOT / (new_name.replace(".", "/") + ".py")).is_file(), new_name

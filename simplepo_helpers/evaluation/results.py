@@ -1,8 +1,8 @@
 """The kit's results file, ``build/results.json``, and the README section rendered from it.
 
-``make experiments`` (``evaluation.sweeps`` then ``evaluation.report``) writes the file from the committed sweep
-records; ``python -m simplepo_helpers.evaluation.readme README.md`` renders the table between the README's
-``<!-- results:start -->`` and ``<!-- results:end -->`` markers (``update_readme_text``). Layout (see ``evaluation.report``):
+``make experiments`` (``experiments.sweeps`` then ``experiments.report``) writes the file from the committed sweep
+records; ``python -m simplepo_helpers.experiments.readme README.md`` renders the table between the README's
+``<!-- results:start -->`` and ``<!-- results:end -->`` markers (``update_readme_text``). Layout (see ``experiments.report``):
 
     {"meta": {...},                                   # command, tuned settings, ...
      "reference": {"dev": {...}, "eval": {...}},      # the reference's own numbers per split

@@ -26,13 +26,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ..batching import PreferenceCollator
+from ..evaluation.generation import generate_responses
+from ..evaluation.metrics import response_lengths
 from ..reference import precompute_reference_logps
 from ..runtime.checkpoint import load_checkpoint
 from ..runtime.fingerprint import code_fingerprint
 from ..runtime.memory import PeakMemory, parameter_bytes
 from ..training import LossConfig, TrainConfig, train
-from .generation import generate_responses
-from .metrics import response_lengths
 
 RUN_INFO = "run.json"
 

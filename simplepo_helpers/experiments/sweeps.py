@@ -199,9 +199,9 @@ def _split_data(split: str) -> dict[str, Any]:
     if split in _STATE:
         return _STATE[split]
     from ..data import read_jsonl
+    from ..evaluation.probes import style_probabilities
+    from ..evaluation.sampling import sample_k
     from ..world import data_file
-    from .probes import style_probabilities
-    from .sampling import sample_k
 
     model, tokenizer = _reference()
     prompt_rows, _ = read_jsonl(data_file("dev_prompts" if split == "dev" else "eval_prompts"))
@@ -248,7 +248,7 @@ def _right_answers(prompt_rows: Sequence[dict]) -> list[tuple[list[dict], str]]:
 
 def _answer_nll(model, tokenizer, answers) -> float:
     """Mean per-token NLL of the right answers (with EOS) under ``model``."""
-    from .metrics import response_logps
+    from ..evaluation.metrics import response_logps
 
     prompts, texts = [p for p, _ in answers], [a for _, a in answers]
     logps = response_logps(model, tokenizer, prompts, texts)  # [N] summed
@@ -289,7 +289,7 @@ def train_point(point: Point, models_dir: Path):
     import torch
 
     from ..training import TrainConfig, train
-    from .experiments import reference_logps
+    from .comparisons import reference_logps
 
     reference, tokenizer = _reference()
     model = copy.deepcopy(reference)
@@ -334,9 +334,9 @@ def train_point(point: Point, models_dir: Path):
 
 def evaluate_point(model, point: Point) -> tuple[dict[str, Any], dict[str, list[float]]]:
     """(metrics, per-prompt arrays) of a trained policy on ``point.split`` against the reference."""
-    from .metrics import kl_to_reference, lc_win_rate, preference_rewards
-    from .probes import STYLE_NAMES, probe_table, style_probabilities
-    from .sampling import changed_share, sample_k, summary
+    from ..evaluation.metrics import kl_to_reference, lc_win_rate, preference_rewards
+    from ..evaluation.probes import STYLE_NAMES, probe_table, style_probabilities
+    from ..evaluation.sampling import changed_share, sample_k, summary
 
     reference, tokenizer = _reference()
     data = _split_data(point.split)
@@ -406,8 +406,8 @@ def run_point(point: Point, models_dir: str) -> dict[str, Any]:
 
 def reference_record(split: str) -> dict[str, Any]:
     """The reference model's own numbers on ``split`` (k = K_REFERENCE samples)."""
-    from .probes import STYLE_NAMES, probe_table
-    from .sampling import diversity, summary
+    from ..evaluation.probes import STYLE_NAMES, probe_table
+    from ..evaluation.sampling import diversity, summary
 
     data = _split_data(split)
     ref = data["reference"]
@@ -489,8 +489,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="processes (one torch thread each)")
     parser.add_argument("--out", type=Path, default=None, help="folder for sweeps.jsonl (default: results/)")
     args = parser.parse_args(argv)
+    from ..evaluation.results import repo_root
     from ..world import cache_dir
-    from .results import repo_root
 
     out = args.out or repo_root() / "results"
     out.mkdir(parents=True, exist_ok=True)

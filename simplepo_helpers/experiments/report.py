@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from .results import markdown_table, repo_root, update_readme_text, write_results
-from .sampling import bootstrap_mean, score_gain
+from ..evaluation.results import markdown_table, repo_root, update_readme_text, write_results
+from ..evaluation.sampling import bootstrap_mean, score_gain
 
 FINAL_METHODS = ("simpo", "dpo", "simpo_no_ln", "simpo_onpolicy")
 PER_SEED_METRICS = (

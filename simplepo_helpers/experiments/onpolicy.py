@@ -84,9 +84,9 @@ def build_onpolicy_pairs(
     config: OnPolicyConfig = OnPolicyConfig(),
 ) -> tuple[list[dict], dict[str, Any]]:
     """(pairs, report): ``config.samples_per_prompt`` samples per distinct prompt, judged, best vs worst."""
+    from ..evaluation.generation import generate_responses
+    from ..evaluation.sampling import sample_seeds
     from ..world.judge import judge
-    from .generation import generate_responses
-    from .sampling import sample_seeds
 
     columns = [
         generate_responses(

@@ -1,6 +1,6 @@
 """The README's results section, rendered from ``build/results.json``.
 
-``python -m simplepo_helpers.evaluation.readme README.md`` writes the table and its footnote between the
+``python -m simplepo_helpers.experiments.readme README.md`` writes the table and its footnote between the
 README's ``<!-- results:start -->`` and ``<!-- results:end -->`` markers. Apart from ``results.py`` (the
 file) and ``report.py`` (the tables), so that neither imports the other back.
 """
@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..evaluation.results import load_results, update_readme_text, validate_results
 from .report import final_table, footnote
-from .results import load_results, update_readme_text, validate_results
 
 
 def render_table(results: Mapping[str, Any]) -> str:
