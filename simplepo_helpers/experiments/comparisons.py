@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import shutil
 import statistics
 import tempfile
@@ -30,6 +29,7 @@ from ..evaluation.generation import generate_responses
 from ..evaluation.metrics import response_lengths
 from ..reference import precompute_reference_logps
 from ..runtime.checkpoint import load_checkpoint
+from ..runtime.files import publish_folder
 from ..runtime.fingerprint import code_fingerprint
 from ..runtime.memory import PeakMemory, parameter_bytes
 from ..training import LossConfig, TrainConfig, train
@@ -294,11 +294,10 @@ def train_or_load(
             shutil.rmtree(staging / "checkpoints")
         model.save_pretrained(staging, safe_serialization=True)
         (staging / RUN_INFO).write_text(json.dumps(info, default=str))
-        try:
-            os.replace(staging, target)
-        except OSError:  # another process finished the same run first: keep its copy
-            if not (target / RUN_INFO).is_file():
-                raise
+        if not publish_folder(staging, target, replace=False) and not (target / RUN_INFO).is_file():
+            raise FileExistsError(
+                f"{target} exists and holds no finished run"
+            )  # else: another process's copy
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     info.pop("history")

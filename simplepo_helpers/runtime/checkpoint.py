@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_model
 
+from .files import publish_folder
+
 STATE_NAME = "simplepo_state.json"
 LEGACY_STATE_NAME = "trainer_state.json"  # the kit's name before it collided with HF Trainer's file
 MODEL_CARD_NAME = "README.md"
@@ -353,9 +355,7 @@ def _write_checkpoint(
     (staging / STATE_NAME).write_text(json.dumps(summary, indent=1))
     base = getattr(getattr(model, "config", None), "_name_or_path", None) or None
     (staging / MODEL_CARD_NAME).write_text(model_card(config, history or [], int(step), base))  # over PEFT's
-    if final.exists():
-        shutil.rmtree(final)
-    staging.rename(final)
+    publish_folder(staging, final)  # an earlier checkpoint of this step goes only once this one is whole
     return final
 
 

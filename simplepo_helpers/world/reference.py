@@ -24,7 +24,6 @@ import functools
 import hashlib
 import json
 import math
-import os
 import random
 import shutil
 import tempfile
@@ -37,6 +36,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from ..batching import IGNORE_INDEX
+from ..runtime.files import publish_folder
 from ..runtime.fingerprint import code_fingerprint, file_fingerprint
 from .cache import cache_dir
 from .dataset import WorldConfig, sft_rows, to_jsonl
@@ -277,11 +277,7 @@ def ensure_reference_model(
                     indent=1,
                 )
             )
-            if target.exists():  # a rebuild: move the old model aside only once the new one is complete
-                old = target.with_name(f".{target.name}-old-{os.getpid()}")
-                os.replace(target, old)
-                shutil.rmtree(old)
-            os.replace(staging, target)
+            publish_folder(staging, target)  # a rebuild: the old model goes only once the new one is complete
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         if progress:
@@ -322,7 +318,5 @@ def ship_reference_model(source: Path) -> Path:
     staging = SHIPPED_DIR.with_name(f".{SHIPPED_DIR.name}-staging")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(source, staging)
-    if SHIPPED_DIR.exists():
-        shutil.rmtree(SHIPPED_DIR)
-    os.replace(staging, SHIPPED_DIR)
+    publish_folder(staging, SHIPPED_DIR)
     return SHIPPED_DIR
