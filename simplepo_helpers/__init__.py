@@ -8,8 +8,8 @@ fused LM head) lives behind one door in ``fast``, proven equal to the plain path
 The rest lives in subpackages named for their job: ``runtime`` (device, checkpoints, optimizer, batch order,
 memory), ``world`` (the self-made preference world), ``evaluation`` (measuring; it never trains),
 ``experiments`` (the runs that train and record: sweeps, the spread, the default run), ``scale`` (entry
-point, configs, LoRA, Hub models) and ``course`` (the lessons' setup ``profiles``, exercise checks, widgets,
-the notebook runner).
+point, configs, LoRA, Hub models and the cpu/gpu profiles the lessons load) and ``course`` (exercise checks,
+widgets, the notebook runner).
 ``docs/architecture.md`` states which may import which; ``tests/test_architecture.py`` enforces it.
 
 Names are imported lazily (``from simplepo_helpers import simpo_loss`` loads only the module that defines
@@ -101,8 +101,8 @@ _EXPORTS: dict[str, str] = {
     "style_probabilities": "evaluation.probes",
     "probe_table": "evaluation.probes",
     # scale-out and real models
-    "load_profile": "course.profiles",
-    "PROFILE_DEFAULTS": "course.profiles",
+    "load_profile": "scale.profiles",
+    "PROFILE_DEFAULTS": "scale.profiles",
     "apply_lora": "scale.lora",
     "adapter_disabled_reference": "scale.lora",
     "LoraOptions": "scale.lora",
@@ -127,7 +127,6 @@ if TYPE_CHECKING:  # generated from _EXPORTS; tests/test_packaging.py checks tha
     from .course.check import check
     from .course.display import cmp, draw_simpo_curves, html_table, simpo_curves, tokens_html
     from .course.human_eval import BlindABEval, cohen_kappa
-    from .course.profiles import PROFILE_DEFAULTS, load_profile
     from .course.tokens import decode_masked, explain_tokens
     from .course.widgets import GenerationBrowser, LossExplorer, PairBrowser
     from .data import (
@@ -172,6 +171,7 @@ if TYPE_CHECKING:  # generated from _EXPORTS; tests/test_packaging.py checks tha
     from .runtime.batches import PreferenceBatches
     from .runtime.result import TrainResult
     from .scale.lora import LoraOptions, adapter_disabled_reference, apply_lora
+    from .scale.profiles import PROFILE_DEFAULTS, load_profile
     from .training import LossConfig, TrainConfig, concatenated_forward, preference_loss, train, training_step
     from .world.judge import judge
     from .world.reference import load_reference_model
@@ -180,12 +180,16 @@ if TYPE_CHECKING:  # generated from _EXPORTS; tests/test_packaging.py checks tha
 # Modules that moved, old path -> new path: ``import simplepo_helpers.evaluation.spread`` (and
 # ``python -m`` with the old path) gets the very module object of the new path.
 _MOVED: dict[str, str] = {
-    "evaluation.experiments": "experiments.comparisons",
-    **{
-        f"evaluation.{name}": f"experiments.{name}"
-        for name in ("onpolicy", "readme", "report", "rounds", "spread", "sweeps")
-    },
-    "scale.profiles": "course.profiles",  # every lesson's setup, beside the lessons' other tooling
+    f"evaluation.{old}": f"experiments.{new}"
+    for old, new in {
+        "experiments": "comparisons",
+        "onpolicy": "onpolicy",
+        "readme": "readme",
+        "report": "report",
+        "rounds": "rounds",
+        "spread": "spread",
+        "sweeps": "sweeps",
+    }.items()
 }
 
 

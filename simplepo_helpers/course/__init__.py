@@ -1,3 +1,2 @@
-"""Course tooling: the lessons' setup (``profiles``: the cpu/gpu profiles every notebook loads), exercise
-checks with hints, notebook display helpers and widgets, and the headless notebook runner (``make run``).
-May import anything in the kit; nothing in the kit imports it."""
+"""Course tooling: exercise checks with hints, notebook display helpers and widgets, and the headless
+notebook runner (``make run``). May import anything in the kit; nothing in the kit imports it."""
