@@ -9,7 +9,7 @@ Layers, each allowed to import the ones listed (and itself):
 - ``fast`` (the speed tricks: packed layout, segment attention, fused head): core, runtime;
 - ``world``: core, runtime;
 - ``evaluation`` (measures, never trains): core except ``training``, runtime, world;
-- ``experiments`` (the runs that train and record: sweeps, spread, rounds, ...): core, runtime, world,
+- ``experiments`` (the runs that train and record: sweeps, spread, rounds, ...): core, runtime, world, scale,
   evaluation;
 - ``scale``: core, runtime, world, evaluation;
 - ``course``: anything. Nothing outside ``course`` imports it.
@@ -33,7 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     "fast": {"fast", "core", "runtime"},
     "world": {"world", "core", "runtime"},
     "evaluation": {"evaluation", "world", "core", "runtime"},
-    "experiments": {"experiments", "evaluation", "world", "core", "runtime"},
+    "experiments": {"experiments", "scale", "evaluation", "world", "core", "runtime"},
     "scale": {"scale", "evaluation", "world", "core", "runtime"},
     "course": {"course", "scale", "experiments", "evaluation", "world", "core", "fast", "runtime"},
 }
