@@ -33,13 +33,16 @@ $(STAMP): pyproject.toml
 ## make test: lint, unit tests, notebooks executed by nbval, stripped-output check
 test: venv lint unit notebooks-test
 
-## make lint: ruff's linter and formatter check over the code and the notebooks' code cells
+## make lint: ruff's linter and formatter check over the code and the notebooks' code cells; mypy over the
+## core, fast/ and runtime/ (the files in pyproject.toml's [tool.mypy])
 lint: venv
 	$(BIN)/ruff check simplepo_helpers tests benchmarks browser notebooks
 	$(BIN)/ruff format --check simplepo_helpers tests benchmarks browser notebooks
+	$(BIN)/mypy
 
+## make unit: the unit tests, with the package's line coverage printed at the end
 unit: venv
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest --cov=simplepo_helpers --cov-report=term:skip-covered tests
 
 notebooks-test: venv
 ifneq ($(NOTEBOOKS),)
@@ -88,7 +91,7 @@ reference: venv
 ## make round1-pairs: (maintainers) simplepo_helpers/world/onpolicy_round1.jsonl, round 1's on-policy pairs sampled from the
 ## shipped reference (after reference-ship); shipped because sampling rounds differently on other CPUs
 round1-pairs: venv
-	$(BIN)/python -m simplepo_helpers.evaluation.rounds
+	$(BIN)/python -m simplepo_helpers.experiments.rounds
 
 ## make reference-ship: (maintainers) build with SEED and replace the shipped model; every record must follow
 reference-ship: venv
@@ -134,18 +137,18 @@ floors-test:
 WORKERS ?= 2
 .PHONY: experiments report
 experiments: venv
-	$(BIN)/python -m simplepo_helpers.evaluation.sweeps --workers $(WORKERS)
-	$(BIN)/python -m simplepo_helpers.evaluation.report --readme README.md
+	$(BIN)/python -m simplepo_helpers.experiments.sweeps --workers $(WORKERS)
+	$(BIN)/python -m simplepo_helpers.experiments.report --readme README.md
 
 ## make report: only the tables, from the committed records in results/
 report: venv
-	$(BIN)/python -m simplepo_helpers.evaluation.report --readme README.md
+	$(BIN)/python -m simplepo_helpers.experiments.report --readme README.md
 
 ## make spread: the default recipe's records (results/rounds.jsonl, resumable): the search on dev that chose it,
 ## then the spread (default SimPO over 16 seeds from the shipped reference and 4 seeds from each of two rebuilt
 ## references, DPO and the offline recipes over 8 seeds), then the README's spread block. Not part of CI.
 .PHONY: spread
 spread: venv
-	$(BIN)/python -m simplepo_helpers.evaluation.spread search --workers $(WORKERS)
-	$(BIN)/python -m simplepo_helpers.evaluation.spread spread --workers $(WORKERS)
-	$(BIN)/python -m simplepo_helpers.evaluation.spread report --readme README.md
+	$(BIN)/python -m simplepo_helpers.experiments.spread search --workers $(WORKERS)
+	$(BIN)/python -m simplepo_helpers.experiments.spread spread --workers $(WORKERS)
+	$(BIN)/python -m simplepo_helpers.experiments.spread report --readme README.md

@@ -1,4 +1,5 @@
-"""Peak memory of the kit's ``sequence_logps`` against a naive full ``log_softmax`` at a large vocabulary.
+"""Peak memory of the fast path's chunked log-probs (``fast.chunked_token_logps``) against a naive full
+``log_softmax`` at a large vocabulary.
 
 Each variant runs in its own process (``python -m benchmarks.bench_logps --variant kit_train``): the logits
 ``[rows, T, V]`` and labels are allocated first, then the peak memory *above them* is measured while the
@@ -38,7 +39,7 @@ def make_inputs(rows: int, length: int, vocab: int, prompt: int, device, dtype, 
 
 
 def run_variant(variant: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    from simplepo_helpers.logps import sequence_logps
+    from simplepo_helpers.fast import chunked_token_logps
 
     train = variant.endswith("_train")
     logits = logits.requires_grad_(train)
@@ -46,7 +47,8 @@ def run_variant(variant: str, logits: torch.Tensor, labels: torch.Tensor) -> tor
         if variant.startswith("naive"):
             logps = naive_sequence_logps(logits, labels, average=True)
         else:
-            logps = sequence_logps(logits, labels, average=True)  # default chunks
+            per_token, mask = chunked_token_logps(logits, labels)  # default chunks
+            logps = per_token.sum(-1) / mask.sum(-1)
         if train:
             logps.sum().backward()
     return logps.detach()
@@ -66,7 +68,7 @@ def work(argv: list[str]) -> dict:
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    import simplepo_helpers.logps  # noqa: F401  (imported before the baseline)
+    import simplepo_helpers.fast  # noqa: F401  (imported before the baseline)
 
     prompt_release = return_freed_memory_promptly()  # the peak follows the live tensors (see measure.py)
 

@@ -73,7 +73,7 @@ def _count(mask: torch.Tensor) -> int:
 
 def _kit_row(name: str, workload: Workload, settings: Settings) -> PreparedRow:
     from simplepo_helpers.batching import IGNORE_INDEX, PreferenceCollator
-    from simplepo_helpers.packing import describe_layout
+    from simplepo_helpers.fast import describe_layout
     from simplepo_helpers.reference import precompute_reference_logps
     from simplepo_helpers.runtime.device import DevicePolicy
     from simplepo_helpers.runtime.optim import (
@@ -124,6 +124,7 @@ def _kit_row(name: str, workload: Workload, settings: Settings) -> PreparedRow:
             max_grad_norm=config.max_grad_norm,
             policy=policy,
             step=k,
+            layout="auto",  # as train() runs it
         )
 
     def counts(k: int) -> dict[str, int]:

@@ -9,7 +9,7 @@ that warms up on a short batch (``workloads.WARMUP_TOKENS``) before it measures 
   (steps seconds apart) and their median and spread are reported. The budget (``--budget-s``) covers the
   whole run: what the memory processes leave is shared out among the groups, and each starts no round past
   its share (one round always runs).
-Also: the peak memory of ``sequence_logps`` against a naive ``log_softmax`` (``benchmarks.bench_logps``) and a
+Also: the peak memory of ``fast.chunked_token_logps`` against a naive ``log_softmax`` (``benchmarks.bench_logps``) and a
 matmul peak, measured before and after, for the utilisation figure.
 
     python -m benchmarks.run                       # CPU, fp32, 1 thread: what `make bench` runs

@@ -1,12 +1,15 @@
 """SimplePO helpers: the tested code behind the SimPO / DPO notebooks.
 
 The top level is the core a learner reads, in this order: ``rows`` (the two row formats and their checks),
-``data`` (loading and validation), ``batching`` (token ids, labels and the ``[2B, T]`` batch), ``logps``,
-``losses``, ``packing`` (the packed, prefix-shared layout train() uses where tested) and ``training`` (the one
-training loop; ``reference`` precomputes DPO's reference log-probs).
+``data`` (loading and validation), ``batching`` (token ids, labels and the ``[2B, T]`` batch), ``logps``
+(log-softmax and gather), ``losses`` and ``training`` (the one training loop; ``reference`` precomputes DPO's
+reference log-probs). Every speed trick (the packed, prefix-shared layout train() uses where tested, the
+fused LM head) lives behind one door in ``fast``, proven equal to the plain path by the tests.
 The rest lives in subpackages named for their job: ``runtime`` (device, checkpoints, optimizer, batch order,
-memory), ``world`` (the self-made preference world), ``evaluation``, ``scale`` (entry point, configs, LoRA,
-Hub models and the cpu/gpu profiles) and ``course`` (exercise checks, widgets, the notebook runner).
+memory), ``world`` (the self-made preference world), ``evaluation`` (measuring; it never trains),
+``experiments`` (the runs that train and record: sweeps, the spread, the default run), ``scale`` (entry
+point, configs, LoRA, Hub models and the cpu/gpu profiles the lessons load) and ``course`` (exercise checks,
+widgets, the notebook runner).
 ``docs/architecture.md`` states which may import which; ``tests/test_architecture.py`` enforces it.
 
 Names are imported lazily (``from simplepo_helpers import simpo_loss`` loads only the module that defines
@@ -17,6 +20,11 @@ it), so light modules such as the data world do not pay for heavy imports they d
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -34,18 +42,14 @@ _EXPORTS: dict[str, str] = {
     # tokenisation and batching
     "tokenize_preference": "batching",
     "PreferenceCollator": "batching",
-    "decode_masked": "batching",
-    "explain_tokens": "batching",
-    "truncate_preference": "batching",
+    "decode_masked": "course.tokens",
+    "explain_tokens": "course.tokens",
     # log-probabilities
     "sequence_logps": "logps",
     "token_logps": "logps",
-    "head_token_logps": "logps",
-    # the packed, prefix-shared layout
-    "pack_preference_batch": "packing",
-    "PackedBatch": "packing",
-    "packed_support": "packing",
-    "describe_layout": "packing",
+    # the fast path (packed, prefix-shared layout; fused head), behind one door
+    "pack_preference_batch": "fast",
+    "describe_layout": "fast",
     # losses and regularisers
     "simpo_loss": "losses",
     "dpo_loss": "losses",
@@ -58,19 +62,12 @@ _EXPORTS: dict[str, str] = {
     "preference_loss": "training",
     "training_step": "training",
     "train": "training",
-    "NonFiniteLossError": "training",
     "precompute_reference_logps": "reference",
     # runtime plumbing
-    "select_device": "runtime.device",
-    "DevicePolicy": "runtime.device",
-    "save_checkpoint": "runtime.checkpoint",
-    "load_checkpoint": "runtime.checkpoint",
     "TrainResult": "runtime.result",
     "PreferenceBatches": "runtime.batches",
-    "PeakMemory": "runtime.memory",
     # the self-made preference world
     "judge": "world.judge",
-    "JudgeResult": "world.judge",
     "load_reference_model": "world.reference",
     # evaluation
     "generate_responses": "evaluation.generation",
@@ -78,30 +75,25 @@ _EXPORTS: dict[str, str] = {
     "wilson_interval": "evaluation.metrics",
     "lc_win_rate": "evaluation.metrics",
     "preference_rewards": "evaluation.metrics",
-    "kl_to_reference": "evaluation.metrics",
     "response_lengths": "evaluation.metrics",
     "repetition_rate": "evaluation.metrics",
     "judge_responses": "evaluation.metrics",
     "family_breakdown": "evaluation.metrics",
-    "safety_summary": "evaluation.metrics",
     "generate_and_judge": "evaluation.metrics",
     "evaluate_policy": "evaluation.metrics",
-    "RunSpec": "evaluation.experiments",
-    "train_or_load": "evaluation.experiments",
-    "comparison_specs": "evaluation.experiments",
-    "variant": "evaluation.experiments",
-    "train_all": "evaluation.experiments",
-    "seed_band": "evaluation.experiments",
-    "measure_step_cost": "evaluation.experiments",
-    "reference_logps": "evaluation.experiments",
-    "default_run": "evaluation.rounds",
-    "default_runs": "evaluation.rounds",
-    "Recipe": "evaluation.rounds",
-    "RECIPES": "evaluation.rounds",
+    "RunSpec": "experiments.comparisons",
+    "comparison_specs": "experiments.comparisons",
+    "variant": "experiments.comparisons",
+    "train_all": "experiments.comparisons",
+    "seed_band": "experiments.comparisons",
+    "measure_step_cost": "experiments.comparisons",
+    "reference_logps": "experiments.comparisons",
+    "default_run": "experiments.rounds",
+    "default_runs": "experiments.rounds",
+    "Recipe": "experiments.rounds",
+    "RECIPES": "experiments.rounds",
     "seed_prompt_gain": "evaluation.sampling",
     "summarize_seeds": "evaluation.results",
-    "write_results": "evaluation.results",
-    "load_results": "evaluation.results",
     "repo_root": "evaluation.results",
     "RewardModelJudge": "evaluation.reward_model",
     "sample_k": "evaluation.sampling",
@@ -111,18 +103,11 @@ _EXPORTS: dict[str, str] = {
     # scale-out and real models
     "load_profile": "scale.profiles",
     "PROFILE_DEFAULTS": "scale.profiles",
-    "HubConfig": "scale.hub",
-    "ultrafeedback_to_preference": "scale.hub",
     "apply_lora": "scale.lora",
     "adapter_disabled_reference": "scale.lora",
     "LoraOptions": "scale.lora",
-    "RunConfig": "scale.config",
-    "ConfigError": "scale.config",
-    "load_config": "scale.config",
-    "run_training": "scale.cli",
     # course tooling
     "cmp": "course.display",
-    "in_colab": "course.display",
     "simpo_curves": "course.display",
     "draw_simpo_curves": "course.display",
     "tokens_html": "course.display",
@@ -133,22 +118,16 @@ _EXPORTS: dict[str, str] = {
     "BlindABEval": "course.human_eval",
     "cohen_kappa": "course.human_eval",
     "check": "course.check",
-    "CheckResult": "course.check",
 }
 
 __all__ = sorted(_EXPORTS)
 
-if TYPE_CHECKING:
-    from .batching import (
-        PreferenceCollator,
-        decode_masked,
-        explain_tokens,
-        tokenize_preference,
-        truncate_preference,
-    )
-    from .course.check import CheckResult, check
-    from .course.display import cmp, draw_simpo_curves, html_table, in_colab, simpo_curves, tokens_html
+if TYPE_CHECKING:  # generated from _EXPORTS; tests/test_packaging.py checks that they agree
+    from .batching import PreferenceCollator, tokenize_preference
+    from .course.check import check
+    from .course.display import cmp, draw_simpo_curves, html_table, simpo_curves, tokens_html
     from .course.human_eval import BlindABEval, cohen_kappa
+    from .course.tokens import decode_masked, explain_tokens
     from .course.widgets import GenerationBrowser, LossExplorer, PairBrowser
     from .data import (
         PreferenceDataError,
@@ -157,62 +136,93 @@ if TYPE_CHECKING:
         read_jsonl,
         validate_preferences,
     )
-    from .evaluation.experiments import (
-        RunSpec,
-        comparison_specs,
-        measure_step_cost,
-        reference_logps,
-        seed_band,
-        train_all,
-        train_or_load,
-        variant,
-    )
     from .evaluation.generation import generate_responses
     from .evaluation.metrics import (
         evaluate_policy,
         family_breakdown,
         generate_and_judge,
         judge_responses,
-        kl_to_reference,
         lc_win_rate,
         preference_rewards,
         repetition_rate,
         response_lengths,
-        safety_summary,
         wilson_interval,
         win_rate,
     )
     from .evaluation.probes import probe_table, style_probabilities
-    from .evaluation.results import load_results, repo_root, summarize_seeds, write_results
+    from .evaluation.results import repo_root, summarize_seeds
     from .evaluation.reward_model import RewardModelJudge
-    from .evaluation.rounds import RECIPES, Recipe, default_run, default_runs
     from .evaluation.sampling import sample_k, score_gain, seed_prompt_gain
-    from .logps import head_token_logps, sequence_logps, token_logps
+    from .experiments.comparisons import (
+        RunSpec,
+        comparison_specs,
+        measure_step_cost,
+        reference_logps,
+        seed_band,
+        train_all,
+        variant,
+    )
+    from .experiments.rounds import RECIPES, Recipe, default_run, default_runs
+    from .fast import describe_layout, pack_preference_batch
+    from .logps import sequence_logps, token_logps
     from .losses import dpo_loss, kl_penalty, sft_nll_loss, simpo_loss
-    from .packing import PackedBatch, describe_layout, pack_preference_batch, packed_support
     from .reference import precompute_reference_logps
     from .rows import row_format, row_problem
     from .runtime.batches import PreferenceBatches
-    from .runtime.checkpoint import load_checkpoint, save_checkpoint
-    from .runtime.device import DevicePolicy, select_device
-    from .runtime.memory import PeakMemory
     from .runtime.result import TrainResult
-    from .scale.cli import run_training
-    from .scale.config import ConfigError, RunConfig, load_config
-    from .scale.hub import HubConfig, ultrafeedback_to_preference
     from .scale.lora import LoraOptions, adapter_disabled_reference, apply_lora
     from .scale.profiles import PROFILE_DEFAULTS, load_profile
-    from .training import (
-        LossConfig,
-        NonFiniteLossError,
-        TrainConfig,
-        concatenated_forward,
-        preference_loss,
-        train,
-        training_step,
-    )
-    from .world.judge import JudgeResult, judge
+    from .training import LossConfig, TrainConfig, concatenated_forward, preference_loss, train, training_step
+    from .world.judge import judge
     from .world.reference import load_reference_model
+
+
+# Modules that moved, old path -> new path: ``import simplepo_helpers.evaluation.spread`` (and
+# ``python -m`` with the old path) gets the very module object of the new path.
+_MOVED: dict[str, str] = {
+    f"evaluation.{old}": f"experiments.{new}"
+    for old, new in {
+        "experiments": "comparisons",
+        "onpolicy": "onpolicy",
+        "readme": "readme",
+        "report": "report",
+        "rounds": "rounds",
+        "spread": "spread",
+        "sweeps": "sweeps",
+    }.items()
+}
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):
+    """Finds a moved module under its old name and hands back the module of its new name."""
+
+    @staticmethod
+    def _new_name(fullname: str) -> str | None:
+        moved = _MOVED.get(fullname.removeprefix(f"{__name__}."))
+        return f"{__name__}.{moved}" if moved and fullname.startswith(f"{__name__}.") else None
+
+    def find_spec(
+        self, fullname: str, path: Any = None, target: Any = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        new_name = self._new_name(fullname)
+        if new_name is None:
+            return None
+        new_spec = importlib.util.find_spec(new_name)
+        return importlib.util.spec_from_loader(fullname, self, origin=new_spec.origin if new_spec else None)
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
+        return importlib.import_module(str(self._new_name(spec.name)))
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        pass  # the module of the new name has run already
+
+    def get_source(self, fullname: str) -> str | None:  # python -m <old name>: runs the new module's code
+        spec = importlib.util.find_spec(str(self._new_name(fullname)))
+        assert spec is not None and isinstance(spec.loader, importlib.abc.InspectLoader)
+        return spec.loader.get_source(spec.name)
+
+
+sys.meta_path.append(_MovedModules())
 
 
 def __getattr__(name: str) -> Any:

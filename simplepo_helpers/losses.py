@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .batching import IGNORE_INDEX
 from .logps import (
     compute_dtype_for,
     require_response_tokens,
@@ -122,7 +123,7 @@ def dpo_loss(
 
 
 def sft_nll_loss(
-    chosen_logits: torch.Tensor, chosen_labels: torch.Tensor, *, ignore_index: int = -100
+    chosen_logits: torch.Tensor, chosen_labels: torch.Tensor, *, ignore_index: int = IGNORE_INDEX
 ) -> torch.Tensor:
     """Token-weighted NLL of the chosen responses: -(sum of all response token log-probs) / (total tokens).
 
@@ -132,7 +133,16 @@ def sft_nll_loss(
     """
     per_token, mask = token_logps(chosen_logits, chosen_labels, ignore_index=ignore_index)  # [B, T-1] x2
     counts = require_response_tokens(mask, ignore_index=ignore_index)  # [B]
-    return -per_token.sum() / counts.sum()
+    return token_weighted_nll(per_token, counts)
+
+
+def token_weighted_nll(logps: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """The NLL term: -(sum of the response tokens' log-probs) / (their number), over the whole batch.
+
+    ``logps``: per-token log-probs [B, T-1] (0 off the response) or per-row sums [B]; ``counts`` [B]: response
+    tokens per row. Used by :func:`sft_nll_loss` and by the training step (from the forward's sums).
+    """
+    return -logps.sum() / counts.sum()
 
 
 def kl_penalty(
@@ -140,7 +150,7 @@ def kl_penalty(
     ref_logits: torch.Tensor,
     labels: torch.Tensor,
     *,
-    ignore_index: int = -100,
+    ignore_index: int = IGNORE_INDEX,
     chunk_tokens: int | None = None,
 ) -> torch.Tensor:
     """Token-weighted mean of KL(policy || reference) of the next-token distributions at response positions.

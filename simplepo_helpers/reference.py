@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .batching import PreferenceCollator
-from .packing import choose_layout
 from .runtime.batches import collate_examples
 from .runtime.device import DevicePolicy
 from .training import concatenated_forward
 
+if TYPE_CHECKING:
+    from datasets import Dataset
+
 
 @torch.no_grad()
 def precompute_reference_logps(
-    ref_model,
-    examples,
+    ref_model: torch.nn.Module,
+    examples: Sequence[Mapping[str, Any]] | Dataset,
     collator: PreferenceCollator,
     batch_size: int,
     *,
@@ -37,10 +40,8 @@ def precompute_reference_logps(
         indices = list(range(start, min(start + batch_size, len(examples))))
         batch = collate_examples(collator, examples, indices, context="reference log-probs")
         with policy.autocast() if policy is not None else contextlib.nullcontext():
-            # the layout train() uses (packing.py), so precomputed and live reference log-probs agree bit for bit
-            out = concatenated_forward(
-                ref_model, batch, average=average, layout=choose_layout(ref_model, batch=batch)
-            )
+            # the layout train() uses (fast/ where tested), so precomputed and live log-probs agree bit for bit
+            out = concatenated_forward(ref_model, batch, average=average, layout="auto")
         chosen.append(out["chosen_logps"].float().cpu())
         rejected.append(out["rejected_logps"].float().cpu())
     if not chosen:

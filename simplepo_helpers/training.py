@@ -10,25 +10,29 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from tqdm.auto import tqdm
 from transformers import SchedulerType, set_seed
 
+from . import fast  # the door to the fast path: concatenated_forward(layout="packed" / "auto") only
 from .batching import PreferenceCollator, check_preference_batch, response_token_count
 from .logps import require_response_tokens, token_logps
-from .losses import dpo_loss, kl_penalty, simpo_loss
-from .packing import choose_layout, describe_layout, packed_sequence_logps
+from .losses import dpo_loss, kl_penalty, simpo_loss, token_weighted_nll
 from .runtime.batches import PreferenceBatches
 from .runtime.checkpoint import checkpoint_path, resume_state, save_checkpoint
 from .runtime.device import DevicePolicy, select_device
 from .runtime.optim import Optimization
 from .runtime.result import TrainResult
 from .runtime.trackers import MetricsReporter
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerBase
 
 # SimPO: the paper's 2-10 range; DPO: TRL's default; "sft" (no preference term, a baseline) has no beta
 DEFAULT_BETA = {"simpo": 2.0, "dpo": 0.1, "sft": 1.0}
@@ -104,6 +108,22 @@ class LossConfig:
             raise ValueError(
                 "DPO needs a reference: pass ref_model=... or ref_logps=precompute_reference_logps(...)"
             )
+
+    def reference_mode(self, prefer: str = "precomputed") -> str:
+        """How a run gets its reference: ``"none"`` (SimPO), ``"precomputed"`` (DPO's log-probs scored once
+        before training) or ``"live"`` (a no-grad reference forward in every step; always for the KL term).
+        ``prefer="live"`` keeps a live reference where precomputed log-probs would do."""
+        if prefer not in ("precomputed", "live"):
+            raise ValueError(f"prefer must be 'precomputed' or 'live', got {prefer!r}")
+        if not self.needs_reference:
+            return "none"
+        return "live" if self.needs_reference_model or prefer == "live" else "precomputed"
+
+    def reference_forward(self, ref_model: torch.nn.Module | None, has_ref_logps: bool) -> bool:
+        """Whether a step runs the reference model (live) rather than reading precomputed log-probs; raises
+        when this loss needs a reference that was not given."""
+        self.check_reference(ref_model, has_ref_logps)
+        return self.needs_reference_model or (self.needs_reference and not has_ref_logps)
 
     def pairwise_loss(self, chosen_logps, rejected_logps, ref_chosen_logps=None, ref_rejected_logps=None):
         """(losses [B], chosen_rewards [B], rejected_rewards [B]) from ``simpo_loss`` or ``dpo_loss``."""
@@ -185,20 +205,39 @@ def concatenated_forward(
     average: bool,
     layout: str = "padded",
     keep_logits: bool = False,
-) -> dict:
+) -> dict[str, Any]:
     """One forward pass over the chosen and rejected responses of a batch.
 
-    ``layout="padded"``: the ``[2B, T]`` batch as it is. ``layout="packed"`` (``packing.py``): all pairs in
-    one row, each prompt computed once, no padding, and the LM head only at the scored positions (fused with
-    the log-softmax unless ``keep_logits``). Both return ``chosen_logps`` and ``rejected_logps`` [B] (average
-    or sum over response tokens), ``token_sums`` and ``token_counts`` [2B] (summed log-probs and number of
-    response tokens per sequence) and ``layout``; ``logits`` and ``labels`` are the padded ``[2B, T, V]`` /
-    ``[2B, T]``, or, packed with ``keep_logits``, ``[1, N + 1, V]`` / ``[1, N + 1]`` holding just the N scored
-    positions (label t + 1 is scored at position t, as everywhere in the kit), or None.
+    ``layout="padded"``: the ``[2B, T]`` batch as it is, log-probs by ``logps.token_logps``. ``"packed"`` or
+    ``"auto"`` open the door to the fast path (``fast/``): all pairs in one row, each prompt computed once,
+    no padding, the LM head only at the scored positions (fused with the log-softmax unless
+    ``keep_logits``); ``"auto"`` takes it where ``fast.packed_support`` says the model is tested with it,
+    else the padded batch. Returns ``chosen_logps`` and ``rejected_logps`` [B] (average or sum over response
+    tokens), ``token_sums`` and ``token_counts`` [2B] (summed log-probs and number of response tokens per
+    sequence) and ``layout`` (the one used); ``logits`` and ``labels`` are the padded ``[2B, T, V]`` /
+    ``[2B, T]``, or, packed with ``keep_logits``, ``[1, N + 1, V]`` / ``[1, N + 1]`` holding just the N
+    scored positions (label t + 1 is scored at position t, as everywhere in the kit), or None.
     """
     num_pairs = check_preference_batch(batch)
-    device = next(model.parameters()).device
+    if layout == "auto":
+        layout = fast.choose_layout(model, batch=batch)
+    return _forward(model, batch, num_pairs, average=average, layout=layout, keep_logits=keep_logits)
+
+
+def _forward(
+    model: torch.nn.Module,
+    batch: Mapping[str, torch.Tensor],
+    num_pairs: int,
+    *,
+    average: bool,
+    layout: str,
+    keep_logits: bool,
+) -> dict[str, Any]:
+    """:func:`concatenated_forward` of a checked batch, the layout decided."""
+    logits: torch.Tensor | None
+    labels: torch.Tensor | None
     if layout == "padded":
+        device = next(model.parameters()).device
         labels = batch["labels"].to(device)  # [2B, T]
         logits = model(
             input_ids=batch["input_ids"].to(device),
@@ -208,10 +247,10 @@ def concatenated_forward(
         per_token, mask = token_logps(logits, labels)  # [2B, T-1] x2, float32
         counts = require_response_tokens(mask)  # [2B]
         sums = per_token.sum(dim=-1)  # [2B]
-    elif layout == "packed":  # packing.py: one prefix-shared row, the LM head at the scored positions only
-        sums, counts, logits, labels = packed_sequence_logps(model, batch, keep_logits=keep_logits)  # [2B] x2
+    elif layout == "packed":  # the door to the fast path: one prefix-shared row, the head at scored positions
+        sums, counts, logits, labels = fast.packed_sequence_logps(model, batch, keep_logits=keep_logits)
     else:
-        raise ValueError(f"layout must be 'padded' or 'packed', got {layout!r}")
+        raise ValueError(f"layout must be 'padded', 'packed' or 'auto', got {layout!r}")
     logps = sums / counts if average else sums  # [2B]
     return {
         "chosen_logps": logps[:num_pairs],
@@ -225,15 +264,15 @@ def concatenated_forward(
 
 
 def preference_loss(
-    model,
-    batch,
+    model: torch.nn.Module,
+    batch: Mapping[str, torch.Tensor],
     loss_config: LossConfig,
     *,
-    ref_model=None,
+    ref_model: torch.nn.Module | None = None,
     pair_total: int | None = None,
     nll_share: float = 1.0,
     kl_share: float = 1.0,
-    layout: str = "auto",
+    layout: str = "padded",
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of one batch and its metrics (floats, TRL's names).
 
@@ -242,24 +281,24 @@ def preference_loss(
     (``nll_share``) and of all its response tokens (``kl_share``): the token-weighted terms then add up right.
     DPO reads precomputed reference log-probs from ``batch["ref_chosen_logps"]`` / ``["ref_rejected_logps"]``
     when present; otherwise, and always for the KL term, ``ref_model`` runs a no-grad forward.
-    ``layout``: ``"auto"`` (packed when the policy and a live reference both support it, see
-    ``packing.packed_support``), ``"packed"`` or ``"padded"``; the loss is the same up to float rounding.
+    ``layout``: ``"padded"`` (the plain path), ``"packed"`` or ``"auto"`` (packed when the policy and a live
+    reference are both tested with it, see :func:`concatenated_forward`); the loss is the same up to float
+    rounding. The batch is checked once here.
     """
+    num_pairs = check_preference_batch(batch)
     average = loss_config.length_normalize
     has_ref_logps = "ref_chosen_logps" in batch and "ref_rejected_logps" in batch
-    loss_config.check_reference(ref_model, has_ref_logps)
-    ref_forward = loss_config.needs_reference_model or (loss_config.needs_reference and not has_ref_logps)
+    ref_forward = loss_config.reference_forward(ref_model, has_ref_logps)  # raises when one is missing
     if layout == "auto":
-        layout = choose_layout(model, *([ref_model] if ref_forward else []), batch=batch)
+        live = [ref_model] if ref_forward and ref_model is not None else []
+        layout = fast.choose_layout(model, *live, batch=batch)
     keep_logits = loss_config.kl_weight > 0  # the KL term compares whole distributions
-    policy = concatenated_forward(model, batch, average=average, layout=layout, keep_logits=keep_logits)
-    num_pairs = policy["chosen_logps"].shape[0]
+    options: dict[str, Any] = {"average": average, "layout": layout, "keep_logits": keep_logits}
+    policy = _forward(model, batch, num_pairs, **options)
     ref = None
-    if ref_forward:
+    if ref_forward and ref_model is not None:  # reference_forward is True only with a ref_model
         with torch.no_grad():
-            ref = concatenated_forward(
-                ref_model.eval(), batch, average=average, layout=layout, keep_logits=keep_logits
-            )
+            ref = _forward(ref_model.eval(), batch, num_pairs, **options)
     ref_chosen = ref_rejected = None
     if loss_config.name == "dpo" and has_ref_logps:
         ref_chosen = batch["ref_chosen_logps"].to(policy["chosen_logps"].device, torch.float32)  # [B]
@@ -269,7 +308,7 @@ def preference_loss(
                 f"precomputed ref logps have shapes {tuple(ref_chosen.shape)}/"
                 f"{tuple(ref_rejected.shape)}, expected ({num_pairs},)"
             )
-    elif loss_config.name == "dpo":
+    elif loss_config.name == "dpo" and ref is not None:
         ref_chosen, ref_rejected = ref["chosen_logps"], ref["rejected_logps"]
     losses, chosen_rewards, rejected_rewards = loss_config.pairwise_loss(
         policy["chosen_logps"], policy["rejected_logps"], ref_chosen, ref_rejected
@@ -289,10 +328,10 @@ def preference_loss(
     loss = losses.sum() / pair_total
     if loss_config.sft_weight > 0:
         # token-weighted NLL of the chosen responses (TRL's cpo_alpha term), from the same log-probs
-        nll = -policy["token_sums"][:num_pairs].sum() / policy["token_counts"][:num_pairs].sum()
+        nll = token_weighted_nll(policy["token_sums"][:num_pairs], policy["token_counts"][:num_pairs])
         loss = loss + loss_config.sft_weight * nll_share * nll
         metrics["nll_loss"] = nll_share * nll.item()
-    if loss_config.kl_weight > 0:
+    if loss_config.kl_weight > 0 and ref is not None:
         kl = kl_penalty(policy["logits"], ref["logits"], policy["labels"])
         loss = loss + loss_config.kl_weight * kl_share * kl
         metrics["kl"] = kl_share * kl.item()
@@ -301,18 +340,18 @@ def preference_loss(
 
 
 def training_step(
-    model,
-    micro_batches,
-    optimizer,
-    scheduler,
+    model: torch.nn.Module,
+    micro_batches: Mapping[str, torch.Tensor] | Sequence[Mapping[str, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     loss_config: LossConfig,
     *,
-    ref_model=None,
+    ref_model: torch.nn.Module | None = None,
     max_grad_norm: float | None = 1.0,
     policy: DevicePolicy | None = None,
     grad_scaler: torch.amp.GradScaler | None = None,
     step: int | None = None,
-    layout: str = "auto",
+    layout: str = "padded",
 ) -> dict[str, float]:
     """One optimizer step over ``micro_batches`` (gradient accumulation); returns the step's metrics.
 
@@ -323,19 +362,20 @@ def training_step(
     ``policy`` pass ``grad_scaler=policy.make_grad_scaler()``, kept across steps. ``layout``: see
     ``preference_loss``.
     """
-    micro_batches = [micro_batches] if isinstance(micro_batches, Mapping) else list(micro_batches)
-    if not micro_batches:
+    batches = [micro_batches] if isinstance(micro_batches, Mapping) else list(micro_batches)
+    if not batches:
         raise ValueError("training_step needs at least one micro-batch")
     if policy is not None and policy.use_grad_scaler and grad_scaler is None:
         raise ValueError(
             "this DevicePolicy uses fp16: pass grad_scaler=policy.make_grad_scaler() (keep it across steps)"
         )
-    pairs = [check_preference_batch(batch) for batch in micro_batches]
-    chosen_tokens = [response_token_count(b["labels"][:n]) for b, n in zip(micro_batches, pairs, strict=True)]
-    all_tokens = [response_token_count(batch["labels"]) for batch in micro_batches]
+    # each micro-batch's share of the step (preference_loss checks each batch's layout)
+    pairs = [len(batch["labels"]) // 2 for batch in batches]
+    chosen_tokens = [response_token_count(b["labels"][:n]) for b, n in zip(batches, pairs, strict=True)]
+    all_tokens = [response_token_count(batch["labels"]) for batch in batches]
     optimizer.zero_grad(set_to_none=True)
     sums: dict[str, float] = {}
-    for index, batch in enumerate(micro_batches):
+    for index, batch in enumerate(batches):
         with policy.autocast() if policy is not None else contextlib.nullcontext():
             loss, metrics = preference_loss(
                 model,
@@ -379,19 +419,25 @@ def training_step(
     return {**sums, "grad_norm": grad_norm, "lr": learning_rate}
 
 
+class MicroBatches(Protocol):
+    """What ``train`` draws its batches from (``runtime.batches.PreferenceBatches`` by default)."""
+
+    def micro_batches(self, step: int) -> list[dict[str, torch.Tensor]]: ...
+
+
 def train(
-    model,
-    tokenizer,
-    train_examples,
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    train_examples: Sequence[Mapping[str, Any]] | Dataset,
     config: TrainConfig,
     *,
-    ref_model=None,
-    ref_logps=None,
+    ref_model: torch.nn.Module | None = None,
+    ref_logps: Mapping[str, Any] | None = None,
     policy: DevicePolicy | None = None,
     resume_from: str | Path | None = None,
     progress: bool = True,
-    batches=None,
-    on_step: Callable[[dict], None] | None = None,
+    batches: MicroBatches | None = None,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
     run_info: Mapping[str, Any] | None = None,
     report_to: str | list[str] | None = None,
 ) -> TrainResult:
@@ -445,17 +491,19 @@ def train(
         "num_examples": len(train_examples),
         "optimizer_impl": optimization.impl,
         "device": policy.describe(),
-        "layout": describe_layout(model),  # packed where tested (packing.py), else the padded [2B, T] batch
+        "layout": fast.describe_layout(model),  # packed where tested (fast/), else the padded [2B, T] batch
         **(run_info or {}),
     }
     if progress:
         print(f"batch layout: {run_info['layout']}")
-    start_step, history, checkpoints = 0, [], []
+    start_step = 0
+    history: list[dict[str, Any]] = []
+    checkpoints: list[str] = []
     if resume_from is not None:
         start_step, history = resume_state(resume_from, run_info, config, **state)
 
     def save(step: int) -> None:
-        path = checkpoint_path(config.output_dir, step)
+        path = checkpoint_path(config.output_dir or ".", step)  # called only with an output_dir
         save_checkpoint(
             path, step=step, config=config, history=history, extra=run_info, tokenizer=tokenizer, **state
         )
@@ -481,6 +529,7 @@ def train(
                 policy=policy,
                 grad_scaler=optimization.grad_scaler,
                 step=step,
+                layout="auto",  # the fast path where the model is tested with it (fast/), else padded
             )
             row = {
                 "step": step,

@@ -3,14 +3,19 @@
 Layers, each allowed to import the ones listed (and itself):
 
 - ``runtime``: nothing else from the kit;
-- the core (the top-level modules: rows, data, batching, logps, losses, training, reference): runtime;
+- the core (the top-level modules: rows, data, batching, logps, losses, training, reference): runtime, and
+  ``fast`` through one door: ``training`` is the only core module that imports it (``packing``, an alias kept
+  for old imports, aside);
+- ``fast`` (the speed tricks: packed layout, segment attention, fused head): core, runtime;
 - ``world``: core, runtime;
-- ``evaluation``: core, runtime, world;
+- ``evaluation`` (measures, never trains): core except ``training``, runtime, world;
+- ``experiments`` (the runs that train and record: sweeps, spread, rounds, ...): core, runtime, world, scale,
+  evaluation;
 - ``scale``: core, runtime, world, evaluation;
 - ``course``: anything. Nothing outside ``course`` imports it.
 
 Every import counts, including those inside functions and ``TYPE_CHECKING`` blocks; the package's
-``__init__.py`` (the lazy re-export table) is the one exemption. Module-level imports must also form no cycle.
+``__init__.py`` (the lazy re-export table) is the one exemption. The imports, all of them, form no cycle.
 """
 
 from __future__ import annotations
@@ -24,12 +29,16 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "simplepo_helpers"
 
 ALLOWED: dict[str, set[str]] = {
     "runtime": {"runtime"},
-    "core": {"core", "runtime"},
+    "core": {"core", "fast", "runtime"},  # fast: through training only (test_the_fast_path_has_one_door)
+    "fast": {"fast", "core", "runtime"},
     "world": {"world", "core", "runtime"},
     "evaluation": {"evaluation", "world", "core", "runtime"},
+    "experiments": {"experiments", "scale", "evaluation", "world", "core", "runtime"},
     "scale": {"scale", "evaluation", "world", "core", "runtime"},
-    "course": {"course", "scale", "evaluation", "world", "core", "runtime"},
+    "course": {"course", "scale", "experiments", "evaluation", "world", "core", "fast", "runtime"},
 }
+# the core modules that may import ``fast``: the door, and the alias kept for ``simplepo_helpers.packing``
+FAST_DOORS = {"training", "packing"}
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -65,14 +74,13 @@ def _resolve(node: ast.ImportFrom, module: str, is_package: bool, root: Path) ->
     return names
 
 
-def kit_imports(path: Path, root: Path, *, module_level_only: bool = False) -> set[str]:
-    """Modules of the package that ``path`` imports."""
+def kit_imports(path: Path, root: Path) -> set[str]:
+    """Modules of the package that ``path`` imports, anywhere in the file (inside functions too)."""
     package = root.name
     module = module_name(path, root)
     tree = ast.parse(path.read_text(), filename=str(path))
-    nodes = tree.body if module_level_only else list(ast.walk(tree))
     found: set[str] = set()
-    for node in nodes:
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -97,13 +105,27 @@ def violations(root: Path) -> list[str]:
     return found
 
 
+def fast_importers(root: Path) -> set[str]:
+    """Modules outside ``fast`` (the package's lazy ``__init__`` aside) that import from it."""
+    package = root.name
+    found = set()
+    for path in root.rglob("*.py"):
+        importer = module_name(path, root)
+        if layer_of(importer, package) in (None, "fast"):
+            continue
+        if any(layer_of(name, package) == "fast" for name in kit_imports(path, root)):
+            found.add(importer.removeprefix(package + "."))
+    return found
+
+
 def cycles(root: Path) -> list[list[str]]:
-    """Cycles in the graph of module-level imports (a module importing its own package's __init__ aside)."""
+    """Cycles in the graph of every import, those inside functions and ``TYPE_CHECKING`` blocks included (a
+    module importing its own package's __init__ aside)."""
     graph = {}
     for path in root.rglob("*.py"):
         module = module_name(path, root)
         parents = {".".join(module.split(".")[:k]) for k in range(1, module.count(".") + 1)}
-        graph[module] = kit_imports(path, root, module_level_only=True) - parents - {module}
+        graph[module] = kit_imports(path, root) - parents - {module}
     found, state = [], {}
 
     def visit(node: str, trail: list[str]) -> None:
@@ -125,8 +147,12 @@ def test_the_package_keeps_its_layers():
     assert violations(PACKAGE_ROOT) == []
 
 
-def test_module_level_imports_have_no_cycle():
+def test_imports_have_no_cycle():
     assert cycles(PACKAGE_ROOT) == []
+
+
+def test_the_fast_path_has_one_door():
+    assert fast_importers(PACKAGE_ROOT) <= FAST_DOORS
 
 
 def test_every_subpackage_has_a_layer():
@@ -182,3 +208,48 @@ def test_the_checker_allows_what_the_rule_allows_and_finds_cycles(tmp_path):
     )
     assert violations(root) == []
     assert cycles(root) == [["fakekit.a", "fakekit.b", "fakekit.a"]]
+
+
+def test_the_checker_finds_a_cycle_through_an_import_inside_a_function(tmp_path):
+    root = _fabricate(
+        tmp_path / "fakekit",
+        {
+            "evaluation/__init__.py": "",
+            "evaluation/report.py": "from .results import table\n",
+            "evaluation/results.py": "def render():\n    from .report import final\n",
+        },
+    )
+    assert violations(root) == []
+    assert cycles(root) == [
+        ["fakekit.evaluation.report", "fakekit.evaluation.results", "fakekit.evaluation.report"]
+    ]
+
+
+def test_the_checker_finds_a_second_door_to_the_fast_path(tmp_path):
+    root = _fabricate(
+        tmp_path / "fakekit",
+        {"fast/__init__.py": "", "training.py": "from . import fast\n", "losses.py": "from .fast import x\n"},
+    )
+    assert fast_importers(root) == {"training", "losses"}
+
+
+def test_evaluation_never_trains():
+    """``evaluation`` measures; the modules that train (they call ``train``) live in ``experiments``."""
+    package = PACKAGE_ROOT.name
+    trainers = {
+        module_name(path, PACKAGE_ROOT)
+        for path in (PACKAGE_ROOT / "evaluation").rglob("*.py")
+        if f"{package}.training" in kit_imports(path, PACKAGE_ROOT)
+    }
+    assert trainers == set()
+
+
+def test_moved_modules_keep_their_old_import_paths():
+    import simplepo_helpers
+    from simplepo_helpers.evaluation import spread as old
+    from simplepo_helpers.experiments import spread as new
+
+    assert old is new
+    for old_name, new_name in simplepo_helpers._MOVED.items():
+        assert not (PACKAGE_ROOT / (old_name.replace(".", "/") + ".py")).exists(), old_name
+        assert (PACKAGE_ROOT / (new_name.replace(".", "/") + ".py")).is_file(), new_name

@@ -13,13 +13,8 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from simplepo_helpers import (
-    PreferenceCollator,
-    decode_masked,
-    explain_tokens,
-    tokenize_preference,
-    truncate_preference,
-)
+from simplepo_helpers import PreferenceCollator, decode_masked, explain_tokens, tokenize_preference
+from simplepo_helpers.batching import truncate_preference
 
 STANDARD = {
     "prompt": "What is two plus three?",

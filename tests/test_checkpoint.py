@@ -11,8 +11,13 @@ import torch
 from conftest import build_test_model
 from transformers import LlamaForCausalLM
 
-from simplepo_helpers import LossConfig, TrainConfig, load_checkpoint, save_checkpoint, train
-from simplepo_helpers.runtime.checkpoint import find_latest_checkpoint, read_history
+from simplepo_helpers import LossConfig, TrainConfig, train
+from simplepo_helpers.runtime.checkpoint import (
+    find_latest_checkpoint,
+    load_checkpoint,
+    read_history,
+    save_checkpoint,
+)
 from simplepo_helpers.runtime.device import DevicePolicy
 
 CPU = DevicePolicy(torch.device("cpu"), torch.float32, None, False, "tests")

@@ -16,9 +16,10 @@ import yaml
 from conftest import build_test_model
 from transformers import AutoModelForCausalLM
 
-from simplepo_helpers import LossConfig, TrainConfig, select_device, train
+from simplepo_helpers import LossConfig, TrainConfig, train
 from simplepo_helpers.data import read_jsonl
 from simplepo_helpers.runtime.checkpoint import load_checkpoint
+from simplepo_helpers.runtime.device import select_device
 from simplepo_helpers.scale.cli import load_rows, main
 from simplepo_helpers.scale.config import ConfigError, config_from_dict, config_to_dict, load_config
 from simplepo_helpers.scale.hub import load_hub_model

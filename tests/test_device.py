@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from simplepo_helpers import DevicePolicy, select_device
 from simplepo_helpers.runtime import device as device_module
+from simplepo_helpers.runtime.device import DevicePolicy, select_device
 
 
 def fake_cuda(monkeypatch, capability, name="Fake GPU", bf16_supported=True):

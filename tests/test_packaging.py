@@ -186,3 +186,41 @@ def test_the_wheel_carries_the_spdx_licence_and_the_extras(tmp_path):
     assert "License-Expression: Apache-2.0" in meta
     assert "Requires-Python: >=3.11" in meta
     assert {"learn", "dev", "browser"} <= set(re.findall(r"^Provides-Extra: (\S+)$", meta, re.M))
+
+
+def _type_checking_imports(init: Path) -> dict[str, str]:
+    """name -> module of every import in ``__init__.py``'s ``if TYPE_CHECKING:`` block."""
+    found = {}
+    for node in ast.parse(init.read_text()).body:
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            for statement in node.body:
+                assert isinstance(statement, ast.ImportFrom) and statement.level == 1
+                found.update({alias.name: statement.module for alias in statement.names})
+    return found
+
+
+def test_one_export_list_the_type_checking_block_agrees_with_it():
+    import simplepo_helpers
+
+    init = REPO / "simplepo_helpers" / "__init__.py"
+    assert _type_checking_imports(init) == simplepo_helpers._EXPORTS
+    assert simplepo_helpers.__all__ == sorted(simplepo_helpers._EXPORTS)
+    for name in simplepo_helpers.__all__:
+        assert getattr(simplepo_helpers, name) is not None
+
+
+def test_every_top_level_name_is_used_by_a_notebook_or_a_doc():
+    """A name only tests or internals use is imported from its module, not re-exported at the top."""
+    import simplepo_helpers
+
+    texts = [
+        "".join("".join(cell["source"]) for cell in json.loads(path.read_text())["cells"])
+        for path in (REPO / "notebooks").rglob("*.ipynb")
+    ]
+    texts += [path.read_text() for path in [REPO / "README.md", *(REPO / "docs").glob("*.md")]]
+    unused = [
+        name
+        for name in simplepo_helpers.__all__
+        if not any(re.search(rf"\b{re.escape(name)}\b", text) for text in texts)
+    ]
+    assert unused == []

@@ -1,4 +1,4 @@
-"""The packed, prefix-shared layout (``packing.py``) against the padded ``[2B, T]`` batch it replaces.
+"""The packed, prefix-shared layout (``fast/packing.py``) against the padded ``[2B, T]`` batch it replaces.
 
 Exactness (float32, tiny random Llama with grouped-query attention and Qwen2): per-sequence log-probs and the
 loss within 1e-5 of the padded path's; gradients within 1e-4 of each parameter's largest gradient entry
@@ -16,8 +16,9 @@ from conftest import build_test_model
 from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from simplepo_helpers.batching import PreferenceCollator
-from simplepo_helpers.packing import (
+from simplepo_helpers.fast.packing import (
     ATTENTION_NAME,
+    choose_layout,
     pack_preference_batch,
     packed_support,
     packing_problem,
@@ -26,7 +27,6 @@ from simplepo_helpers.packing import (
 from simplepo_helpers.training import (
     LossConfig,
     TrainConfig,
-    choose_layout,
     concatenated_forward,
     preference_loss,
     train,
@@ -130,8 +130,8 @@ def test_auto_layout_scores_a_batch_it_cannot_pack_on_the_padded_path(tokenizer,
     assert "rows 0 and 3" in packing_problem(different)
     assert choose_layout(model, batch=different) == "padded"
     config = LossConfig("simpo", beta=2.5, gamma=0.5)
-    auto_loss, _ = preference_loss(model, different, config)
-    padded_loss, _ = preference_loss(model, different, config, layout="padded")
+    auto_loss, _ = preference_loss(model, different, config, layout="auto")
+    padded_loss, _ = preference_loss(model, different, config)  # the default: the plain path
     assert torch.equal(auto_loss, padded_loss)
     with pytest.raises(ValueError, match="rows 0 and 3"):
         # asked for by name: the reason, not a fallback
@@ -281,7 +281,7 @@ def test_other_architectures_keep_the_padded_layout(tokenizer, batch):
         )
     )
     assert "MistralForCausalLM" in packed_support(mistral)
-    loss, metrics = preference_loss(mistral, batch, LossConfig("simpo"))  # layout="auto": padded
+    loss, metrics = preference_loss(mistral, batch, LossConfig("simpo"), layout="auto")  # padded
     padded, _ = preference_loss(mistral, batch, LossConfig("simpo"), layout="padded")
     assert torch.equal(loss, padded)
 
@@ -290,10 +290,8 @@ def test_train_uses_the_packed_layout_and_says_so(tokenizer, monkeypatch, capsys
     import simplepo_helpers.training as training
 
     layouts = []
-    forward = training.concatenated_forward
-    monkeypatch.setattr(
-        training, "concatenated_forward", lambda *a, **k: layouts.append(k["layout"]) or forward(*a, **k)
-    )
+    forward = training._forward
+    monkeypatch.setattr(training, "_forward", lambda *a, **k: layouts.append(k["layout"]) or forward(*a, **k))
     model = build_test_model(len(tokenizer))
     padded_model = copy.deepcopy(model)
     config = TrainConfig(max_steps=2, batch_size=3, learning_rate=1e-3, warmup_ratio=0.0)
@@ -304,7 +302,7 @@ def test_train_uses_the_packed_layout_and_says_so(tokenizer, monkeypatch, capsys
     assert layouts == ["packed", "packed"]
     assert "batch layout: packed" in capsys.readouterr().out
     # the same run on the padded path: the same losses up to float rounding
-    monkeypatch.setattr(training, "choose_layout", lambda *models, batch=None: "padded")
+    monkeypatch.setattr(training.fast, "choose_layout", lambda *models, batch=None: "padded")
     padded = train(padded_model, tokenizer, EXAMPLES, config, policy=cpu, progress=False)
     assert layouts[2:] == ["padded", "padded"]
     for row, expected in zip(result.history, padded.history, strict=True):

@@ -14,9 +14,10 @@ from conftest import build_test_model
 from test_cli import base_config, read_metrics, run_cli
 from test_cli import tiny_world as tiny_world  # noqa: F401  (the session fixture)
 
-from simplepo_helpers import LossConfig, TrainConfig, select_device, train
+from simplepo_helpers import LossConfig, TrainConfig, train
 from simplepo_helpers.data import read_jsonl
 from simplepo_helpers.evaluation.experiments import RunSpec, train_or_load
+from simplepo_helpers.runtime.device import select_device
 from simplepo_helpers.scale.hub import load_hub_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -9,15 +9,13 @@ import math
 import numpy as np
 import pytest
 
+from simplepo_helpers.evaluation.readme import main, render_table, update_readme
 from simplepo_helpers.evaluation.report import build_report, final_table, findings, footnote, pooled
 from simplepo_helpers.evaluation.results import (
     MARKERS,
     load_results,
-    main,
-    render_table,
     repo_root,
     summarize_seeds,
-    update_readme,
     write_results,
 )
 from simplepo_helpers.evaluation.sampling import method_difference, seed_prompt_gain

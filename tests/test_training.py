@@ -15,7 +15,6 @@ from conftest import build_test_model
 
 from simplepo_helpers import (
     LossConfig,
-    NonFiniteLossError,
     PreferenceCollator,
     TrainConfig,
     concatenated_forward,
@@ -27,6 +26,7 @@ from simplepo_helpers import (
 from simplepo_helpers.runtime.batches import ShuffledStream
 from simplepo_helpers.runtime.device import DevicePolicy
 from simplepo_helpers.runtime.optim import build_optimizer
+from simplepo_helpers.training import NonFiniteLossError
 
 EXAMPLES = [
     {"prompt": "What is two plus three?", "chosen": " Two plus three is five.", "rejected": " It is six."},
@@ -448,3 +448,20 @@ def test_missing_reference_is_an_error(tiny_model, tokenizer, collator):
 def test_train_config_rejects_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("config", "precomputed", "live"),
+    [
+        (LossConfig("simpo"), "none", "none"),
+        (LossConfig("sft"), "none", "none"),
+        (LossConfig("dpo"), "precomputed", "live"),
+        (LossConfig("dpo", kl_weight=0.1), "live", "live"),
+        (LossConfig("simpo", kl_weight=0.1), "live", "live"),
+    ],
+)
+def test_loss_config_alone_decides_the_reference_mode(config, precomputed, live):
+    assert config.reference_mode() == precomputed
+    assert config.reference_mode("live") == live
+    with pytest.raises(ValueError, match="prefer"):
+        config.reference_mode("auto")

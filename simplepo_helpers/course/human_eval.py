@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluation.metrics import wilson_interval
+from ..runtime.files import write_text_atomic
 
 CHOICES = ("A", "B", "tie")
 VERDICTS = ("policy", "reference", "tie")
@@ -279,10 +280,7 @@ class BlindABEval:
     def save(self, path: str | Path) -> Path:
         """Write ``records()`` as JSON Lines to ``path`` (replaced as a whole, so a crash leaves no half line)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_name(path.name + ".tmp")
-        staging.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.records()))
-        staging.replace(path)
+        write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.records()))
         return path
 
     def render(self) -> None:

@@ -89,16 +89,23 @@ class PairBrowser:
 
 
 class LossExplorer:
-    """Sliders for beta and gamma; each change recomputes ``self.curves`` and redraws the two panels."""
+    """Sliders for beta and gamma (starting at ``LossConfig("simpo")``'s unless given); each change
+    recomputes ``self.curves`` and redraws the two panels."""
 
     def __init__(
         self,
         logp_margins: Sequence[float] | np.ndarray | None = None,
         *,
-        beta: float = 2.5,
-        gamma: float = 1.375,
+        beta: float | None = None,
+        gamma: float | None = None,
     ) -> None:
         import ipywidgets as widgets
+
+        from ..training import LossConfig
+
+        library = LossConfig("simpo")  # the library's defaults, stated once in training.py
+        beta = library.beta if beta is None else beta
+        gamma = library.gamma if gamma is None else gamma
 
         if logp_margins is None:
             logp_margins = np.linspace(-1.5, 1.5, 241)

@@ -1,2 +1,3 @@
-"""Measuring a trained policy against its reference: sampling, judging, win rates with intervals, KL,
-implicit rewards, cached comparison runs and the results file."""
+"""Measuring a trained policy against its reference: generation, sampling, judging, win rates with intervals,
+KL, implicit rewards, style probes and the results file. It never trains (the runs that do live in
+``experiments``; their old paths such as ``evaluation.spread`` still import, see the package's ``_MOVED``)."""

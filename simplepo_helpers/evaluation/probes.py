@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..batching import IGNORE_INDEX
 from ..logps import sequence_logps
 from ..world.responses import CONFIDENT_OPENERS, OPENERS
 from .generation import _as_messages
@@ -59,7 +60,7 @@ def prefix_logps(
             seqs = [prompt_ids[i] + prefix_ids[j] for i, j in chunk]
             width = max(map(len, seqs))
             input_ids = torch.full((len(seqs), width), pad)  # [b, T], right-padded
-            labels = torch.full((len(seqs), width), -100)  # [b, T], the prefix tokens only
+            labels = torch.full((len(seqs), width), IGNORE_INDEX)  # [b, T], the prefix tokens only
             mask = torch.zeros((len(seqs), width), dtype=torch.long)
             for row, ((i, j), seq) in enumerate(zip(chunk, seqs, strict=True)):
                 input_ids[row, : len(seq)] = torch.tensor(seq)

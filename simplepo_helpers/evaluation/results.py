@@ -1,8 +1,8 @@
 """The kit's results file, ``build/results.json``, and the README section rendered from it.
 
-``make experiments`` (``evaluation.sweeps`` then ``evaluation.report``) writes the file from the committed sweep
-records; ``python -m simplepo_helpers.evaluation.results README.md`` renders the table between the README's
-``<!-- results:start -->`` and ``<!-- results:end -->`` markers. Layout (see ``evaluation.report``):
+``make experiments`` (``experiments.sweeps`` then ``experiments.report``) writes the file from the committed sweep
+records; ``python -m simplepo_helpers.experiments.readme README.md`` renders the table between the README's
+``<!-- results:start -->`` and ``<!-- results:end -->`` markers (``update_readme_text``). Layout (see ``experiments.report``):
 
     {"meta": {...},                                   # command, tuned settings, ...
      "reference": {"dev": {...}, "eval": {...}},      # the reference's own numbers per split
@@ -13,17 +13,15 @@ records; ``python -m simplepo_helpers.evaluation.results README.md`` renders the
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
-import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..runtime.files import write_text_atomic
 
 MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
 REQUIRED_METHODS = ("simpo", "dpo", "simpo_no_ln")
@@ -101,16 +99,7 @@ def write_results(results: Mapping[str, Any], path: str | Path | None = None) ->
     """Validate ``results`` and write them as JSON (atomically: a temporary file, then a rename)."""
     validate_results(results)
     path = Path(path) if path is not None else results_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".results-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(results, file, indent=1, allow_nan=False)
-            file.write("\n")
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    write_text_atomic(path, json.dumps(results, indent=1, allow_nan=False) + "\n")
     return path
 
 
@@ -133,14 +122,6 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def render_table(results: Mapping[str, Any]) -> str:
-    """The README's results section: the eval table and the line that says where every number comes from."""
-    from .report import final_table, footnote
-
-    validate_results(results)
-    return final_table(results) + "\n\n" + footnote(results)
-
-
 def update_readme_text(readme: str | Path, section: str) -> bool:
     """Replace the text between the README's markers with ``section``; True when the file changed."""
     readme = Path(readme)
@@ -152,28 +133,3 @@ def update_readme_text(readme: str | Path, section: str) -> bool:
     if updated != text:
         readme.write_text(updated)
     return updated != text
-
-
-def update_readme(readme: str | Path, results: Mapping[str, Any]) -> bool:
-    """Render ``results`` into the README's results section; True when the file changed."""
-    return update_readme_text(readme, render_table(results))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Render build/results.json into the README's results table.")
-    parser.add_argument("readme", type=Path, help="the markdown file with the results markers (README.md)")
-    parser.add_argument(
-        "--results", type=Path, default=None, help="results file (default: build/results.json)"
-    )
-    args = parser.parse_args(argv)
-    try:
-        changed = update_readme(args.readme, load_results(args.results))
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(f"{args.readme}: results table {'updated' if changed else 'already up to date'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

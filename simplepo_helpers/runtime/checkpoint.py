@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_model
 
+from .files import publish_folder
+
 STATE_NAME = "simplepo_state.json"
 LEGACY_STATE_NAME = "trainer_state.json"  # the kit's name before it collided with HF Trainer's file
 MODEL_CARD_NAME = "README.md"
@@ -122,13 +124,14 @@ def model_card(config: Any, history: list[dict[str, Any]], step: int, base: str 
     return "\n".join(lines)
 
 
-def _is_sharded(model: torch.nn.Module) -> bool:
+def is_sharded(model: torch.nn.Module) -> bool:
+    """True when ``model``'s parameters are FSDP2 shards (DTensors)."""
     from torch.distributed.tensor import DTensor
 
     return any(isinstance(p, DTensor) for p in model.parameters())
 
 
-def _gather_full_state(model, optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+def _gather_full_state(model, optimizer) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Full model (and optimizer) state of an FSDP2 model on process 0; every process must call this."""
     from torch.distributed.checkpoint.state_dict import (
         StateDictOptions,
@@ -148,15 +151,16 @@ def _is_peft_model(model: torch.nn.Module) -> bool:
 
 def _save_weights(model: torch.nn.Module, directory: Path, state_dict=None) -> None:
     if hasattr(model, "save_pretrained"):
-        kwargs = {} if state_dict is None else {"state_dict": state_dict}
+        save_pretrained: Any = model.save_pretrained  # transformers' or PEFT's
+        kwargs: dict[str, Any] = {} if state_dict is None else {"state_dict": state_dict}
         # transformers 5 may rename keys back to a legacy layout on save; keep the in-memory names so the
         # checkpoint loads back into the same module exactly
         if (
             not _is_peft_model(model)
-            and "save_original_format" in inspect.signature(model.save_pretrained).parameters
+            and "save_original_format" in inspect.signature(save_pretrained).parameters
         ):
             kwargs["save_original_format"] = False
-        model.save_pretrained(directory, **kwargs)
+        save_pretrained(directory, **kwargs)
     elif state_dict is not None:
         from safetensors.torch import save_file
 
@@ -186,7 +190,7 @@ def _load_weights(model: torch.nn.Module, directory: Path) -> None:
         adapter_file = directory / ADAPTER_NAME
         if not adapter_file.is_file():
             raise FileNotFoundError(f"{adapter_file} not found: the checkpoint has no PEFT adapter weights")
-        result = set_peft_model_state_dict(model, load_file(str(adapter_file)))
+        result: Any = set_peft_model_state_dict(model, load_file(str(adapter_file)))
         if result.unexpected_keys:
             raise RuntimeError(
                 f"{adapter_file} holds adapter weights the model lacks: {result.unexpected_keys[:5]}"
@@ -215,7 +219,7 @@ def _load_sharded_weights(model: torch.nn.Module, directory: Path) -> None:
         if index_file.is_file()
         else [WEIGHTS_NAME]
     )
-    state: dict[str, torch.Tensor] = {}
+    state: dict[str, Any] = {}
     for name in names:
         state.update(load_file(str(directory / name)))
     result = set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, strict=False))
@@ -224,7 +228,8 @@ def _load_sharded_weights(model: torch.nn.Module, directory: Path) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
-    bit_generator, keys, position, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
+    numpy_state: Any = np.random.get_state(legacy=True)  # the legacy tuple
+    bit_generator, keys, position, has_gauss, cached_gaussian = numpy_state
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": {
@@ -286,9 +291,19 @@ def save_checkpoint(
     process 0 writes, the others wait for it.
     """
     final = Path(directory)
-    parts = (model, optimizer, scheduler, step, config, history, extra, grad_scaler, tokenizer)
+    parts: tuple[Any, ...] = (
+        model,
+        optimizer,
+        scheduler,
+        step,
+        config,
+        history,
+        extra,
+        grad_scaler,
+        tokenizer,
+    )
     if _in_process_group():
-        gathered = _gather_full_state(model, optimizer) if _is_sharded(model) else None  # all processes
+        gathered = _gather_full_state(model, optimizer) if is_sharded(model) else None  # all processes
         parts = (*parts, gathered)
         torch.distributed.barrier()
         if torch.distributed.get_rank() == 0:
@@ -340,9 +355,7 @@ def _write_checkpoint(
     (staging / STATE_NAME).write_text(json.dumps(summary, indent=1))
     base = getattr(getattr(model, "config", None), "_name_or_path", None) or None
     (staging / MODEL_CARD_NAME).write_text(model_card(config, history or [], int(step), base))  # over PEFT's
-    if final.exists():
-        shutil.rmtree(final)
-    staging.rename(final)
+    publish_folder(staging, final)  # an earlier checkpoint of this step goes only once this one is whole
     return final
 
 
@@ -371,7 +384,7 @@ def load_checkpoint(
     if summary_file is None:
         raise FileNotFoundError(f"{directory / STATE_NAME} not found: {directory} is not a checkpoint folder")
     summary = json.loads(summary_file.read_text())
-    sharded = _is_sharded(model)
+    sharded = is_sharded(model)
     if sharded:
         _load_sharded_weights(model, directory)
     else:

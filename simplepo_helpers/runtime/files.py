@@ -1,10 +1,11 @@
-"""Files that survive a killed process: atomic writes (a temporary file beside it, then a rename) and append-only
-JSON-lines records read back with a partial last line skipped."""
+"""Files that survive a killed process: atomic writes (a temporary file or folder beside the target, then a
+rename) and append-only JSON-lines records read back with a partial last line skipped."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -20,6 +21,26 @@ def write_text_atomic(path: Path, text: str) -> None:
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def publish_folder(staging: Path, target: Path, *, replace: bool = True) -> bool:
+    """Put the filled folder ``staging`` (beside ``target``) at ``target`` by renames: a reader sees the old
+    folder or the new one, never a half-written one. ``replace``: an existing ``target`` is moved aside, then
+    removed; otherwise a ``target`` that another process published first is kept (returns False; the caller
+    removes ``staging``). True when ``staging`` landed."""
+    if replace and target.exists():
+        aside = target.with_name(f".{target.name}-old-{os.getpid()}")
+        os.replace(target, aside)
+        os.replace(staging, target)
+        shutil.rmtree(aside, ignore_errors=True)
+        return True
+    try:
+        os.replace(staging, target)
+    except OSError:
+        if replace or not target.exists():
+            raise
+        return False
+    return True
 
 
 def read_records(path: Path) -> list[dict]:

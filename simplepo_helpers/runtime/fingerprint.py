@@ -1,7 +1,7 @@
 """Fingerprints that key every cache entry, so no entry outlives the code, data or weights it came from.
 
 A cache key is a hash of what decides the entry: its settings, the fingerprint of its input data and model
-weights (``evaluation.experiments.fingerprint_rows`` / ``fingerprint_model``, ``world.reference``), and
+weights (``experiments.comparisons.fingerprint_rows`` / ``fingerprint_model``, ``world.reference``), and
 ``code_fingerprint()``: a hash of the kit's own source. Any edit to the package's code therefore starts
 fresh entries; no version number has to be bumped by hand.
 """

@@ -27,7 +27,7 @@ class HubUnavailableError(ConnectionError):
     """A Hub model or dataset could not be fetched because the Hub is out of reach; the message says what to do."""
 
 
-def _unreachable(error: BaseException) -> bool:
+def _unreachable(error: BaseException | None) -> bool:
     """True when the error (or one it came from) is the Hub being out of reach rather than a wrong id."""
     seen = 0
     while error is not None and seen < 20:

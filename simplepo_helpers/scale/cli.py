@@ -191,7 +191,7 @@ def evaluate(
             if ref_logps is not None:
                 batch.update({key: ref_logps[key][indices] for key in REF_KEYS})
             with policy.autocast():
-                _, metrics = preference_loss(model, batch, loss_config, ref_model=ref_model)
+                _, metrics = preference_loss(model, batch, loss_config, ref_model=ref_model, layout="auto")
             for name, value in metrics.items():
                 sums[name] = sums.get(name, 0.0) + value * weight
     finally:
@@ -206,14 +206,9 @@ REF_KEYS = ("ref_chosen_logps", "ref_rejected_logps")
 
 def reference_mode(config: RunConfig) -> str:
     """``none`` (SimPO), ``precomputed`` (DPO's log-probs once) or ``live`` (a reference forward every step)."""
-    loss = config.loss
-    if not loss.needs_reference:
-        return "none"
-    if config.model.reference == "precomputed" and loss.needs_reference_model:
+    if config.model.reference == "precomputed" and config.loss.needs_reference_model:
         raise ConfigError("model.reference=precomputed: loss.kl_weight > 0 needs the live reference model")
-    if config.model.reference == "live" or loss.needs_reference_model:
-        return "live"
-    return "precomputed"
+    return config.loss.reference_mode("live" if config.model.reference == "live" else "precomputed")
 
 
 def _reference(config: RunConfig, model):

@@ -35,10 +35,3 @@ def shard_model(model: torch.nn.Module) -> torch.nn.Module:
         fully_shard(layer)
     fully_shard(model)
     return model
-
-
-def is_sharded(model: torch.nn.Module) -> bool:
-    """True when ``model``'s parameters are FSDP2 shards (DTensors)."""
-    from torch.distributed.tensor import DTensor
-
-    return any(isinstance(p, DTensor) for p in model.parameters())

@@ -24,7 +24,6 @@ import functools
 import hashlib
 import json
 import math
-import os
 import random
 import shutil
 import tempfile
@@ -36,13 +35,15 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from ..batching import IGNORE_INDEX
+from ..runtime.files import publish_folder
 from ..runtime.fingerprint import code_fingerprint, file_fingerprint
 from .cache import cache_dir
 from .dataset import WorldConfig, sft_rows, to_jsonl
+from .responses import MAX_NEW_TOKENS
 from .tokenizer import load_tokenizer, world_tokenizer
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "reference_model"  # the shipped reference (package data)
-MAX_NEW_TOKENS = 48  # every written world response fits (the longest is 40 tokens with its EOS)
 
 
 @dataclass(frozen=True)
@@ -95,14 +96,14 @@ def sft_example(
     end = (
         full_ids.index(tokenizer.eos_token_id, len(prompt_ids)) + 1
     )  # keep the EOS, drop the newline after it
-    labels = [-100] * len(prompt_ids) + full_ids[len(prompt_ids) : end]
+    labels = [IGNORE_INDEX] * len(prompt_ids) + full_ids[len(prompt_ids) : end]
     return full_ids[:end], labels
 
 
 def _collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
     width = max(len(ids) for ids, _ in examples)
     input_ids = torch.full((len(examples), width), pad_id)  # [B, T]
-    labels = torch.full((len(examples), width), -100)  # [B, T]
+    labels = torch.full((len(examples), width), IGNORE_INDEX)  # [B, T]
     attention_mask = torch.zeros((len(examples), width), dtype=torch.long)  # [B, T]
     for row, (ids, labs) in enumerate(examples):
         input_ids[row, : len(ids)] = torch.tensor(ids)
@@ -276,11 +277,7 @@ def ensure_reference_model(
                     indent=1,
                 )
             )
-            if target.exists():  # a rebuild: move the old model aside only once the new one is complete
-                old = target.with_name(f".{target.name}-old-{os.getpid()}")
-                os.replace(target, old)
-                shutil.rmtree(old)
-            os.replace(staging, target)
+            publish_folder(staging, target)  # a rebuild: the old model goes only once the new one is complete
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         if progress:
@@ -321,7 +318,5 @@ def ship_reference_model(source: Path) -> Path:
     staging = SHIPPED_DIR.with_name(f".{SHIPPED_DIR.name}-staging")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(source, staging)
-    if SHIPPED_DIR.exists():
-        shutil.rmtree(SHIPPED_DIR)
-    os.replace(staging, SHIPPED_DIR)
+    publish_folder(staging, SHIPPED_DIR)
     return SHIPPED_DIR

@@ -19,6 +19,8 @@ import random
 from . import facts
 from .families import FAMILIES, Task
 
+# the generation-length default: every written world response fits (the longest is 40 tokens with its EOS)
+MAX_NEW_TOKENS = 48
 STYLES = ("concise", "verbose", "wrong", "wrong_confident", "refusal")
 CORRECT_STYLES = ("concise", "verbose")
 WRONG_STYLES = ("wrong", "wrong_confident")

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .sampling import bootstrap_mean, method_difference, score_gain, seed_prompt_gain
+from ..evaluation.results import markdown_table, repo_root, update_readme_text, write_results
+from ..evaluation.sampling import bootstrap_mean, method_difference, score_gain, seed_prompt_gain
 
 FINAL_METHODS = ("simpo", "dpo", "simpo_no_ln", "simpo_onpolicy")
 # paired method differences on eval (each method's seeds and the shared prompts resampled)
@@ -249,8 +250,6 @@ METHOD_NAMES = {
 
 def final_table(report: Mapping[str, Any]) -> str:
     """The README's results table (eval split)."""
-    from .results import markdown_table
-
     ref = report["reference"]["eval"]
     header = [
         "method",
@@ -306,8 +305,6 @@ def final_table(report: Mapping[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .results import repo_root, update_readme_text, write_results
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", type=Path, default=None, help="the sweep records (default: results/)")
     parser.add_argument("--readme", type=Path, default=None, help="re-render this file's results section")

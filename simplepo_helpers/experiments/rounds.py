@@ -37,6 +37,7 @@ from ..runtime.files import write_text_atomic
 from ..scale.lora import LoraOptions
 from ..scale.profiles import PROFILE_DEFAULTS
 from ..training import LossConfig, TrainConfig, train
+from ..world.responses import MAX_NEW_TOKENS
 from .onpolicy import OnPolicyConfig, sample_training_pairs
 
 ROUND1_FILE = (
@@ -56,10 +57,8 @@ class Recipe:
     batch_size: int = 16
     samples_per_prompt: int = 8
     warmup_ratio: float = 0.1
-    max_new_tokens: int = 48  # world.reference.MAX_NEW_TOKENS
-    lora: LoraOptions | None = (
-        None  # train LoRA adapters (seeded with the training seed) instead of every weight
-    )
+    max_new_tokens: int = MAX_NEW_TOKENS
+    lora: LoraOptions | None = None  # train LoRA adapters (seeded with the training seed), not every weight
 
     def __post_init__(self) -> None:
         if self.data not in ("onpolicy", "offline"):

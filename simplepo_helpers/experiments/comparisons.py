@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import shutil
 import statistics
 import tempfile
@@ -26,13 +25,14 @@ import torch
 from tqdm.auto import tqdm
 
 from ..batching import PreferenceCollator
+from ..evaluation.generation import generate_responses
+from ..evaluation.metrics import response_lengths
 from ..reference import precompute_reference_logps
 from ..runtime.checkpoint import load_checkpoint
+from ..runtime.files import publish_folder
 from ..runtime.fingerprint import code_fingerprint
 from ..runtime.memory import PeakMemory, parameter_bytes
 from ..training import LossConfig, TrainConfig, train
-from .generation import generate_responses
-from .metrics import response_lengths
 
 RUN_INFO = "run.json"
 
@@ -260,10 +260,13 @@ def train_or_load(
                 output_dir=staging / "checkpoints",
                 save_every=max(1, config.max_steps // spec.length_checkpoints),
             )
-        ref_model = reference if config.loss.needs_reference_model else None  # the KL term: a live reference
-        ref_logps = None  # DPO alone: log-probs precomputed once instead of a reference forward in every step
-        if config.loss.needs_reference and ref_model is None:
-            ref_logps = reference_logps(reference, tokenizer, rows, config, policy=policy)
+        mode = config.loss.reference_mode()  # DPO: log-probs precomputed once; the KL term: a live reference
+        ref_model = reference if mode == "live" else None
+        ref_logps = (
+            reference_logps(reference, tokenizer, rows, config, policy=policy)
+            if mode == "precomputed"
+            else None
+        )
         model = copy.deepcopy(reference)
         started = time.perf_counter()
         result = train(
@@ -291,11 +294,10 @@ def train_or_load(
             shutil.rmtree(staging / "checkpoints")
         model.save_pretrained(staging, safe_serialization=True)
         (staging / RUN_INFO).write_text(json.dumps(info, default=str))
-        try:
-            os.replace(staging, target)
-        except OSError:  # another process finished the same run first: keep its copy
-            if not (target / RUN_INFO).is_file():
-                raise
+        if not publish_folder(staging, target, replace=False) and not (target / RUN_INFO).is_file():
+            raise FileExistsError(
+                f"{target} exists and holds no finished run"
+            )  # else: another process's copy
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     info.pop("history")
@@ -321,14 +323,15 @@ def comparison_specs(
 
     ``setup`` is a ``hub.ProfileSetup``; None takes its ``defaults`` (``PROFILE_DEFAULTS``, tuned on dev by
     ``make experiments``). DPO gets its own tuned learning rate and beta (``dpo_learning_rate``, ``dpo_beta``;
-    without them in the defaults: SimPO's rate and beta 0.1). SimPO without length normalisation sums instead
-    of averaging, with its own tuned rate and beta (``no_ln_learning_rate``, ``no_ln_beta``: summed log-probs
-    are about an answer length larger) and SimPO's gamma/beta ratio; without them, SimPO's.
+    without them in the defaults: SimPO's rate and ``LossConfig("dpo")``'s beta). SimPO without length
+    normalisation sums instead of averaging, with its own tuned rate and beta (``no_ln_learning_rate``,
+    ``no_ln_beta``: summed log-probs are about an answer length larger) and SimPO's gamma/beta ratio; without
+    them, SimPO's.
     """
     defaults = setup.defaults
     beta = defaults["beta"] if beta is None else beta
     gamma = defaults["gamma"] if gamma is None else gamma
-    dpo_beta = defaults.get("dpo_beta", 0.1) if dpo_beta is None else dpo_beta
+    dpo_beta = defaults.get("dpo_beta") if dpo_beta is None else dpo_beta  # None: LossConfig's default
     simpo_rate = defaults["learning_rate"] if learning_rate is None else learning_rate
     dpo_rate = (
         defaults.get("dpo_learning_rate", simpo_rate) if dpo_learning_rate is None else dpo_learning_rate
@@ -493,9 +496,10 @@ def measure_step_cost(
     model = copy.deepcopy(reference)
     extra: dict[str, Any] = {}
     precompute_seconds = 0.0
-    if config.loss.needs_reference_model or (config.loss.needs_reference and live_reference):
+    mode = config.loss.reference_mode("live" if live_reference else "precomputed")
+    if mode == "live":
         extra["ref_model"] = reference
-    elif config.loss.needs_reference:
+    elif mode == "precomputed":
         started = time.perf_counter()
         collator = PreferenceCollator(
             tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length

@@ -41,10 +41,11 @@ from typing import Any
 
 import numpy as np
 
+from ..world.responses import MAX_NEW_TOKENS
+
 SWEEP_VERSION = 1
 K_POLICY, K_REFERENCE = 4, 8
 REFERENCE_STREAM = 0  # the reference's sampling stream; a policy's CRN samples reuse it (changed share)
-MAX_NEW_TOKENS = 48  # world.reference.MAX_NEW_TOKENS
 SIMPO_GRID = {"learning_rate": (1e-4, 2e-4, 5e-4), "beta": (2.5, 5.0)}
 DPO_GRID = {"learning_rate": (2e-4, 5e-4, 1e-3), "beta": (0.1, 0.5)}
 # summed log-probs are about one answer length (~10 tokens) larger than averages: beta about 10x smaller
@@ -198,9 +199,9 @@ def _split_data(split: str) -> dict[str, Any]:
     if split in _STATE:
         return _STATE[split]
     from ..data import read_jsonl
+    from ..evaluation.probes import style_probabilities
+    from ..evaluation.sampling import sample_k
     from ..world import data_file
-    from .probes import style_probabilities
-    from .sampling import sample_k
 
     model, tokenizer = _reference()
     prompt_rows, _ = read_jsonl(data_file("dev_prompts" if split == "dev" else "eval_prompts"))
@@ -247,7 +248,7 @@ def _right_answers(prompt_rows: Sequence[dict]) -> list[tuple[list[dict], str]]:
 
 def _answer_nll(model, tokenizer, answers) -> float:
     """Mean per-token NLL of the right answers (with EOS) under ``model``."""
-    from .metrics import response_logps
+    from ..evaluation.metrics import response_logps
 
     prompts, texts = [p for p, _ in answers], [a for _, a in answers]
     logps = response_logps(model, tokenizer, prompts, texts)  # [N] summed
@@ -288,7 +289,7 @@ def train_point(point: Point, models_dir: Path):
     import torch
 
     from ..training import TrainConfig, train
-    from .experiments import reference_logps
+    from .comparisons import reference_logps
 
     reference, tokenizer = _reference()
     model = copy.deepcopy(reference)
@@ -310,9 +311,10 @@ def train_point(point: Point, models_dir: Path):
         log_every=point.steps,
     )
     extra: dict[str, Any] = {}
-    if config.loss.needs_reference_model:
+    mode = config.loss.reference_mode()
+    if mode == "live":
         extra["ref_model"] = reference
-    elif config.loss.needs_reference:
+    elif mode == "precomputed":
         extra["ref_logps"] = reference_logps(reference, tokenizer, rows, config)
     started = time.perf_counter()
     result = train(model, tokenizer, rows, config, progress=False, **extra)
@@ -332,9 +334,9 @@ def train_point(point: Point, models_dir: Path):
 
 def evaluate_point(model, point: Point) -> tuple[dict[str, Any], dict[str, list[float]]]:
     """(metrics, per-prompt arrays) of a trained policy on ``point.split`` against the reference."""
-    from .metrics import kl_to_reference, lc_win_rate, preference_rewards
-    from .probes import STYLE_NAMES, probe_table, style_probabilities
-    from .sampling import changed_share, sample_k, summary
+    from ..evaluation.metrics import kl_to_reference, lc_win_rate, preference_rewards
+    from ..evaluation.probes import STYLE_NAMES, probe_table, style_probabilities
+    from ..evaluation.sampling import changed_share, sample_k, summary
 
     reference, tokenizer = _reference()
     data = _split_data(point.split)
@@ -404,8 +406,8 @@ def run_point(point: Point, models_dir: str) -> dict[str, Any]:
 
 def reference_record(split: str) -> dict[str, Any]:
     """The reference model's own numbers on ``split`` (k = K_REFERENCE samples)."""
-    from .probes import STYLE_NAMES, probe_table
-    from .sampling import diversity, summary
+    from ..evaluation.probes import STYLE_NAMES, probe_table
+    from ..evaluation.sampling import diversity, summary
 
     data = _split_data(split)
     ref = data["reference"]
@@ -487,8 +489,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="processes (one torch thread each)")
     parser.add_argument("--out", type=Path, default=None, help="folder for sweeps.jsonl (default: results/)")
     args = parser.parse_args(argv)
+    from ..evaluation.results import repo_root
     from ..world import cache_dir
-    from .results import repo_root
 
     out = args.out or repo_root() / "results"
     out.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..runtime.files import read_records
+from ..world.responses import MAX_NEW_TOKENS
 from .rounds import RECIPES, Recipe
 
 K_POLICY, K_REFERENCE = 4, 8
@@ -97,11 +98,13 @@ def _worker_init() -> None:
 
 def baseline(ref_seed: int, split: str) -> dict:
     """The reference's k = 8 samples on ``split``: expected score, best-of-4 and best-of-8, per prompt."""
-    from .sampling import sample_k
+    from ..evaluation.sampling import sample_k
 
     model, tokenizer = _reference(ref_seed)
     prompts = _prompts(split)
-    samples = sample_k(model, tokenizer, prompts, k=K_REFERENCE, stream=REFERENCE_STREAM, max_new_tokens=48)
+    samples = sample_k(
+        model, tokenizer, prompts, k=K_REFERENCE, stream=REFERENCE_STREAM, max_new_tokens=MAX_NEW_TOKENS
+    )
     scores = samples.scores  # [N, 8]
     probes = _allowed_probes(model, tokenizer, prompts, samples.forbidden)
     best4 = (scores[:, :4].max(axis=1) + scores[:, 4:].max(axis=1)) / 2  # two disjoint groups of 4
@@ -120,7 +123,7 @@ def baseline(ref_seed: int, split: str) -> dict:
 
 def _allowed_probes(model: Any, tokenizer: Any, prompts: list, forbidden: np.ndarray) -> dict[str, float]:
     """Mean probability of opening in each style on the allowed prompts (``probes.style_probabilities``)."""
-    from .probes import style_probabilities
+    from ..evaluation.probes import style_probabilities
 
     styles = style_probabilities(model, tokenizer, prompts)
     allowed = ~np.asarray(forbidden)
@@ -131,8 +134,8 @@ def evaluate_run(
     kind: str, method: str, recipe: Recipe, seed: int, ref_seed: int, splits: Sequence[str]
 ) -> list[dict]:
     """Train one default-recipe run and evaluate every round on ``splits``: one record per (round, split)."""
+    from ..evaluation.sampling import sample_k
     from .rounds import default_run, recipe_settings
-    from .sampling import sample_k
 
     reference, tokenizer = _reference(ref_seed)
     prompts = {split: _prompts(split) for split in splits}
@@ -142,7 +145,12 @@ def evaluate_run(
     def on_round(round_index: int, model: Any) -> None:
         for split in splits:
             samples = sample_k(
-                model, tokenizer, prompts[split], k=K_POLICY, stream=1000 + seed, max_new_tokens=48
+                model,
+                tokenizer,
+                prompts[split],
+                k=K_POLICY,
+                stream=1000 + seed,
+                max_new_tokens=MAX_NEW_TOKENS,
             )
             last = round_index == recipe.rounds
             probes = _allowed_probes(model, tokenizer, prompts[split], samples.forbidden) if last else None
@@ -260,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     if args.out is None:
-        from .results import repo_root
+        from ..evaluation.results import repo_root
 
         args.out = repo_root() / "results"
     if args.phase == "report":
@@ -296,7 +304,7 @@ def headroom_share(gain: float, baseline_record: dict) -> float:
 
 def run_gains(records: Sequence[dict], *, kind: str, method: str, split: str, round_index: int | None = None):
     """Per run at its last round (or ``round_index``): [(record, per-seed score_gain Interval)]."""
-    from .sampling import score_gain
+    from ..evaluation.sampling import score_gain
 
     base = baselines(records)
     chosen = _round_records(records, kind, method, split, round_index)
@@ -306,7 +314,7 @@ def run_gains(records: Sequence[dict], *, kind: str, method: str, split: str, ro
 def spread_summary(records: Sequence[dict], method: str, split: str) -> dict[str, Any]:
     """The spread of ``method``'s default runs on ``split``: per run the gain and its per-seed interval; the
     two-way (seeds x prompts) interval per reference build; the worst run; the share of intervals above 0."""
-    from .sampling import seed_prompt_gain
+    from ..evaluation.sampling import seed_prompt_gain
 
     runs = run_gains(records, kind="spread", method=method, split=split)
     if not runs:
@@ -402,7 +410,7 @@ def _final_expected(records: Sequence[dict], method: str, split: str, ref_seed: 
 
 def findings(records: Sequence[dict]) -> list[str]:
     """The spread record's claims, as computed sentences (the README quotes these, not hand-typed numbers)."""
-    from .sampling import method_difference
+    from ..evaluation.sampling import method_difference
 
     def resolved(interval) -> str:
         return (
@@ -488,7 +496,7 @@ def findings(records: Sequence[dict]) -> list[str]:
 def lora_minus_full(records: Sequence[dict], split: str = "eval") -> list:
     """Per training seed recorded for both: LoRA's minus full fine-tuning's expected score on the same prompts
     (offline SimPO), an Interval over prompts (what notebook 06 computes for its one seed)."""
-    from .sampling import score_gain
+    from ..evaluation.sampling import score_gain
 
     def by_seed(method: str) -> dict[int, list[float]]:
         runs = _round_records(records, "spread", method, split, None)

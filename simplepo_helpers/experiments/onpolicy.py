@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..runtime.files import write_text_atomic
-from ..world.responses import CONFIDENT_OPENERS, OPENERS
+from ..world.responses import CONFIDENT_OPENERS, MAX_NEW_TOKENS, OPENERS
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class OnPolicyConfig:
 
     samples_per_prompt: int = 4
     seed: int = 0
-    max_new_tokens: int = 48
+    max_new_tokens: int = MAX_NEW_TOKENS
     batch_size: int = 256
 
 
@@ -84,9 +84,9 @@ def build_onpolicy_pairs(
     config: OnPolicyConfig = OnPolicyConfig(),
 ) -> tuple[list[dict], dict[str, Any]]:
     """(pairs, report): ``config.samples_per_prompt`` samples per distinct prompt, judged, best vs worst."""
+    from ..evaluation.generation import generate_responses
+    from ..evaluation.sampling import sample_seeds
     from ..world.judge import judge
-    from .generation import generate_responses
-    from .sampling import sample_seeds
 
     columns = [
         generate_responses(
