@@ -375,3 +375,9 @@ def test_lessons_have_tiered_exercises_and_solutions(number: str) -> None:
     assert all(f'assert check("{ex.id}"' in "".join(map(_source, solution_cells)) for ex in listed)
     for cell in cells + solution_cells:  # committed without outputs
         assert cell.get("outputs", []) == [] and cell.get("execution_count") is None
+
+
+def test_a_check_result_is_shown_once_in_a_notebook() -> None:
+    """check() prints; IPython then calls _ipython_display_ instead of echoing the result's repr a second time."""
+    result = check("ex2.1", None)
+    assert hasattr(result, "_ipython_display_") and result._ipython_display_() is None
