@@ -329,7 +329,8 @@ def preference_loss(
         "rewards/chosen": chosen_rewards,
         "rewards/rejected": rejected_rewards,
         "rewards/margins": chosen_rewards - rejected_rewards,
-        "rewards/accuracies": (chosen_rewards > rejected_rewards).float(),
+        # a tie counts half, as held-out reward accuracy does (TRL counts it as 0: they differ on exact ties only)
+        "rewards/accuracies": 0.5 * (torch.sign(chosen_rewards - rejected_rewards) + 1),
         "logps/chosen": policy["chosen_logps"].detach(),
         "logps/rejected": policy["rejected_logps"].detach(),
     }

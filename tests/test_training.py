@@ -448,3 +448,11 @@ def test_missing_reference_is_an_error(tiny_model, tokenizer, collator):
 def test_train_config_rejects_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**kwargs)
+
+
+def test_reward_accuracy_counts_a_tie_as_half(tiny_model, collator):
+    """One convention for the training metric and held-out reward accuracy: DPO's first step (policy ==
+    reference, every margin exactly 0) scores 0.5, not 0."""
+    batch = collator(EXAMPLES[:4])
+    _, metrics = preference_loss(tiny_model, batch, LossConfig("dpo"), ref_model=tiny_model, layout="padded")
+    assert metrics["rewards/margins"] == 0.0 and metrics["rewards/accuracies"] == 0.5
