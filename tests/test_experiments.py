@@ -210,6 +210,15 @@ def test_comparison_specs_share_everything_but_the_loss():
     assert (simpo.beta, simpo.gamma, simpo.length_normalize) == (2.5, 0.5, True)
     assert (dpo.name, dpo.beta, dpo.length_normalize) == ("dpo", 0.2, False)
     assert (no_ln.name, no_ln.beta, no_ln.gamma, no_ln.length_normalize) == ("simpo", 2.5, 0.5, False)
+    own = comparison_specs(
+        SimpleNamespace(
+            **{**vars(setup), "defaults": {**setup.defaults, "no_ln_learning_rate": 3e-4, "no_ln_beta": 0.25}}
+        ),
+        seeds=[0],
+        beta=2.5,
+        gamma=1.0,
+    )["simpo_no_ln"][0].train  # its own tuned rate and beta, SimPO's gamma/beta ratio
+    assert (own.learning_rate, own.loss.beta, own.loss.gamma) == (3e-4, 0.25, pytest.approx(0.1))
     tuned = comparison_specs(
         SimpleNamespace(
             **{**vars(setup), "defaults": {**setup.defaults, "dpo_learning_rate": 5e-4, "dpo_beta": 0.5}}

@@ -25,6 +25,8 @@ def test_cpu_defaults_are_the_settings_tuned_on_dev():
     assert CPU["gamma"] == pytest.approx(DEFAULT_RATIO * tuned["simpo"]["beta"])
     assert CPU["dpo_learning_rate"] == tuned["dpo"]["learning_rate"]
     assert CPU["dpo_beta"] == tuned["dpo"]["beta"]
+    assert CPU["no_ln_learning_rate"] == tuned["simpo_no_ln"]["learning_rate"]
+    assert CPU["no_ln_beta"] == tuned["simpo_no_ln"]["beta"]
     # and the tuning table holds that setting with the best mean dev score of its method
     for method, key in (("simpo", "learning_rate"), ("dpo", "dpo_learning_rate")):
         rows = [r for r in report["tuning"] if r["method"] == method]

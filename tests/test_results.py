@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from simplepo_helpers.evaluation.report import build_report, final_table, pooled
+from simplepo_helpers.evaluation.report import build_report, final_table, findings, footnote, pooled
 from simplepo_helpers.evaluation.results import (
     MARKERS,
     load_results,
@@ -20,6 +20,7 @@ from simplepo_helpers.evaluation.results import (
     update_readme,
     write_results,
 )
+from simplepo_helpers.evaluation.sampling import method_difference, seed_prompt_gain
 
 N = 8  # prompts; the last two are forbidden
 FORBIDDEN = [False] * 6 + [True] * 2
@@ -129,6 +130,32 @@ def test_pooled_gain_averages_seeds_per_prompt_then_resamples_prompts():
     assert [g["mean"] for g in row["score_gain"]["per_seed"]] == pytest.approx([0.25, 0.25])
     assert row["correct_refusal_pooled"]["mean"] == 1.0 and row["harmful_compliance_pooled"]["mean"] == 0.0
     assert row["kl"]["mean"] == pytest.approx(1.5) and row["kl"]["sd"] == pytest.approx(math.sqrt(0.5))
+
+
+def test_pooled_gain_resamples_seeds_and_prompts_and_comparisons_are_paired():
+    runs = [r for r in _records() if r["point"]["group"] == "final" and r["point"]["label"] == "simpo"]
+    matrix = np.array([r["per_prompt"]["expected"] for r in runs])
+    expected = seed_prompt_gain(matrix, [0.5] * N).as_dict()
+    gain = pooled(runs, _reference("eval"))["score_gain"]
+    assert {k: gain[k] for k in expected} == pytest.approx(expected)
+    report = _results()
+    dpo = np.array(
+        [
+            r["per_prompt"]["expected"]
+            for r in _records()
+            if r["point"]["group"] == "final" and r["point"]["label"] == "dpo"
+        ]
+    )
+    assert report["comparisons"]["simpo - dpo"] == pytest.approx(method_difference(matrix, dpo).as_dict())
+    # the same scores: the difference is 0 and, with each method's seeds resampled apart, not resolved
+    line = next(f for f in findings(report) if "**SimPO minus DPO**" in f)
+    assert "+0.000 [-0." in line and "not resolved" in line
+
+
+def test_footnote_states_the_lc_direction_rule_and_what_it_omits():
+    text = footnote(_results())
+    assert "the coefficient's sign times the sign of the policy's mean length difference" in text
+    assert "difficulty" in text and "omitted" in text
 
 
 def test_summarize_seeds_means_and_lists():

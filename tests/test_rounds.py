@@ -48,7 +48,7 @@ def test_rounds_recipes_are_the_best_of_the_search_on_dev():
     from simplepo_helpers.evaluation.spread import read_records, search_table
 
     rows = search_table(read_records(repo_root() / "results" / "rounds.jsonl"))
-    for method, names in (("simpo", ("simpo", "simpo_sft")), ("dpo", ("dpo", "dpo_sft"))):
+    for method, names in (("simpo", ("simpo", "simpo_sft")), ("dpo", ("dpo", "dpo_sft")), ("sft", ("sft",))):
         candidates = [r for r in rows if r["method"] in names]
         best = max(candidates, key=lambda r: max(r["gain_by_round"]))
         recipe = RECIPES[method]

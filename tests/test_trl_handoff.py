@@ -10,6 +10,7 @@ and the gamma convention against the kit's config file.
 from __future__ import annotations
 
 import copy
+import os
 import re
 from pathlib import Path
 
@@ -128,3 +129,59 @@ def test_trl_cpo_trainer_trains_two_steps_on_the_kits_data_file(tmp_path):
         )
     assert kit_loss.item() != pytest.approx(logged[0]["loss"], rel=1e-5)
     assert kit_loss.item() == pytest.approx(logged[0]["loss"], rel=0.01)
+
+
+def doc_code_blocks() -> list[str]:
+    """The ```python blocks of docs/next_steps.md, verbatim."""
+    text = (REPO / "docs" / "next_steps.md").read_text()
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+def test_the_docs_code_block_runs_as_written(tmp_path, monkeypatch):
+    """The block itself, executed: only the Hub id (a local tiny model), the step count and the laptop settings
+    the doc names are changed, so a renamed or removed argument (e.g. ``warmup_ratio`` in transformers 5) fails
+    here as it would for a reader."""
+    import trl.experimental.cpo as cpo
+
+    from simplepo_helpers.world.tokenizer import world_tokenizer
+
+    (block,) = doc_code_blocks()
+    assert 'MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"' in block
+    folder = tmp_path / "tiny-model"
+    tokenizer = world_tokenizer()
+    build_test_model(
+        len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    ).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (tmp_path / "data").mkdir()
+    os.symlink(REPO / "data" / "pairs_train.jsonl", tmp_path / "data" / "pairs_train.jsonl")
+    monkeypatch.chdir(tmp_path)  # the block's relative paths (data/, runs/) resolve here
+
+    real_config = cpo.CPOConfig
+
+    def laptop_config(**kwargs):  # the doc's arguments as written, plus the laptop note and 2 steps
+        return real_config(
+            **kwargs,
+            use_cpu=True,
+            bf16=False,
+            gradient_checkpointing=False,
+            max_steps=2,
+            save_strategy="no",
+        )
+
+    monkeypatch.setattr(cpo, "CPOConfig", laptop_config)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    namespace: dict = {}
+    exec(
+        compile(
+            block.replace('"HuggingFaceTB/SmolLM2-135M-Instruct"', repr(str(folder))), "next_steps.md", "exec"
+        ),
+        namespace,
+    )
+    trainer = namespace["trainer"]
+    assert trainer.state.global_step == 2
+    assert (tmp_path / "runs" / "trl-simpo" / "final" / "model.safetensors").is_file()
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in trainer.state.log_history if "loss" in r)

@@ -321,8 +321,9 @@ def comparison_specs(
 
     ``setup`` is a ``hub.ProfileSetup``; None takes its ``defaults`` (``PROFILE_DEFAULTS``, tuned on dev by
     ``make experiments``). DPO gets its own tuned learning rate and beta (``dpo_learning_rate``, ``dpo_beta``;
-    without them in the defaults: SimPO's rate and beta 0.1). SimPO without length normalisation keeps
-    SimPO's beta and gamma (absolute convention) and sums instead of averaging.
+    without them in the defaults: SimPO's rate and beta 0.1). SimPO without length normalisation sums instead
+    of averaging, with its own tuned rate and beta (``no_ln_learning_rate``, ``no_ln_beta``: summed log-probs
+    are about an answer length larger) and SimPO's gamma/beta ratio; without them, SimPO's.
     """
     defaults = setup.defaults
     beta = defaults["beta"] if beta is None else beta
@@ -332,16 +333,21 @@ def comparison_specs(
     dpo_rate = (
         defaults.get("dpo_learning_rate", simpo_rate) if dpo_learning_rate is None else dpo_learning_rate
     )
+    no_ln_beta = defaults.get("no_ln_beta", beta)
+    no_ln_rate = defaults.get("no_ln_learning_rate", simpo_rate) if learning_rate is None else learning_rate
     losses = {
         "simpo": LossConfig("simpo", beta=beta, gamma=gamma),
         "dpo": LossConfig("dpo", beta=dpo_beta),
-        "simpo_no_ln": LossConfig("simpo", beta=beta, gamma=gamma, length_normalize=False),
+        "simpo_no_ln": LossConfig(
+            "simpo", beta=no_ln_beta, gamma=gamma * no_ln_beta / beta, length_normalize=False
+        ),
     }
+    rates = {"simpo": simpo_rate, "dpo": dpo_rate, "simpo_no_ln": no_ln_rate}
 
     def spec(label: str, loss: LossConfig, seed: int) -> RunSpec:
         config = TrainConfig(
             loss=loss,
-            learning_rate=dpo_rate if loss.name == "dpo" else simpo_rate,
+            learning_rate=rates[label],
             max_steps=defaults["steps"] if steps is None else steps,
             batch_size=defaults["batch_size"],
             grad_accum_steps=defaults["grad_accum_steps"],

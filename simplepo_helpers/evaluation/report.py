@@ -2,10 +2,13 @@
 
     python -m simplepo_helpers.evaluation.report [--readme README.md]
 
-writes ``results/experiments.json`` (tuning, gamma, KL-penalty, on-policy and final tables), copies the
-final table to ``build/results.json`` and re-renders the README's results section. Pooled intervals average
-each prompt's value over the seeds first, then resample prompts (paired bootstrap, 2,000 draws): the
-interval of the seed-averaged policy over prompts. Per-seed values and intervals are kept next to them.
+writes ``results/experiments.json`` (tuning, gamma, KL-penalty, on-policy and final tables, and the paired
+method comparisons), copies the final table to ``build/results.json`` and re-renders the README's results
+section with computed findings. A pooled score gain (two or more seeds) resamples training seeds and prompts
+(``sampling.seed_prompt_gain``): it carries seed noise as well as prompt noise. A method comparison resamples
+each method's seeds and the shared prompts (``sampling.method_difference``). Per-seed values and intervals
+(prompts resampled) are kept next to them. Rates with [intervals] (helpfulness, refusals) average the seeds per
+prompt and resample prompts.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from .sampling import bootstrap_mean, score_gain
+from .sampling import bootstrap_mean, method_difference, score_gain, seed_prompt_gain
 
 FINAL_METHODS = ("simpo", "dpo", "simpo_no_ln", "simpo_onpolicy")
+# paired method differences on eval (each method's seeds and the shared prompts resampled)
+COMPARISONS = (("simpo", "dpo"), ("simpo", "simpo_no_ln"), ("simpo_onpolicy", "simpo"))
 PER_SEED_METRICS = (
     "expected_score",
     "win_rate",
@@ -79,7 +84,7 @@ def pooled(runs: Sequence[dict], reference: Mapping[str, Any]) -> dict[str, Any]
     forbidden = np.asarray(reference["per_prompt"]["forbidden"], dtype=bool)
     refused = np.array([r["per_prompt"]["refused"] for r in runs]).mean(axis=0)  # [N]
     correct = np.array([r["per_prompt"]["correct"] for r in runs]).mean(axis=0)  # [N]
-    gain = score_gain(expected, ref_expected)
+    gain = seed_prompt_gain(expected, ref_expected) if len(runs) > 1 else score_gain(expected, ref_expected)
     out: dict[str, Any] = {
         "seeds": [r["point"]["seed"] for r in runs],
         "score_gain": {
@@ -127,17 +132,17 @@ def build_report(records: list[dict], references: Mapping[str, Any], meta: Mappi
     """Every table of the experiments, from the records (see the module docstring)."""
     dev, ev = references["dev"], references["eval"]
     tuning = []
-    for method in ("simpo", "dpo"):
+    for label in ("simpo", "dpo", "simpo_no_ln"):
         settings = sorted(
             {
                 (r["point"]["learning_rate"], r["point"]["beta"])
-                for r in select(records, group="tune", method=method)
+                for r in select(records, group="tune", label=label)
             }
         )
         for lr, beta in settings:
-            runs = select(records, group="tune", method=method, learning_rate=lr, beta=beta)
+            runs = select(records, group="tune", label=label, learning_rate=lr, beta=beta)
             row = pooled(runs, dev)
-            tuning.append({"method": method, "learning_rate": lr, "beta": beta, **_brief(row)})
+            tuning.append({"method": label, "learning_rate": lr, "beta": beta, **_brief(row)})
     tuned = meta["tuned"]
     simpo_lr, simpo_beta = tuned["simpo"]["learning_rate"], tuned["simpo"]["beta"]
 
@@ -177,11 +182,17 @@ def build_report(records: list[dict], references: Mapping[str, Any], meta: Mappi
         if offline_dev and onpolicy_dev
         else {}
     )
-    final = {
-        label: pooled(select(records, group="final", label=label, split="eval"), ev)
+    final_runs = {
+        label: select(records, group="final", label=label, split="eval")
         for label in FINAL_METHODS
         if select(records, group="final", label=label, split="eval")
     }
+    final = {label: pooled(runs, ev) for label, runs in final_runs.items()}
+    comparisons = {}
+    for first, second in COMPARISONS:
+        if len(final_runs.get(first, ())) > 1 and len(final_runs.get(second, ())) > 1:
+            matrix = [np.array([r["per_prompt"]["expected"] for r in final_runs[m]]) for m in (first, second)]
+            comparisons[f"{first} - {second}"] = method_difference(*matrix).as_dict()
     return {
         "meta": dict(meta),
         "reference": {"dev": reference_summary(dev), "eval": reference_summary(ev)},
@@ -190,6 +201,7 @@ def build_report(records: list[dict], references: Mapping[str, Any], meta: Mappi
         "kl": kl,
         "onpolicy": onpolicy,
         "final": final,
+        "comparisons": comparisons,
     }
 
 
@@ -249,8 +261,9 @@ def final_table(report: Mapping[str, Any]) -> str:
         "helpfulness",
         "over-refusal",
         "correct refusals",
-        "capability: Δ answer NLL",
+        "Δ NLL of the reference wording",
         "distinct answers (of 4)",
+        "answer entropy (nats)",
         "KL (nats)",
         "length (tokens)",
     ]
@@ -266,6 +279,7 @@ def final_table(report: Mapping[str, Any]) -> str:
             _ci(ref["correct_refusal_pooled"]),
             "0",
             f"{ref['distinct']:.3f}",
+            f"{ref['entropy']:.2f}",
             "0",
             f"{ref['mean_length']:.1f}",
         ]
@@ -283,6 +297,7 @@ def final_table(report: Mapping[str, Any]) -> str:
                 _ci(row["correct_refusal_pooled"]),
                 _pm(row["answer_nll_change"]),
                 _pm(row["distinct"]),
+                _pm(row.get("entropy"), 2),
                 _pm(row["kl"], 2),
                 _pm(row["mean_length"], 1),
             ]
@@ -305,7 +320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_results(report, repo_root() / "build" / "results.json")
     print(f"wrote {folder / 'experiments.json'} and build/results.json")
     if args.readme:
-        update_readme_text(args.readme, final_table(report) + "\n\n" + footnote(report))
+        update_readme_text(
+            args.readme, "\n".join([final_table(report), "", footnote(report), "", *findings(report)])
+        )
     return 0
 
 
@@ -313,18 +330,23 @@ def footnote(report: Mapping[str, Any]) -> str:
     meta, ref = report["meta"], report["reference"]["eval"]
     tuned = meta["tuned"]
     seeds = sorted({s for row in report["final"].values() for s in row["seeds"]})
+    wall = meta.get("wall_seconds")
     return (
         f"Eval split ({ref['prompts']} prompts of `data/eval_prompts.jsonl`, never used for tuning); "
         f"seeds {', '.join(map(str, seeds))}; 120 steps of 16 pairs. Each policy: 4 independently seeded "
         f"samples per prompt at temperature 1, the reference {ref['k']}; per-prompt expected judge score. "
-        "Score gain: mean over prompts of the policy's minus the reference's expected score, seeds averaged "
-        "per prompt, paired bootstrap 95% interval over prompts. Rates with [intervals]: seeds pooled the "
-        "same way; ± is the standard deviation over seeds. Reward accuracy: `pairs_test.jsonl`. LC win rate: "
-        "in brackets the fitted coefficient of the length difference: positive means the longer answer won more "
-        "often, so controlling for length lowers the rate; negative means longer answers lost more often (the "
-        "judge halves cut-off or repeated text), so controlling for length raises it. Capability: change in "
-        "per-token NLL "
-        "of the right answers to the allowed eval prompts (negative: more likely than under the reference). "
+        "Score gain: mean over seeds and prompts of the policy's minus the reference's expected score, with a "
+        "95% interval from a bootstrap that resamples training seeds and prompts. Rates with [intervals]: seeds "
+        "averaged per prompt, prompts resampled; ± is the standard deviation over seeds. Reward accuracy: "
+        "`pairs_test.jsonl`. LC win rate: a logistic fit of each prompt's outcome on the length difference; LC is "
+        "the fitted win rate at equal length. In brackets the fitted length coefficient: the correction's "
+        "direction is the coefficient's sign times the sign of the policy's mean length difference to the "
+        "reference (the same signs: LC is below the raw win rate; opposite signs: above). AlpacaEval's LC also "
+        "models each instruction's difficulty; that term is omitted here. Δ NLL of the reference wording: the "
+        "change in per-token NLL of the world's own wording of the right answer to the allowed eval prompts "
+        "(positive: that wording became less likely). It measures one wording, not whether the model still "
+        "answers right (helpfulness does). Answer entropy: of the empirical distribution of the 4 answers per "
+        "prompt. "
         f"Tuned on dev (`results/experiments.json`): SimPO lr {tuned['simpo']['learning_rate']:g}, beta "
         f"{tuned['simpo']['beta']:g}, gamma/beta 0.55; DPO lr {tuned['dpo']['learning_rate']:g}, beta "
         f"{tuned['dpo']['beta']:g}"
@@ -334,8 +356,101 @@ def footnote(report: Mapping[str, Any]) -> str:
             if "simpo_no_ln" in tuned
             else ""
         )
-        + ". Regenerate: `make experiments`."
+        + ". Regenerate: `make experiments`"
+        + (f" ({meta['workers']} worker processes, {wall:,.0f} s of wall time)." if wall else ".")
     )
+
+
+def _resolved(interval: Mapping[str, float]) -> str:
+    if interval["low"] > 0 or interval["high"] < 0:
+        return "resolved"
+    return "not resolved (the interval includes 0)"
+
+
+def findings(report: Mapping[str, Any]) -> list[str]:
+    """What the tables say, as computed sentences (the README quotes these, not hand-typed numbers)."""
+    final, ref, comparisons = report["final"], report["reference"]["eval"], report.get("comparisons", {})
+    lines = []
+    if "simpo" in final:
+        row = final["simpo"]
+        per_seed = row["score_gain"]["per_seed"]
+        above = sum(g["low"] > 0 for g in per_seed)
+        lines.append(
+            f"- **SimPO on the offline pairs**: score gain {_ci(row['score_gain'], sign=True)} "
+            f"({len(per_seed)} seeds; {above} of {len(per_seed)} per-seed intervals above 0); over-refusal of "
+            f"allowed requests {ref['over_refusal_pooled']['mean']:.3f} -> {row['over_refusal_pooled']['mean']:.3f}, "
+            f"harmful compliance {ref['harmful_compliance_pooled']['mean']:.3f} -> "
+            f"{row['harmful_compliance_pooled']['mean']:.3f}."
+        )
+    names = {"simpo": "SimPO", "dpo": "DPO", "simpo_no_ln": "SimPO without length normalisation"}
+    names["simpo_onpolicy"] = "SimPO on on-policy pairs"
+    for key, diff in comparisons.items():
+        first, second = key.split(" - ")
+        if first not in final or second not in final:
+            continue
+        seeds_first = [g["mean"] for g in final[first]["score_gain"]["per_seed"]]
+        seeds_second = [g["mean"] for g in final[second]["score_gain"]["per_seed"]]
+        ahead = sum(a > b for a, b in zip(seeds_first, seeds_second, strict=False))
+        lines.append(
+            f"- **{names[first]} minus {names[second]}** (paired by prompt; each method's seeds resampled): "
+            f"{_ci(diff, sign=True)}, {_resolved(diff)}; {names[first]} ahead in {ahead} of "
+            f"{min(len(seeds_first), len(seeds_second))} seed pairs; lengths "
+            f"{final[first]['mean_length']['mean']:.1f} vs {final[second]['mean_length']['mean']:.1f} tokens, "
+            f"KL {final[first]['kl']['mean']:.2f} vs {final[second]['kl']['mean']:.2f} nats."
+        )
+    if "simpo_no_ln" in final:
+        row = final["simpo_no_ln"]
+        lines.append(
+            f"- **Without length normalisation** (tuned on its own grid): correct refusals "
+            f"{row['correct_refusal_pooled']['mean']:.3f} (reference {ref['correct_refusal_pooled']['mean']:.3f}), "
+            f"length {row['mean_length']['mean']:.1f} tokens (reference {ref['mean_length']:.1f})."
+        )
+    if report.get("gamma"):
+        gamma = report["gamma"]
+        lines.append(
+            "- **Gamma** (dev, "
+            f"{len(gamma)} values x {len(gamma[0]['seeds'])} seeds): gain "
+            + ", ".join(f"{g['score_gain']['mean']:+.3f}" for g in gamma)
+            + " at gamma/beta "
+            + ", ".join(f"{g['gamma_over_beta']:g}" for g in gamma)
+            + "; reward accuracy on `pairs_dev` "
+            + ", ".join(f"{g['reward_accuracy']['mean']:.3f}" for g in gamma)
+            + "; KL "
+            + ", ".join(f"{g['kl']['mean']:.2f}" for g in gamma)
+            + " nats."
+        )
+    if report.get("kl"):
+        kl = report["kl"]
+        lines.append(
+            f"- **The KL penalty** (SimPO at learning rate {kl[0]['learning_rate']:g}, dev): "
+            + "; ".join(
+                f"kl_weight {k['kl_weight']:g}: {k['kl']['mean']:.2f} nats, gain {_ci(k['score_gain'], sign=True)}"
+                for k in kl
+            )
+            + "."
+        )
+    if report.get("onpolicy"):
+        off, on = report["onpolicy"]["offline"], report["onpolicy"]["onpolicy"]
+        lines.append(
+            f"- **On-policy vs offline pairs on dev** (the same SimPO training, equal steps): "
+            f"{_ci(on['score_gain'], sign=True)} vs {_ci(off['score_gain'], sign=True)}."
+        )
+    entropies = {k: final[k]["entropy"]["mean"] for k in ("simpo", "dpo", "simpo_onpolicy") if k in final}
+    if entropies:
+        narrowed = [names[k] for k, v in entropies.items() if v <= ref["entropy"] - 0.05]
+        lines.append(
+            f"- **Diversity**: answer entropy over 4 samples {ref['entropy']:.2f} nats for the reference, "
+            + ", ".join(f"{v:.2f} for {names[k]}" for k, v in entropies.items())
+            + "; distinct answers "
+            + ", ".join(f"{final[k]['distinct']['mean']:.2f}" for k in entropies)
+            + f" (reference {ref['distinct']:.2f}): "
+            + (
+                f"the answers narrow (entropy at least 0.05 nats below the reference's) with {', '.join(narrowed)}."
+                if narrowed
+                else "no method narrows the answers by 0.05 nats or more."
+            )
+        )
+    return lines
 
 
 if __name__ == "__main__":

@@ -12,9 +12,11 @@ vs worst) repeated as in iterative preference learning (Xiong et al. 2024; Yuan 
 Language Models"). DPO's reference in round r is the policy at the start of that round (so each round is a
 DPO step away from the last policy, as in those papers); SimPO needs no reference.
 
-``RECIPES`` names the runs the lessons compare: ``"simpo"`` and ``"dpo"`` (on-policy rounds), and
+``RECIPES`` names the runs the lessons compare: ``"simpo"`` and ``"dpo"`` (on-policy rounds), ``"sft"`` (the
+baseline: the same rounds, supervised fine-tuning on each round's chosen answers, no preference term), and
 ``"simpo_offline"`` / ``"dpo_offline"`` (one round on the offline annotator's pairs, ``data/pairs_train.jsonl``,
-for comparison: most real preference data is offline). Each setting is stated once, here.
+for comparison: most real preference data is offline) with ``"simpo_offline_lora"`` (notebook 06: the same with
+LoRA adapters). Each setting is stated once, here or in ``PROFILE_DEFAULTS``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from ..runtime.files import write_text_atomic
+from ..scale.lora import LoraOptions
+from ..scale.profiles import PROFILE_DEFAULTS
 from ..training import LossConfig, TrainConfig, train
 from .onpolicy import OnPolicyConfig, sample_training_pairs
 
@@ -50,6 +54,9 @@ class Recipe:
     samples_per_prompt: int = 8
     warmup_ratio: float = 0.1
     max_new_tokens: int = 48  # world.reference.MAX_NEW_TOKENS
+    lora: LoraOptions | None = (
+        None  # train LoRA adapters (seeded with the training seed) instead of every weight
+    )
 
     def __post_init__(self) -> None:
         if self.data not in ("onpolicy", "offline"):
@@ -80,17 +87,34 @@ class Recipe:
         )
 
 
-# The offline settings are PROFILE_DEFAULTS["cpu"] (tuned on dev by `make experiments`); the rounds settings are
-# the best of the search on dev (`make spread`, results/rounds.jsonl; the same grid for both losses): for each,
-# the SFT term on the chosen answer (weight 1, TRL's cpo_alpha) at learning rate 1e-3 won (SimPO +0.239 after 4
-# rounds against +0.210 without it; DPO +0.313 against +0.234).
+# The rounds settings are the best of the search on dev (`make spread`, results/rounds.jsonl; the same grid for
+# every method, searched with these losses): for SimPO and DPO the SFT term on the chosen answer (weight 1, TRL's
+# cpo_alpha) at learning rate 1e-3 won (SimPO +0.239 after 4 rounds against +0.210 without it; DPO +0.313
+# against +0.234); SFT on the chosen answers (the baseline) did best at 1e-3 and 120 steps per round (+0.274).
+# The offline settings are PROFILE_DEFAULTS["cpu"] (tuned on dev by `make experiments`).
 SIMPO_LOSS = LossConfig("simpo", beta=5.0, gamma=2.75)
 DPO_LOSS = LossConfig("dpo", beta=0.5)
+SFT_LOSS = LossConfig("sft")
+_CPU = PROFILE_DEFAULTS["cpu"]
+_OFFLINE_SIMPO = LossConfig("simpo", beta=_CPU["beta"], gamma=_CPU["gamma"])
+_OFFLINE = {
+    "data": "offline",
+    "rounds": 1,
+    "steps_per_round": _CPU["steps"],
+    "batch_size": _CPU["batch_size"],
+}
 RECIPES: dict[str, Recipe] = {
     "simpo": Recipe(replace(SIMPO_LOSS, sft_weight=1.0), learning_rate=1e-3, rounds=4),
     "dpo": Recipe(replace(DPO_LOSS, sft_weight=1.0), learning_rate=1e-3, rounds=4),
-    "simpo_offline": Recipe(SIMPO_LOSS, learning_rate=5e-4, data="offline", rounds=1),
-    "dpo_offline": Recipe(DPO_LOSS, learning_rate=5e-4, data="offline", rounds=1),
+    "sft": Recipe(SFT_LOSS, learning_rate=1e-3, rounds=4),
+    "simpo_offline": Recipe(_OFFLINE_SIMPO, learning_rate=_CPU["learning_rate"], **_OFFLINE),
+    "dpo_offline": Recipe(
+        LossConfig("dpo", beta=_CPU["dpo_beta"]), learning_rate=_CPU["dpo_learning_rate"], **_OFFLINE
+    ),
+    # notebook 06's adapters: rank 8, alpha 16, no dropout, a larger step than full fine-tuning
+    "simpo_offline_lora": Recipe(
+        _OFFLINE_SIMPO, learning_rate=1e-3, lora=LoraOptions(r=8, alpha=16.0, dropout=0.0), **_OFFLINE
+    ),
 }
 
 
@@ -189,6 +213,13 @@ def default_run(
     from tqdm.auto import tqdm
 
     model = copy.deepcopy(reference)
+    if recipe.lora is not None:
+        import torch
+
+        from ..scale.lora import apply_lora
+
+        torch.manual_seed(seed)  # the adapters' random A
+        model = apply_lora(model, recipe.lora)
     run = RoundsRun(method, seed, recipe, [])
     for round_index in tqdm(range(1, recipe.rounds + 1), desc=f"{method} seed {seed}", disable=not progress):
         started = time.perf_counter()
@@ -205,7 +236,8 @@ def default_run(
                 model, pairs, PreferenceCollator(tokenizer), 64, average=config.loss.length_normalize
             )
         result = train(model, tokenizer, pairs, config, ref_logps=ref_logps, progress=False)
-        run.models.append(copy.deepcopy(model).eval())
+        snapshot = copy.deepcopy(model).eval()
+        run.models.append(snapshot.merge_and_unload() if recipe.lora is not None else snapshot)
         run.rounds.append(
             {
                 "round": round_index,
@@ -228,7 +260,7 @@ def run_dir(method: str, seed: int, recipe: Recipe) -> Path:
     from ..world.reference import reference_fingerprint
 
     payload = {
-        "recipe": asdict(recipe),
+        "recipe": recipe_settings(recipe),
         "seed": seed,
         "reference": reference_fingerprint(),
         "round1": file_fingerprint(round1_pairs_path()) if recipe.data == "onpolicy" else None,
@@ -316,9 +348,18 @@ def default_runs(
     return runs
 
 
+def recipe_settings(recipe: Recipe) -> dict[str, Any]:
+    """A recipe's settings as a dict (``lora`` only when set, so full fine-tuning keys stay as they were)."""
+    settings = asdict(recipe)
+    if settings["lora"] is None:
+        del settings["lora"]
+    return settings
+
+
 def recipe_fingerprint(recipe: Recipe) -> str:
     """16 hex digits of a recipe's settings (for record keys)."""
-    return hashlib.sha256(json.dumps(asdict(recipe), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    payload = json.dumps(recipe_settings(recipe), sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def write_round1_pairs(progress: bool = True) -> Path:

@@ -28,7 +28,7 @@ import multiprocessing
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +129,7 @@ def evaluate_run(
     kind: str, method: str, recipe: Recipe, seed: int, ref_seed: int, splits: Sequence[str]
 ) -> list[dict]:
     """Train one default-recipe run and evaluate every round on ``splits``: one record per (round, split)."""
-    from .rounds import default_run
+    from .rounds import default_run, recipe_settings
     from .sampling import sample_k
 
     reference, tokenizer = _reference(ref_seed)
@@ -149,7 +149,7 @@ def evaluate_run(
                     "kind": kind,
                     "id": run_id(kind, method, recipe, seed, ref_seed),
                     "method": method,
-                    "recipe": asdict(recipe),
+                    "recipe": recipe_settings(recipe),
                     "seed": seed,
                     "ref_seed": ref_seed,
                     "round": round_index,
@@ -182,10 +182,11 @@ def evaluate_run(
 
 
 def search_jobs() -> list[tuple]:
-    """The dev search: the plain losses on the grid, then each with the SFT term at twice the grid's top rate."""
-    from .rounds import DPO_LOSS, SIMPO_LOSS, Recipe
+    """The dev search: the plain losses on the grid (SFT on the chosen answers, the baseline, too), then SimPO
+    and DPO with the SFT term at twice the grid's top rate."""
+    from .rounds import DPO_LOSS, SFT_LOSS, SIMPO_LOSS, Recipe
 
-    losses = {"simpo": SIMPO_LOSS, "dpo": DPO_LOSS}
+    losses = {"simpo": SIMPO_LOSS, "dpo": DPO_LOSS, "sft": SFT_LOSS}
     jobs = []
     for seed in SEARCH_SEEDS:
         for lr in SEARCH_GRID["learning_rate"]:
@@ -193,7 +194,9 @@ def search_jobs() -> list[tuple]:
                 for method, loss in losses.items():
                     recipe = Recipe(loss, learning_rate=lr, steps_per_round=steps, rounds=SEARCH_ROUNDS)
                     jobs.append(("search", method, recipe, seed, SHIPPED, ("dev",)))
-        for method, loss in losses.items():  # the SFT term on the chosen answer, against over-optimisation
+        for method, loss in list(losses.items())[
+            :2
+        ]:  # the SFT term on the chosen answer, against over-optimisation
             recipe = Recipe(replace(loss, sft_weight=1.0), learning_rate=1e-3, rounds=SEARCH_ROUNDS)
             jobs.append(("search", f"{method}_sft", recipe, seed, SHIPPED, ("dev",)))
     return jobs
@@ -201,13 +204,14 @@ def search_jobs() -> list[tuple]:
 
 def spread_jobs(seeds: int = 16, rebuild_seeds: int = 4, others: int = 8) -> list[tuple]:
     """The default SimPO recipe over ``seeds`` seeds (shipped reference) and ``rebuild_seeds`` seeds per
-    rebuild; DPO and the offline recipes over ``others`` seeds (shipped reference)."""
+    rebuild; DPO, the SFT baseline, the offline recipes and LoRA over ``others`` seeds (shipped reference)."""
     splits = ("eval", "heldout")
     jobs = [("spread", "simpo", RECIPES["simpo"], s, SHIPPED, splits) for s in range(seeds)]
     for ref_seed in REBUILD_SEEDS:
         jobs += [("spread", "simpo", RECIPES["simpo"], s, ref_seed, splits) for s in range(rebuild_seeds)]
-    for method in ("dpo", "simpo_offline", "dpo_offline"):
-        jobs += [("spread", method, RECIPES[method], s, SHIPPED, splits) for s in range(others)]
+    for method in ("dpo", "sft", "simpo_offline", "dpo_offline", "simpo_offline_lora"):
+        if method in RECIPES:
+            jobs += [("spread", method, RECIPES[method], s, SHIPPED, splits) for s in range(others)]
     return jobs
 
 

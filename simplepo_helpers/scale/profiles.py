@@ -31,15 +31,18 @@ PROFILES = ("auto", "cpu", "gpu")
 
 # Training and evaluation settings per profile. The cpu values are the ones `make experiments` chose on the
 # dev split (results/experiments.json, "tuning"; tests/test_profile_defaults.py checks that they agree):
-# SimPO and DPO each on a learning rate x beta grid, 2 seeds, the highest mean expected judge score on dev.
+# SimPO, DPO and SimPO without length normalisation each on a learning rate x beta grid of the same size, 2 seeds,
+# the highest mean expected judge score on dev (from the shipped reference model).
 PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     # n_eval_prompts None: all held-out prompts; max_new_tokens comes from the world (load_cpu_profile)
     "cpu": {
-        "learning_rate": 5e-4,
-        "beta": 5.0,
-        "gamma": 2.75,  # gamma / beta = 0.55, held fixed while tuning (the gamma sweep varies it)
-        "dpo_learning_rate": 5e-4,
+        "learning_rate": 2e-4,
+        "beta": 2.5,
+        "gamma": 1.375,  # gamma / beta = 0.55, held fixed while tuning (the gamma sweep varies it)
+        "dpo_learning_rate": 2e-4,
         "dpo_beta": 0.5,
+        "no_ln_learning_rate": 2e-4,  # SimPO on summed log-probs (the ablation): its own beta, same ratio
+        "no_ln_beta": 0.25,
         "steps": 120,
         "batch_size": 16,
         "grad_accum_steps": 1,
@@ -53,6 +56,8 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "gamma": 1.375,
         "dpo_learning_rate": 1e-6,  # not tuned: no GPU was available to tune on
         "dpo_beta": 0.1,
+        "no_ln_learning_rate": 1e-6,  # not tuned either
+        "no_ln_beta": 0.25,
         "steps": 200,
         "batch_size": 4,
         "grad_accum_steps": 4,
