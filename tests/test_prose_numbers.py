@@ -134,7 +134,16 @@ def _results() -> tuple[float, ...]:
 
     records = read_records(ROOT / "results" / "rounds.jsonl")
     values = [v for row in search_table(records) for v in row["gain_by_round"]]
-    for method in ("simpo", "dpo", "dpo_plain", "simpo_offline", "dpo_offline"):
+    for method in (
+        "simpo",
+        "dpo",
+        "dpo_plain",
+        "sft",
+        "simpo_offline",
+        "dpo_offline",
+        "simpo_offline_prev",
+        "dpo_offline_prev",
+    ):
         for split in ("eval", "heldout"):
             try:
                 summary = spread_summary(records, method, split)
