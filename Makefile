@@ -47,6 +47,21 @@ ifneq ($(NOTEBOOKS),)
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider $(NOTEBOOKS) $(SOLUTIONS)
 endif
 
+## make wheel-check: build the wheel, install it into a fresh venv that borrows the project venv's dependencies
+## (nothing of the checkout on the path), then run notebook 01's loading path and a 5-step train() from outside
+## the clone (.ci/wheel_smoke.py): the data files, the shipped model and round 1's pairs must come with it
+WHEEL_DIR := build/wheel-check
+.PHONY: wheel-check
+wheel-check: venv
+	rm -rf $(WHEEL_DIR) build/lib build/bdist.*
+	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation -w $(WHEEL_DIR) .
+	$(BIN)/python -m venv $(WHEEL_DIR)/venv
+	$(BIN)/python -c "import site; print(site.getsitepackages()[0])" > \
+	  "$$($(WHEEL_DIR)/venv/bin/python -c 'import site; print(site.getsitepackages()[0])')/project-deps.pth"
+	$(WHEEL_DIR)/venv/bin/python -m pip install --quiet --no-deps --no-index $(WHEEL_DIR)/*.whl
+	cd "$$(mktemp -d)" && SIMPLEPO_CACHE="$$(mktemp -d)" $(CURDIR)/$(WHEEL_DIR)/venv/bin/python \
+	  $(CURDIR)/.ci/wheel_smoke.py $(CURDIR)
+
 ## make browser-test: notebook 02's widget in JupyterLab + headless Chromium (Debian's /usr/bin/chromium)
 browser-test: venv
 	$(BIN)/python -m pip install --quiet -e ".[browser]"
@@ -70,7 +85,7 @@ SEED ?= 0
 reference: venv
 	$(BIN)/python -m simplepo_helpers.world.build --reference --seed $(SEED)
 
-## make round1-pairs: (maintainers) data/onpolicy_round1.jsonl, round 1's on-policy pairs sampled from the
+## make round1-pairs: (maintainers) simplepo_helpers/world/onpolicy_round1.jsonl, round 1's on-policy pairs sampled from the
 ## shipped reference (after reference-ship); shipped because sampling rounds differently on other CPUs
 round1-pairs: venv
 	$(BIN)/python -m simplepo_helpers.evaluation.rounds

@@ -15,6 +15,7 @@ from simplepo_helpers.evaluation.spread import (
     LESSON_CHECKS,
     SHIPPED,
     baselines,
+    lora_minus_full,
     read_records,
     spread_summary,
 )
@@ -30,7 +31,7 @@ def test_the_spread_record_covers_enough_seeds_and_reference_builds(records):
     shipped = [r for r in summary["runs"] if r["ref_seed"] == SHIPPED]
     assert len({r["seed"] for r in shipped}) >= 16
     assert len(summary["by_reference"]) >= 3  # the shipped reference and two rebuilds
-    for method in ("dpo", "simpo_offline", "dpo_offline"):
+    for method in ("dpo", "sft", "simpo_offline", "dpo_offline", "simpo_offline_lora"):
         assert len(spread_summary(records, method, "eval")["runs"]) >= 8, method
 
 
@@ -86,3 +87,15 @@ def test_every_recorded_offline_simpo_run_passes_notebook_03s_checks(records):
     for run in runs:
         assert run["gain"]["mean"] >= floor, run
         assert run["probes"]["refusal"] < base[(run["ref_seed"], "eval")]["probes"]["refusal"], run
+
+
+def test_every_recorded_lora_run_passes_notebook_06s_checks(records):
+    """Notebook 06 trains offline SimPO with full fine-tuning and with LoRA from one seed and asserts both gain at
+    least their floors and that LoRA trails full fine-tuning by no more than LESSON_CHECKS allows."""
+    checks = LESSON_CHECKS["simpo_offline_lora"]
+    for method in ("simpo_offline", "simpo_offline_lora"):
+        for run in spread_summary(records, method, "eval")["runs"]:
+            assert run["gain"]["mean"] >= LESSON_CHECKS[method]["eval_gain_at_least"], (method, run)
+    per_seed = lora_minus_full(records)
+    assert len(per_seed) >= 8
+    assert all(g.mean >= checks["minus_full_at_least"] for g in per_seed), per_seed

@@ -51,6 +51,21 @@ def test_rebuild_matches_committed_files_byte_for_byte(rebuilt):
         )
 
 
+def test_an_installed_package_without_a_checkout_generates_the_same_files(rebuilt, tmp_path, monkeypatch):
+    """A wheel has no data/: data_dir() then generates the files into the cache, once, with the same bytes."""
+    from simplepo_helpers.world import dataset
+
+    monkeypatch.setattr(dataset, "checkout_data_dir", lambda: tmp_path / "no-checkout" / "data")
+    monkeypatch.setenv("SIMPLEPO_CACHE", str(tmp_path / "cache"))
+    folder = dataset.data_dir()
+    assert folder.parent == tmp_path / "cache" and (folder / "complete").is_file()
+    for name in FILES:
+        assert (folder / name).read_bytes() == rebuilt[name], name
+    assert dataset.data_file("pairs_train") == folder / "pairs_train.jsonl"
+    stamp = (folder / "pairs_train.jsonl").stat().st_mtime_ns
+    assert dataset.data_dir() == folder and (folder / "pairs_train.jsonl").stat().st_mtime_ns == stamp  # once
+
+
 def test_another_seed_gives_other_data(rebuilt):
     other = world_files(WorldConfig(seed=1, n_sft=50, n_train_pairs=50, n_test_pairs=10, n_eval_prompts=30))
     assert other["pairs_train.jsonl"][:2000] != rebuilt["pairs_train.jsonl"][:2000]

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from .card import render_card
-from .dataset import WorldConfig, build_world, data_dir, to_jsonl
+from .dataset import WorldConfig, build_world, checkout_data_dir, to_jsonl
 
 
 def world_files(config: WorldConfig | None = None) -> dict[str, bytes]:
@@ -35,7 +35,7 @@ def write_world(out: Path, config: WorldConfig | None = None) -> dict[str, bytes
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=data_dir(), help="where to write the data files")
+    parser.add_argument("--out", type=Path, default=checkout_data_dir(), help="where to write the data files")
     parser.add_argument("--reference", action="store_true", help="build a reference model into the cache")
     parser.add_argument("--seed", type=int, default=0, help="the reference build's seed (init and order)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild even if the cache has the build")

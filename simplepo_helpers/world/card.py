@@ -198,8 +198,9 @@ training pairs, rejected in {s["pairs_train"]["rejected_correct"]:.3f}.
 The lessons' default run trains on **on-policy rounds** (`simplepo_helpers.evaluation.rounds`): each round
 samples 8 answers per distinct `pairs_train` prompt from the current policy (temperature 1), scores them with
 the judge and pairs the best against the worst. Round 1 samples the shipped reference model, so its pairs
-ship as `onpolicy_round1.jsonl` (same fields as the pairs above, without `minimal`; `chosen_style` and
-`rejected_style` are the opening styles the behaviour probes count); `make round1-pairs` resamples them
+ship with it as package data (`simplepo_helpers/world/onpolicy_round1.jsonl`: the fields of the pairs above,
+without `minimal`; `chosen_style` and `rejected_style` are the opening styles the behaviour probes count);
+`make round1-pairs` resamples them
 (on another CPU, sampling rounds differently: another draw). Later rounds depend on the learner's own policy
 and are sampled live. `simplepo_helpers.evaluation.onpolicy.load_onpolicy_pairs()` builds the older one-round
 variant (4 samples per prompt) that `make experiments` compares with the offline pairs. In both, ties for best or worst are

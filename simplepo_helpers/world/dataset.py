@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -236,9 +238,41 @@ def to_jsonl(rows: list[dict]) -> bytes:
     return "".join(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n" for row in rows).encode()
 
 
-def data_dir() -> Path:
-    """The repository's data/ folder, where `make data` writes the files."""
+def checkout_data_dir() -> Path:
+    """The checkout's data/ folder, where `make data` writes the files (absent in an installed package)."""
     return Path(__file__).resolve().parents[2] / "data"
+
+
+def data_dir() -> Path:
+    """Where the world's data files are: the checkout's data/, or, for a package installed without its
+    checkout (a wheel, ``pip install git+...``), a cache folder they are generated into on first use. The two
+    hold the same bytes: the world is built from code and fixed seeds (tests/test_world_data.py)."""
+    checkout = checkout_data_dir()
+    if (checkout / "pairs_train.jsonl").is_file():
+        return checkout
+    return generated_data_dir()
+
+
+def generated_data_dir(config: WorldConfig | None = None) -> Path:
+    """The world's data files generated into the cache (keyed on the world's code), built once."""
+    from ..runtime.fingerprint import code_fingerprint
+    from .cache import cache_dir
+
+    folder = cache_dir() / f"world-data-{code_fingerprint('world')}"
+    if (folder / "complete").is_file():
+        return folder
+    staging = folder.with_name(f".{folder.name}-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for name, rows in build_world(config or WorldConfig()).items():
+        (staging / f"{name}.jsonl").write_bytes(to_jsonl(rows))
+    (staging / "complete").write_text("written last: the folder is whole\n")
+    shutil.rmtree(folder, ignore_errors=True)  # an incomplete folder left by a killed process
+    try:
+        os.replace(staging, folder)
+    except OSError:  # another process finished first: keep its copy
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
 
 
 def data_file(stem: str) -> Path:
