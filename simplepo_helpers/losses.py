@@ -1,4 +1,5 @@
-"""SimPO and DPO losses, and two optional regularisers (an SFT/NLL term and a KL penalty to the reference).
+"""SimPO and DPO losses, their relatives (cDPO and IPO inside ``dpo_loss``, R-DPO, ORPO's odds-ratio term), and
+two optional regularisers (an SFT/NLL term and a KL penalty to the reference).
 
 All pairwise losses return ``(losses [B], chosen_rewards [B], rejected_rewards [B])``: per-example losses
 (take ``.mean()`` for the batch loss) and beta-scaled, detached rewards as logged under ``rewards/chosen``
@@ -7,6 +8,8 @@ gradients.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -116,10 +119,77 @@ def dpo_loss(
     rejected_logratios = policy_rejected_logps - ref_rejected_logps  # [B]
     logits = chosen_logratios - rejected_logratios  # [B]
     if loss_type == "ipo":
+        # IPO (Azar et al. 2024, Eq. 17): L = (h - 1 / (2 beta))^2, a squared loss with a fixed target margin
         losses = (logits - 1.0 / (2.0 * beta)) ** 2
     else:
+        # DPO: L = -log sigma(beta h); cDPO (Mitchell 2023, label_smoothing eps, for labels flipped with
+        # probability eps): L = -(1 - eps) log sigma(beta h) - eps log sigma(-beta h)
         losses = _pairwise_loss(beta * logits, label_smoothing, loss_type)
     return losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
+
+
+def rdpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    chosen_lengths: torch.Tensor,
+    rejected_lengths: torch.Tensor,
+    *,
+    beta: float,
+    alpha: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """R-DPO (Park et al. 2024, arXiv:2403.19159): DPO whose objective penalises length, from **summed** log-probs.
+
+    The objective max E[r(x, y) - alpha |y|] - beta KL gives the implicit reward beta * log-ratio + alpha |y|,
+    so the length difference enters the logit with a plus sign: the part of a preference that length explains
+    is credited to length, not pushed into the policy (the SimPO paper's Table 3 writes the same loss).
+    ``chosen_lengths`` / ``rejected_lengths`` [B] are response token counts. alpha = 0 is DPO.
+
+    Returns ``(losses, chosen_rewards, rejected_rewards)``, each [B]; rewards ``beta * (policy - ref)`` as DPO's.
+    """
+    _check_pair(
+        policy_chosen_logps=policy_chosen_logps,
+        policy_rejected_logps=policy_rejected_logps,
+        ref_chosen_logps=ref_chosen_logps,
+        ref_rejected_logps=ref_rejected_logps,
+    )
+    _check_options(beta, 0.0, "sigmoid", ("sigmoid",))
+    if not (math.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"alpha (R-DPO's length penalty) must be >= 0, got {alpha}")
+    chosen_logratios = policy_chosen_logps - ref_chosen_logps  # [B]
+    rejected_logratios = policy_rejected_logps - ref_rejected_logps  # [B]
+    length_gap = chosen_lengths.to(chosen_logratios) - rejected_lengths.to(chosen_logratios)  # [B] tokens
+    # L = -log sigma( beta * [(l_w - ref_w) - (l_l - ref_l)] + alpha * (|y_w| - |y_l|) )
+    z = beta * (chosen_logratios - rejected_logratios) + alpha * length_gap  # [B]
+    losses = -F.logsigmoid(z)
+    return losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
+
+
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(x)) for x < 0, stable on both sides of -ln 2 (Maechler 2012)."""
+    return torch.where(x < -math.log(2.0), torch.log1p(-torch.exp(x)), torch.log(-torch.expm1(x)))
+
+
+def orpo_odds_ratio_loss(
+    chosen_logps: torch.Tensor, rejected_logps: torch.Tensor, *, beta: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ORPO's odds-ratio term (Hong, Lee & Thorne 2024, arXiv:2403.07691, Eqs. 4-7) from **average** log-probs [B].
+
+    With p = exp(avg) the geometric-mean token probability of a response, odds(y) = p / (1 - p) and
+    log odds(y) = avg - log(1 - exp(avg)). The term is -beta * log sigma(log odds(y_w) - log odds(y_l)); beta is
+    the paper's lambda (TRL's ``ORPOConfig.beta``). ORPO's full loss adds the chosen responses' NLL (the SFT
+    term, weight 1): ``LossConfig("orpo")`` does that. No reference model, like SimPO.
+
+    Returns ``(losses, chosen_rewards, rejected_rewards)``, each [B]; rewards ``beta * avg``, detached (as TRL).
+    """
+    _check_pair(chosen_logps=chosen_logps, rejected_logps=rejected_logps)
+    _check_options(beta, 0.0, "sigmoid", ("sigmoid",))
+    # log odds ratio = (avg_w - avg_l) - (log(1 - exp(avg_w)) - log(1 - exp(avg_l)))
+    log_odds = (chosen_logps - rejected_logps) - (log1mexp(chosen_logps) - log1mexp(rejected_logps))  # [B]
+    # L_OR = -beta * log sigma(log odds ratio)
+    losses = -beta * F.logsigmoid(log_odds)
+    return losses, beta * chosen_logps.detach(), beta * rejected_logps.detach()
 
 
 def sft_nll_loss(

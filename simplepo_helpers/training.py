@@ -22,7 +22,7 @@ from transformers import SchedulerType, set_seed
 from . import fast  # the door to the fast path: concatenated_forward(layout="packed" / "auto") only
 from .batching import PreferenceCollator, check_preference_batch, response_token_count
 from .logps import require_response_tokens, token_logps
-from .losses import dpo_loss, kl_penalty, simpo_loss, token_weighted_nll
+from .losses import dpo_loss, kl_penalty, orpo_odds_ratio_loss, rdpo_loss, simpo_loss, token_weighted_nll
 from .runtime.batches import PreferenceBatches
 from .runtime.checkpoint import checkpoint_path, resume_state, save_checkpoint
 from .runtime.device import DevicePolicy, select_device
@@ -34,13 +34,18 @@ if TYPE_CHECKING:
     from datasets import Dataset
     from transformers import PreTrainedTokenizerBase
 
-# SimPO: the paper's 2-10 range; DPO: TRL's default; "sft" (no preference term, a baseline) has no beta
-DEFAULT_BETA = {"simpo": 2.0, "dpo": 0.1, "sft": 1.0}
+# SimPO: the paper's 2-10 range; DPO and R-DPO: TRL's DPO default; ORPO: its lambda, TRL's ORPOConfig default;
+# "sft" (no preference term, a baseline) has no beta
+DEFAULT_BETA = {"simpo": 2.0, "dpo": 0.1, "sft": 1.0, "orpo": 0.1, "rdpo": 0.1}
 DEFAULT_GAMMA = {
     "simpo": 1.0,
     "dpo": 0.0,
     "sft": 0.0,
+    "orpo": 0.0,
+    "rdpo": 0.0,
 }  # beta 2.0, gamma 1.0: the paper's Llama-3-8B Base setting
+# the losses whose reward is a log-ratio to the reference (they read reference log-probs)
+REFERENCE_LOSSES = ("dpo", "rdpo")
 
 
 @dataclass
@@ -53,6 +58,11 @@ class LossConfig:
     ``cpo_alpha``); ``kl_weight`` a KL penalty towards the reference model. ``"sft"`` is the baseline with no
     preference term: only the chosen responses' NLL (``sft_weight`` 1 unless given); its "rewards" are the
     average log-probs, so reward accuracy says whether the model ranks the pair right.
+
+    The loss family: ``label_smoothing`` with ``"dpo"`` is cDPO, ``loss_type="ipo"`` IPO (``dpo_loss``);
+    ``"rdpo"`` is R-DPO, DPO with the length term ``alpha`` (per response token, ``losses.rdpo_loss``);
+    ``"orpo"`` is ORPO, the odds-ratio term on average log-probs (``beta`` is its lambda) plus the chosen
+    responses' NLL (``sft_weight`` 1 unless given), no reference model.
     """
 
     name: str = "simpo"
@@ -63,15 +73,21 @@ class LossConfig:
     length_normalize: bool | None = None
     sft_weight: float = 0.0
     kl_weight: float = 0.0
+    alpha: float = 0.0  # R-DPO's length penalty, per token of length difference
 
     def __post_init__(self) -> None:
         if self.name not in DEFAULT_BETA:
             raise ValueError(f"LossConfig.name must be one of {tuple(DEFAULT_BETA)}, got {self.name!r}")
         self.beta = DEFAULT_BETA[self.name] if self.beta is None else float(self.beta)
         self.gamma = DEFAULT_GAMMA[self.name] if self.gamma is None else float(self.gamma)
-        self.length_normalize = self.name != "dpo" if self.length_normalize is None else self.length_normalize
-        if self.name == "sft" and self.sft_weight == 0:
-            self.sft_weight = 1.0  # SFT is the NLL term alone
+        if self.length_normalize is None:
+            self.length_normalize = self.name not in REFERENCE_LOSSES
+        if self.name in ("sft", "orpo") and self.sft_weight == 0:
+            self.sft_weight = 1.0  # SFT is the NLL term alone; ORPO's loss is NLL + lambda * odds-ratio term
+        if self.name == "orpo" and not self.length_normalize:
+            raise ValueError("ORPO's odds are those of the average log-prob: length_normalize must be True")
+        if self.alpha and self.name != "rdpo":
+            raise ValueError(f"alpha is R-DPO's length penalty; {self.name} has none, got alpha={self.alpha}")
         if not (math.isfinite(self.gamma) and self.gamma >= 0):
             raise ValueError(f"gamma (SimPO's absolute target margin) must be >= 0, got {self.gamma}")
         if self.name != "simpo" and self.gamma != 0:
@@ -82,8 +98,8 @@ class LossConfig:
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ValueError(f"{name} must be >= 0 (0 turns the term off), got {getattr(self, name)}")
         try:  # let the loss function itself reject a bad beta, label_smoothing or loss_type
-            zero = torch.zeros(1)
-            self.pairwise_loss(zero, zero, zero, zero)
+            zero, minus_one = torch.zeros(1), -torch.ones(1)
+            self.pairwise_loss(minus_one, minus_one, zero, zero, zero, zero)
         except ValueError as exc:
             raise ValueError(f"LossConfig(name={self.name!r}): {exc}") from exc
 
@@ -91,7 +107,7 @@ class LossConfig:
     @property
     def needs_reference(self) -> bool:
         """DPO's reward and the KL term compare the policy with a reference."""
-        return self.name == "dpo" or self.kl_weight > 0
+        return self.name in REFERENCE_LOSSES or self.kl_weight > 0
 
     @property
     def needs_reference_model(self) -> bool:
@@ -125,13 +141,39 @@ class LossConfig:
         self.check_reference(ref_model, has_ref_logps)
         return self.needs_reference_model or (self.needs_reference and not has_ref_logps)
 
-    def pairwise_loss(self, chosen_logps, rejected_logps, ref_chosen_logps=None, ref_rejected_logps=None):
-        """(losses [B], chosen_rewards [B], rejected_rewards [B]) from ``simpo_loss`` or ``dpo_loss``."""
+    def pairwise_loss(
+        self,
+        chosen_logps,
+        rejected_logps,
+        ref_chosen_logps=None,
+        ref_rejected_logps=None,
+        chosen_lengths=None,
+        rejected_lengths=None,
+    ):
+        """(losses [B], chosen_rewards [B], rejected_rewards [B]) from ``simpo_loss``, ``dpo_loss``,
+        ``rdpo_loss`` (which also needs the response token counts [B]) or ``orpo_odds_ratio_loss``."""
         common = {"beta": self.beta, "label_smoothing": self.label_smoothing, "loss_type": self.loss_type}
         if self.name == "simpo":
             return simpo_loss(chosen_logps, rejected_logps, gamma=self.gamma, **common)
         if self.name == "sft":  # no preference term; the model's own ranking stands in for rewards
             return torch.zeros_like(chosen_logps), chosen_logps.detach(), rejected_logps.detach()
+        if self.name in ("orpo", "rdpo") and (self.label_smoothing or self.loss_type != "sigmoid"):
+            raise ValueError(f"{self.name} has one form: label_smoothing 0 and loss_type 'sigmoid'")
+        if self.name == "orpo":
+            return orpo_odds_ratio_loss(chosen_logps, rejected_logps, beta=self.beta)
+        if self.name == "rdpo":
+            if chosen_lengths is None or rejected_lengths is None:
+                raise ValueError("R-DPO needs the response lengths: pass chosen_lengths and rejected_lengths")
+            return rdpo_loss(
+                chosen_logps,
+                rejected_logps,
+                ref_chosen_logps,
+                ref_rejected_logps,
+                chosen_lengths,
+                rejected_lengths,
+                beta=self.beta,
+                alpha=self.alpha,
+            )
         return dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, **common)
 
 
@@ -300,7 +342,7 @@ def preference_loss(
         with torch.no_grad():
             ref = _forward(ref_model.eval(), batch, num_pairs, **options)
     ref_chosen = ref_rejected = None
-    if loss_config.name == "dpo" and has_ref_logps:
+    if loss_config.name in REFERENCE_LOSSES and has_ref_logps:
         ref_chosen = batch["ref_chosen_logps"].to(policy["chosen_logps"].device, torch.float32)  # [B]
         ref_rejected = batch["ref_rejected_logps"].to(policy["chosen_logps"].device, torch.float32)  # [B]
         if ref_chosen.shape != (num_pairs,) or ref_rejected.shape != (num_pairs,):
@@ -308,10 +350,16 @@ def preference_loss(
                 f"precomputed ref logps have shapes {tuple(ref_chosen.shape)}/"
                 f"{tuple(ref_rejected.shape)}, expected ({num_pairs},)"
             )
-    elif loss_config.name == "dpo" and ref is not None:
+    elif loss_config.name in REFERENCE_LOSSES and ref is not None:
         ref_chosen, ref_rejected = ref["chosen_logps"], ref["rejected_logps"]
+    counts = policy["token_counts"]  # [2B] response tokens: R-DPO's lengths
     losses, chosen_rewards, rejected_rewards = loss_config.pairwise_loss(
-        policy["chosen_logps"], policy["rejected_logps"], ref_chosen, ref_rejected
+        policy["chosen_logps"],
+        policy["rejected_logps"],
+        ref_chosen,
+        ref_rejected,
+        counts[:num_pairs],
+        counts[num_pairs:],
     )  # each [B]
 
     pair_total = num_pairs if pair_total is None else pair_total
@@ -320,7 +368,8 @@ def preference_loss(
         "rewards/chosen": chosen_rewards,
         "rewards/rejected": rejected_rewards,
         "rewards/margins": chosen_rewards - rejected_rewards,
-        "rewards/accuracies": (chosen_rewards > rejected_rewards).float(),
+        # a tie counts half, as held-out reward accuracy does (TRL counts it as 0: they differ on exact ties only)
+        "rewards/accuracies": 0.5 * (torch.sign(chosen_rewards - rejected_rewards) + 1),
         "logps/chosen": policy["chosen_logps"].detach(),
         "logps/rejected": policy["rejected_logps"].detach(),
     }

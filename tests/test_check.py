@@ -25,7 +25,7 @@ from simplepo_helpers.scale.profiles import PROFILE_DEFAULTS
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 SOLUTIONS = NOTEBOOKS / "solutions"
-LESSONS = ("01", "02", "03", "04", "05")
+LESSONS = ("01", "02", "03", "04", "05", "06", "07")
 
 
 def _cells(path: Path) -> list[dict]:
@@ -266,6 +266,16 @@ WRONG_ANSWERS = [  # (exercise, wrong answer, a phrase its hint must contain)
         lambda s, b, length, base_length: float(np.mean(0.5 * (np.sign(np.subtract(s, b)) + 1))),
         "raw win rate",
     ),
+    ("ex6.1", lambda shapes, r: sum(r * i * o for o, i in shapes), "add them"),
+    ("ex6.1", lambda shapes, r: sum(r * i for _, i in shapes), "A only"),
+    ("ex6.2", lambda w, a, b, alpha, r: w + b @ a, "alpha / r"),
+    ("ex6.2", lambda w, a, b, alpha, r: (alpha / r) * b @ a, "keeps the frozen W"),
+    (
+        "ex7.1",
+        lambda verdicts: sum(v == "policy" for v in verdicts) / len(verdicts),
+        "half a win, not as a loss",
+    ),
+    ("ex7.2", lambda half_width, z=1.96: math.ceil((z / (2 * half_width)) ** 2), "normal approximation"),
 ]
 
 
@@ -375,3 +385,9 @@ def test_lessons_have_tiered_exercises_and_solutions(number: str) -> None:
     assert all(f'assert check("{ex.id}"' in "".join(map(_source, solution_cells)) for ex in listed)
     for cell in cells + solution_cells:  # committed without outputs
         assert cell.get("outputs", []) == [] and cell.get("execution_count") is None
+
+
+def test_a_check_result_is_shown_once_in_a_notebook() -> None:
+    """check() prints; IPython then calls _ipython_display_ instead of echoing the result's repr a second time."""
+    result = check("ex2.1", None)
+    assert hasattr(result, "_ipython_display_") and result._ipython_display_() is None

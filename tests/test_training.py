@@ -465,3 +465,11 @@ def test_loss_config_alone_decides_the_reference_mode(config, precomputed, live)
     assert config.reference_mode("live") == live
     with pytest.raises(ValueError, match="prefer"):
         config.reference_mode("auto")
+
+
+def test_reward_accuracy_counts_a_tie_as_half(tiny_model, collator):
+    """One convention for the training metric and held-out reward accuracy: DPO's first step (policy ==
+    reference, every margin exactly 0) scores 0.5, not 0."""
+    batch = collator(EXAMPLES[:4])
+    _, metrics = preference_loss(tiny_model, batch, LossConfig("dpo"), ref_model=tiny_model, layout="padded")
+    assert metrics["rewards/margins"] == 0.0 and metrics["rewards/accuracies"] == 0.5

@@ -30,17 +30,18 @@ class TrainResult:
         steps = [row["step"] for row in self.history]
         figure = Figure(figsize=(12, 3))
         axes = figure.subplots(1, 4)
-        panels = [
-            ("loss", ["loss"]),
-            ("reward accuracy", ["rewards/accuracies"]),
-            ("reward margin", ["rewards/margins"]),
-            ("log-probs", ["logps/chosen", "logps/rejected"]),
+        panels = [  # (title, metrics, y-axis label)
+            ("loss", ["loss"], "loss (nats)"),
+            ("reward accuracy", ["rewards/accuracies"], "share of pairs ranked right"),
+            ("reward margin", ["rewards/margins"], "chosen - rejected reward"),
+            ("log-probs", ["logps/chosen", "logps/rejected"], "log-prob (SimPO: per token)"),
         ]
-        for axis, (label, names) in zip(axes, panels, strict=True):
+        for axis, (label, names, ylabel) in zip(axes, panels, strict=True):
             for name in names:
                 axis.plot(steps, [row[name] for row in self.history], label=name)
             axis.set_title(label)
             axis.set_xlabel("step")
+            axis.set_ylabel(ylabel)
             if len(names) > 1:
                 axis.legend()
         if title:
