@@ -141,6 +141,7 @@ def _results() -> tuple[float, ...]:
         "sft",
         "simpo_offline",
         "dpo_offline",
+        "simpo_offline_lora",
         "simpo_offline_prev",
         "dpo_offline_prev",
     ):

@@ -53,8 +53,10 @@ SEARCH_GRID = {"learning_rate": (5e-4, 1e-3), "steps_per_round": (60, 120)}
 LESSON_CHECKS = {
     "simpo": {"eval_gain_at_least": 0.12, "heldout_gain_at_least": 0.03},
     "simpo_offline": {"eval_gain_at_least": 0.0},  # notebooks 03 and 06 (full fine-tuning): it does no harm
-    # notebook 06: LoRA does no harm either, and trails full fine-tuning by at most this much (one seed each)
-    "simpo_offline_lora": {"eval_gain_at_least": 0.0, "minus_full_at_least": -0.04},
+    # notebook 06: LoRA does no harm either, and trails full fine-tuning by at most this much; one comparison
+    # there samples the two models independently (the record shares a stream per seed), so the allowance is
+    # wider than the recorded worst seed pair (-0.020): a live difference of -0.038 was seen
+    "simpo_offline_lora": {"eval_gain_at_least": 0.0, "minus_full_at_least": -0.08},
 }
 
 
