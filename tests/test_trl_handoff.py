@@ -41,6 +41,21 @@ def doc_config() -> dict[str, float]:
     return values
 
 
+def save_tiny_world_model(folder: Path) -> Path:
+    """A tiny random Llama with the world's tokenizer, saved as a local model folder (a stand-in Hub id)."""
+    from simplepo_helpers.world.tokenizer import world_tokenizer
+
+    tokenizer = world_tokenizer()
+    build_test_model(
+        len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    ).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def test_doc_gamma_conventions_are_consistent():
     """The doc's example is the authors' Llama-3-8B-Instruct setting: beta 2.5, gamma/beta 0.55."""
     values = doc_config()
@@ -55,18 +70,8 @@ def test_trl_cpo_trainer_trains_two_steps_on_the_kits_data_file(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl.experimental.cpo import CPOConfig, CPOTrainer
 
-    from simplepo_helpers.world.tokenizer import world_tokenizer
-
     values = doc_config()
-    folder = tmp_path / "tiny-model"
-    tokenizer = world_tokenizer()
-    build_test_model(
-        len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    ).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    folder = save_tiny_world_model(tmp_path / "tiny-model")
 
     # as in docs/next_steps.md, with a local model instead of a Hub id
     train = load_dataset("json", data_files=str(REPO / "data" / "pairs_train.jsonl"), split="train")
@@ -143,19 +148,9 @@ def test_the_docs_code_block_runs_as_written(tmp_path, monkeypatch):
     here as it would for a reader."""
     import trl.experimental.cpo as cpo
 
-    from simplepo_helpers.world.tokenizer import world_tokenizer
-
     (block,) = doc_code_blocks()
     assert 'MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"' in block
-    folder = tmp_path / "tiny-model"
-    tokenizer = world_tokenizer()
-    build_test_model(
-        len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    ).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    folder = save_tiny_world_model(tmp_path / "tiny-model")
     (tmp_path / "data").mkdir()
     os.symlink(REPO / "data" / "pairs_train.jsonl", tmp_path / "data" / "pairs_train.jsonl")
     monkeypatch.chdir(tmp_path)  # the block's relative paths (data/, runs/) resolve here
