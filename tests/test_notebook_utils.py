@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+from pathlib import Path
 
 import matplotlib
 import nbformat
@@ -217,3 +218,13 @@ def test_run_notebooks_fails_naming_the_cell(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "FAILED" in out and "cell 1 (assert x == 2, 'x is not two'): AssertionError: x is not two" in out
     assert (tmp_path / "build" / "notebooks" / "bad.ipynb").is_file()  # the partial run is kept for reading
+
+
+def test_every_lesson_and_solution_is_a_valid_notebook():
+    """nbformat's schema: a cell id in a notebook whose nbformat_minor is below 5 makes `jupyter nbconvert`
+    refuse it ("'id' was unexpected"), though nbval and JupyterLab take it."""
+    root = Path(__file__).resolve().parents[1] / "notebooks"
+    paths = sorted(root.glob("*.ipynb")) + sorted((root / "solutions").glob("*.ipynb"))
+    assert len(paths) >= 14
+    for path in paths:
+        nbformat.validate(nbformat.read(path, as_version=4))  # raises ValidationError naming the cell
