@@ -1,8 +1,9 @@
 """The two row formats of preference data and the structural checks of one row (no tokenizer needed).
 
 TRL's preference formats: *standard* (``prompt``, ``chosen`` and ``rejected`` strings) or *conversational*
-(``prompt`` a list of ``{"role", "content"}`` messages ending with a user turn; ``chosen`` and ``rejected``
-one-element lists holding the assistant message). ``data`` runs these checks over a whole dataset;
+(``prompt`` a list of ``{"role", "content"}`` messages: any system messages first, then user and assistant
+turns alternating from a user turn to a user turn; ``chosen`` and ``rejected`` one-element lists holding the
+assistant message). Responses equal or differing only in whitespace hold no preference. ``data`` runs these checks over a whole dataset;
 ``batching`` runs them on every row it tokenises.
 
 TRL's *implicit-prompt* variant (no ``prompt``; ``chosen`` and ``rejected`` each hold the whole text or
@@ -77,9 +78,7 @@ def _standard_problem(row: Mapping[str, Any]) -> tuple[str, str] | None:
     for name in ("chosen", "rejected"):
         if not row[name].strip():
             return "empty_response", f"{name!r} is empty"
-    if row["chosen"] == row["rejected"]:
-        return "identical_responses", "chosen and rejected are the same text"
-    return None
+    return _same_responses(row["chosen"], row["rejected"])
 
 
 def _conversational_problem(row: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -97,6 +96,16 @@ def _conversational_problem(row: Mapping[str, Any]) -> tuple[str, str] | None:
     if not prompt or prompt[-1]["role"] != "user":
         last = prompt[-1]["role"] if prompt else "nothing"
         return "wrong_roles", f"the prompt must end with a user turn, it ends with {last}"
+    roles = [message["role"] for message in prompt]
+    start = next(i for i, role in enumerate(roles) if role != "system")  # system messages only lead
+    for i in range(start, len(roles)):
+        expected = "user" if (i - start) % 2 == 0 else "assistant"
+        if roles[i] != expected:
+            after = f"after prompt[{i - 1}] ({roles[i - 1]})" if i > start else "as the first turn"
+            return "wrong_roles", (
+                f"prompt[{i}] is {roles[i]} {after}: after any system messages the prompt must alternate "
+                f"user/assistant, starting with user"
+            )
     for name in ("chosen", "rejected"):
         roles = [message["role"] for message in row[name]]
         if roles != ["assistant"]:
@@ -106,8 +115,15 @@ def _conversational_problem(row: Mapping[str, Any]) -> tuple[str, str] | None:
     for name in ("chosen", "rejected"):
         if not row[name][0]["content"].strip():
             return "empty_response", f"{name!r} is empty"
-    if row["chosen"][0]["content"] == row["rejected"][0]["content"]:
-        return "identical_responses", "chosen and rejected have the same content"
+    return _same_responses(row["chosen"][0]["content"], row["rejected"][0]["content"])
+
+
+def _same_responses(chosen: str, rejected: str) -> tuple[str, str] | None:
+    """``identical_responses`` when the two texts are equal or differ only in whitespace: nothing to prefer."""
+    if chosen == rejected:
+        return "identical_responses", "chosen and rejected are the same text"
+    if chosen.split() == rejected.split():
+        return "identical_responses", "chosen and rejected differ only in whitespace"
     return None
 
 
