@@ -6,6 +6,9 @@ kept in order, extra columns included. Reasons, checked in this order (the first
 - ``invalid_encoding``: a JSONL line that is not valid UTF-8, or a field holding a lone surrogate
   (``"\\ud800"`` in JSON), which no tokenizer or Arrow table can take.
 - ``invalid_json``: a JSONL line that does not parse, or is not a JSON object.
+- ``duplicate_key``: a JSONL line whose object (or a nested one) names a key twice; JSON parsers keep the
+  last value silently, so which one was meant is unknown.
+- ``too_deeply_nested``: a JSONL line nesting brackets deeper than Python's parser can follow.
 - ``missing_field``: ``prompt``, ``chosen`` or ``rejected`` is absent or null.
 - ``wrong_type``: a field is neither a string nor a list of ``{"role": str, "content": str}`` messages.
 - ``mixed_formats``: a row mixes strings and message lists, or its format differs from the first good row.
@@ -49,6 +52,8 @@ if TYPE_CHECKING:  # heavy imports, only needed by the loader
 REASONS = (
     "invalid_encoding",
     "invalid_json",
+    "duplicate_key",
+    "too_deeply_nested",
     "missing_field",
     "wrong_type",
     "mixed_formats",
@@ -245,6 +250,18 @@ def validate_preferences(
     return _validate(rows, None, checker, strict)
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``'s object hook: a dict, refusing a key given twice (json keeps the last one silently)."""
+    row = dict(pairs)
+    if len(row) < len(pairs):
+        raise _DuplicateKey(next(key for i, (key, _) in enumerate(pairs) if key in dict(pairs[:i])))
+    return row
+
+
 def _parse_line(raw: bytes, line_number: int) -> Any:
     """One JSONL line (bytes) as a dict, or a BrokenLine saying why not (encoding first, then JSON)."""
     try:
@@ -255,9 +272,15 @@ def _parse_line(raw: bytes, line_number: int) -> Any:
             "invalid_encoding",
         )
     try:
-        row = json.loads(text)
+        row = json.loads(text, object_pairs_hook=_object)
     except json.JSONDecodeError as error:
         return BrokenLine(f"line {line_number} is not valid JSON ({error.msg}, column {error.colno})")
+    except _DuplicateKey as error:
+        return BrokenLine(f"line {line_number} gives the key {error.args[0]!r} twice", "duplicate_key")
+    except RecursionError:
+        return BrokenLine(
+            f"line {line_number} nests brackets deeper than the JSON parser can follow", "too_deeply_nested"
+        )
     if not isinstance(row, dict):
         return BrokenLine(f"line {line_number} is a JSON {type(row).__name__}, not an object")
     return row
