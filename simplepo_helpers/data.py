@@ -17,7 +17,8 @@ kept in order, extra columns included. Reasons, checked in this order (the first
 - ``empty_prompt`` / ``empty_response``: a prompt or response that is empty or only whitespace.
 - ``identical_responses``: chosen equals rejected (nothing to prefer).
 - ``untokenisable`` (tokenizer given): ``tokenize_preference`` refuses the row, e.g. the eos token inside a
-  response or a chat template that renders the prompt differently when a response follows.
+  response, a chat template that renders the prompt differently when a response follows, or one that
+  raises (``raise_exception``, or any jinja2 error).
 - ``too_long`` (tokenizer and ``max_length`` given): the responses cannot be kept whole, even with the
   prompt cut to its minimum (the BOS and its last token). The collator would cut the response and its EOS,
   biasing the length-normalised SimPO reward, so the validator rejects such rows instead.
@@ -186,6 +187,12 @@ def _check_row(checker: _Checker, index: int, row: Any) -> tuple[str, str] | Non
         tokens = tokenize_preference(row, checker.tokenizer)
     except ValueError as error:
         return "untokenisable", str(error)
+    except (
+        Exception
+    ) as error:  # a chat template's raise_exception (jinja2's TemplateError), or any jinja2 error
+        if not type(error).__module__.startswith("jinja2"):
+            raise
+        return "untokenisable", f"the chat template raised {type(error).__name__}: {error}"
     if checker.max_length is None and checker.max_prompt_length is None:
         return None
     try:

@@ -7,6 +7,7 @@ one), then loads it through the public loader and checks the row, the line, the 
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -36,6 +37,31 @@ def write(tmp_path, lines, name="pairs.jsonl"):
 
 def found(report):
     return [(bad.index, bad.line, bad.reason) for bad in report.bad_rows]
+
+
+def _raising_template(tokenizer):
+    """The test tokenizer, its chat template refusing system messages as Gemma's and Mistral's do."""
+    refusing = copy.deepcopy(tokenizer)
+    refusing.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}{% endfor %}" + tokenizer.chat_template
+    )
+    return refusing
+
+
+def test_chat_template_that_raises_is_the_rows_problem(tmp_path, tokenizer):
+    refusing = _raising_template(tokenizer)
+    system_row = chat(("Be brief.", "Name a colour."), roles=["system", "user"])
+    with pytest.raises(Exception, match="System role not supported") as raised:  # before: escaped the loader
+        refusing.apply_chat_template(system_row["prompt"], tokenize=False)
+    assert type(raised.value).__module__.startswith("jinja2")
+    path = write(tmp_path, [chat(), system_row, chat(("Say hi.",), "Hi!", "No.")])
+
+    dataset, report = load_preference_dataset(path, tokenizer=refusing)
+    assert found(report) == [(1, 2, "untokenisable")]
+    assert report.bad_rows[0].message == "the chat template raised TemplateError: System role not supported"
+    assert [row[0]["content"] for row in dataset["prompt"]] == ["Name a colour.", "Say hi."]
+    assert load_preference_dataset(path, tokenizer=tokenizer)[1].n_bad == 0  # the kit's template takes it
 
 
 def test_duplicated_json_key_is_the_rows_problem(tmp_path):
