@@ -12,16 +12,24 @@ kept in order, extra columns included. Reasons, checked in this order (the first
 - ``missing_field``: ``prompt``, ``chosen`` or ``rejected`` is absent or null.
 - ``wrong_type``: a field is neither a string nor a list of ``{"role": str, "content": str}`` messages.
 - ``mixed_formats``: a row mixes strings and message lists, or its format differs from the first good row.
-- ``wrong_roles``: roles outside system/user/assistant, a prompt that does not end with a user turn, or a
-  chosen/rejected that is not exactly one assistant message.
+- ``wrong_roles``: roles outside system/user/assistant, a prompt that does not alternate user/assistant
+  (after any leading system messages) from a user turn to a user turn, or a chosen/rejected that is not
+  exactly one assistant message.
 - ``empty_prompt`` / ``empty_response``: a prompt or response that is empty or only whitespace.
-- ``identical_responses``: chosen equals rejected (nothing to prefer).
+- ``identical_responses``: chosen equals rejected, or differs only in whitespace (nothing to prefer).
 - ``untokenisable`` (tokenizer given): ``tokenize_preference`` refuses the row, e.g. the eos token inside a
   response, a chat template that renders the prompt differently when a response follows, or one that
   raises (``raise_exception``, or any jinja2 error).
 - ``too_long`` (tokenizer and ``max_length`` given): the responses cannot be kept whole, even with the
   prompt cut to its minimum (the BOS and its last token). The collator would cut the response and its EOS,
   biasing the length-normalised SimPO reward, so the validator rejects such rows instead.
+- ``mixed_type_column`` (rows given as a list or a JSONL file): a column, extra ones included, whose value
+  in this row cannot share one Arrow column with the first row's value (``1`` in one row, ``"a"`` in
+  another); checked over the rows that passed everything else, it replaces pyarrow's ``ArrowInvalid``.
+
+Not errors: a row repeating an earlier row's prompt, chosen and rejected is kept (each copy weighs in
+training) and listed in ``report.notes`` (``duplicate_row``); no rows at all is an error under ``strict``
+and a warning otherwise.
 
 Rows in TRL's implicit-prompt format (no ``prompt``: ``chosen`` and ``rejected`` carry the whole text or
 conversation) are made explicit first, the shared prefix becoming the prompt as TRL's ``maybe_extract_prompt``
@@ -37,6 +45,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -64,6 +73,7 @@ REASONS = (
     "identical_responses",
     "untokenisable",
     "too_long",
+    "mixed_type_column",
 )
 
 
@@ -91,6 +101,7 @@ class ValidationReport:
     format: str | None = None  # "standard" or "conversational" (the first good row's), None if no good row
     n_prompt_truncated: int = 0  # kept rows whose prompt must be cut to fit max_length / max_prompt_length
     n_prompt_extracted: int = 0  # kept rows in TRL's implicit-prompt format, their shared prompt extracted
+    notes: list[BadRow] = field(default_factory=list)  # kept rows worth a look: duplicate_row
 
     @property
     def n_kept(self) -> int:
@@ -117,6 +128,11 @@ class ValidationReport:
             lines += [f"  {bad}" for bad in self.bad_rows[:max_rows]]
             if self.n_bad > max_rows:
                 lines.append(f"  ... and {self.n_bad - max_rows} more (see report.bad_rows)")
+        if self.notes:
+            lines.append(f"{len(self.notes)} kept rows repeat an earlier row (each copy counts in training):")
+            lines += [f"  {note}" for note in self.notes[:max_rows]]
+            if len(self.notes) > max_rows:
+                lines.append(f"  ... and {len(self.notes) - max_rows} more (see report.notes)")
         if self.n_prompt_extracted:
             lines.append(f"{self.n_prompt_extracted} kept rows had an implicit prompt, extracted as TRL does")
         if self.n_prompt_truncated:
@@ -144,8 +160,8 @@ class ValidationReport:
 class PreferenceDataError(ValueError):
     """Raised with ``strict=True`` when any row is bad; ``.report`` holds the full ValidationReport."""
 
-    def __init__(self, report: ValidationReport):
-        super().__init__("bad preference rows:\n" + report.summary(max_rows=20))
+    def __init__(self, report: ValidationReport, message: str | None = None):
+        super().__init__(message or "bad preference rows:\n" + report.summary(max_rows=20))
         self.report = report
 
 
@@ -214,8 +230,51 @@ def _check_row(checker: _Checker, index: int, row: Any) -> tuple[str, str] | Non
     return None
 
 
+def _where(index: int, lines: Sequence[int] | None) -> str:
+    return f"row {index}" + ("" if lines is None else f" (line {lines[index]})")
+
+
+def _arrow_error(values: list[Any]) -> Exception | None:
+    """The error pyarrow raises when making one column of these values (as ``Dataset.from_list`` does), or None."""
+    import pyarrow as pa
+
+    try:
+        pa.array(values)
+    except pa.ArrowException as error:
+        return error
+    return None
+
+
+def _mixed_type_rows(rows: dict[int, Mapping[str, Any]], lines: Sequence[int] | None) -> list[BadRow]:
+    """Rows whose value in a column cannot share one Arrow column with the first non-null value's."""
+    bad: dict[int, BadRow] = {}
+    for column in dict.fromkeys(key for row in rows.values() for key in row):
+        indices = [i for i, row in rows.items() if row.get(column) is not None and i not in bad]
+        while indices and (error := _arrow_error(values := [rows[i][column] for i in indices])) is not None:
+            # the first value if it cannot be stored at all, else those that cannot sit beside it; if each can
+            # but not all together, the end of the longest prefix that builds (values[:low] do, [:high] not)
+            pairs = (k for k in range(1, len(values)) if _arrow_error([values[0], values[k]]))
+            odd = [0] if _arrow_error(values[:1]) else list(pairs)
+            low, high = 0, len(values)
+            while not odd and high - low > 1:
+                mid = (low + high) // 2
+                low, high = (mid, high) if _arrow_error(values[:mid]) is None else (low, mid)
+            for k in odd or [high - 1]:
+                kind, reason = type(values[k]).__name__, _arrow_error(values[:1] + values[k : k + 1]) or error
+                beside = f" beside {_where(indices[0], lines)}'s {type(values[0]).__name__}" if k else ""
+                message = f"column {column!r}: Arrow cannot store this row's {kind}{beside} ({reason})"
+                line = None if lines is None else lines[indices[k]]
+                bad[indices[k]] = BadRow(indices[k], "mixed_type_column", message, line)
+            indices = [i for i in indices if i not in bad]
+    return list(bad.values())
+
+
 def _validate(
-    rows: Iterable[Any], lines: Sequence[int] | None, checker: _Checker, strict: bool
+    rows: Iterable[Any],
+    lines: Sequence[int] | None,
+    checker: _Checker,
+    strict: bool,
+    source_name: str = "the input",
 ) -> ValidationReport:
     if checker.tokenizer is None and (
         checker.max_length is not None or checker.max_prompt_length is not None
@@ -223,19 +282,40 @@ def _validate(
         raise ValueError("max_length and max_prompt_length are checked in tokens: pass a tokenizer too")
     check_limits(max_length=checker.max_length, max_prompt_length=checker.max_prompt_length)
     kept: list[int] = []
+    notes: list[BadRow] = []
+    seen: dict[str, int] = {}  # the three fields as JSON -> index of the first kept row holding them
     n_total = 0
     for index, row in enumerate(rows):
         n_total += 1
         problem = _check_row(checker, index, row)
-        if problem is None:
-            kept.append(index)
-        else:
-            line = None if lines is None else lines[index]
+        line = None if lines is None else lines[index]
+        if problem is not None:
             checker.bad.append(BadRow(index, problem[0], problem[1], line))
+            continue
+        kept.append(index)
+        explicit = checker.explicit.get(index) or row
+        first = seen.setdefault(
+            json.dumps([explicit[name] for name in ("prompt", "chosen", "rejected")], sort_keys=True), index
+        )
+        if first != index:
+            notes.append(BadRow(index, "duplicate_row", f"same pair as {_where(first, lines)}", line))
+    if isinstance(rows, list):  # a Dataset's columns are typed already
+        mixed = _mixed_type_rows({i: checker.explicit.get(i) or rows[i] for i in kept}, lines)
+        dropped = {bad.index for bad in mixed}
+        kept, notes = (
+            [i for i in kept if i not in dropped],
+            [note for note in notes if note.index not in dropped],
+        )
+        checker.bad = sorted(checker.bad + mixed, key=lambda bad: bad.index)
     checker.n_prompt_extracted = sum(index in checker.explicit for index in kept)
     report = ValidationReport(
         n_total, kept, checker.bad, checker.format, checker.n_prompt_truncated, checker.n_prompt_extracted
     )
+    report.notes = notes
+    if n_total == 0:
+        if strict:
+            raise PreferenceDataError(report, f"no preference rows: {source_name} is empty")
+        warnings.warn(f"no preference rows: {source_name} is empty", stacklevel=3)
     if strict and report.bad_rows:
         raise PreferenceDataError(report)
     return report
@@ -342,5 +422,6 @@ def load_preference_dataset(
         raise TypeError(
             f"source must be a Dataset, a list of dicts or a JSONL path, got {type(source).__name__}"
         )
-    report = _validate(rows, lines, checker, strict)
+    name = Path(source).name if isinstance(source, (str, os.PathLike)) else "the input"
+    report = _validate(rows, lines, checker, strict, name)
     return _dataset_from_rows([checker.explicit.get(i) or rows[i] for i in report.kept_indices]), report
