@@ -11,6 +11,14 @@ A checkpoint folder holds
 - the tokenizer (``tokenizer.save_pretrained``) when one is given, and ``README.md``, a model card with the
   training config and the latest metrics, so the folder loads and reads as a plain transformers model:
   ``AutoModelForCausalLM.from_pretrained(folder)`` and ``AutoTokenizer.from_pretrained(folder)``.
+- ``simplepo_complete.json``, written last: the size of every other file. A folder is used only when it is
+  complete: every listed file present with its size (a folder without the marker, written by an older kit, when
+  its state file parses and every weights and ``.pt`` file loads). `find_latest_checkpoint` skips an incomplete
+  one with a one-line message and falls back to the previous complete one.
+
+Loading checks names and shapes before any tensor is copied, and `resume_state` compares the saved config with
+the run's in full (loss and data included) before any state is loaded: a difference is refused, naming the
+fields, unless ``allow_config_change=True`` (the entry point's ``--allow-config-change``).
 
 A model sharded with FSDP2 (DTensor parameters) is gathered first, by every process together: the folder
 holds the full weights, and the optimizer state in ``torch.distributed.checkpoint``'s full, name-keyed
@@ -25,6 +33,8 @@ import json
 import random
 import re
 import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +54,7 @@ RNG_NAME = "rng_state.pt"
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 ADAPTER_NAME = "adapter_model.safetensors"
+COMPLETE_NAME = "simplepo_complete.json"  # written last: every other file's size
 _CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -52,17 +63,49 @@ def checkpoint_path(output_dir: str | Path, step: int) -> Path:
     return Path(output_dir) / f"checkpoint-{step}"
 
 
-def find_latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The ``checkpoint-<step>`` folder with the highest step under ``output_dir``, or None."""
+class CheckpointError(RuntimeError):
+    """A checkpoint folder that is incomplete or damaged, or does not fit the model it is loaded into."""
+
+
+class ResumeConfigError(ValueError):
+    """The run's config differs from the checkpoint's; the message names the fields."""
+
+
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Every ``checkpoint-<step>`` folder under ``output_dir``, complete or not, highest step first."""
     root = Path(output_dir)
     if not root.is_dir():
-        return None
-    found = []
-    for path in root.iterdir():
-        match = _CHECKPOINT_PATTERN.match(path.name)
-        if match and state_file(path) is not None:
-            found.append((int(match.group(1)), path))
-    return max(found)[1] if found else None
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _CHECKPOINT_PATTERN.match(p.name))]
+    return [path for _, path in sorted(found, reverse=True) if path.is_dir()]
+
+
+def find_latest_checkpoint(
+    output_dir: str | Path, *, report: Callable[[str], None] | None = _warn
+) -> Path | None:
+    """The complete ``checkpoint-<step>`` folder with the highest step under ``output_dir``, or None.
+
+    An incomplete or damaged folder above it is skipped with a one-line message to ``report`` (stderr).
+    """
+    skipped: list[tuple[str, str]] = []
+    for path in list_checkpoints(output_dir):
+        if state_file(path) is None and not (path / COMPLETE_NAME).is_file():
+            continue  # not the kit's checkpoint (e.g. HF Trainer's)
+        problem = checkpoint_problem(path)
+        if problem is None:
+            if report is not None:
+                for name, why in skipped:
+                    report(f"[simplepo] skipping {name}: {why}; using {path.name}")
+            return path
+        skipped.append((path.name, problem))
+    if report is not None:
+        for name, why in skipped:
+            report(f"[simplepo] skipping {name}: {why}; no earlier complete checkpoint")
+    return None
 
 
 def state_file(directory: str | Path) -> Path | None:
@@ -71,9 +114,76 @@ def state_file(directory: str | Path) -> Path | None:
     if (directory / STATE_NAME).is_file():
         return directory / STATE_NAME
     legacy = directory / LEGACY_STATE_NAME
-    if legacy.is_file() and {"step", "history"} <= json.loads(legacy.read_text()).keys():
-        return legacy  # the kit's summary, not HF Trainer's TrainerState (which has no "history")
+    if legacy.is_file():
+        try:
+            keys = json.loads(legacy.read_text()).keys()
+        except (ValueError, AttributeError):
+            return None
+        if {"step", "history"} <= keys:
+            return legacy  # the kit's summary, not HF Trainer's TrainerState (which has no "history")
     return None
+
+
+def checkpoint_problem(directory: str | Path) -> str | None:
+    """None when ``directory`` is a complete checkpoint, else what is wrong, in a few words."""
+    directory = Path(directory)
+    summary = state_file(directory)
+    if summary is None:
+        return f"no {STATE_NAME}"
+    marker = directory / COMPLETE_NAME
+    if marker.is_file():
+        problem = _size_problem(directory, marker)
+    else:  # an older kit's folder: accepted when every file loads
+        problem = _load_problem(directory)
+    if problem is None:
+        try:
+            json.loads(summary.read_text())
+        except ValueError:
+            problem = f"{summary.name} is not valid JSON (truncated?)"
+    return problem
+
+
+def _size_problem(directory: Path, marker: Path) -> str | None:
+    try:
+        sizes = json.loads(marker.read_text())["files"]
+    except (ValueError, KeyError, TypeError):
+        return f"{COMPLETE_NAME} is unreadable"
+    for name, size in sizes.items():
+        path = directory / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes, {size} were written (truncated?)"
+    return None
+
+
+def _load_problem(directory: Path) -> str | None:
+    from safetensors import safe_open
+
+    for path in sorted(directory.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), "pt"):
+                pass
+        except Exception as error:  # safetensors' SafetensorError
+            return f"{path.name} does not load ({str(error).splitlines()[0]})"
+    for path in sorted(directory.glob("*.pt")):
+        try:
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as error:
+            return f"{path.name} does not load ({type(error).__name__})"
+    if not any(directory.glob("*.safetensors")):
+        return "no .safetensors weights"
+    return None
+
+
+def _write_marker(staging: Path) -> None:
+    """Record every file's size in ``simplepo_complete.json``, the last file written."""
+    sizes = {
+        str(path.relative_to(staging)): path.stat().st_size
+        for path in sorted(staging.rglob("*"))
+        if path.is_file()
+    }
+    (staging / COMPLETE_NAME).write_text(json.dumps({"files": sizes}, indent=1))
 
 
 _TITLES = {"simpo": "SimPO", "dpo": "DPO"}
@@ -172,15 +282,24 @@ def _save_weights(model: torch.nn.Module, directory: Path, state_dict=None) -> N
 
 
 def _load_checked(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
-    """``load_state_dict`` that tolerates only missing keys whose tensors are tied to loaded ones."""
-    result = model.load_state_dict(state, strict=False)
-    if result.unexpected_keys:
-        raise RuntimeError(f"{source} holds weights the model does not have: {result.unexpected_keys[:5]}")
+    """``load_state_dict`` after checking names and shapes, so a refused load changes no tensor; only missing
+    keys whose tensors are tied to loaded ones are tolerated."""
     current = model.state_dict()
+    unexpected = [name for name in state if name not in current]
+    if unexpected:
+        raise CheckpointError(f"{source} holds weights the model does not have: {unexpected[:5]}")
+    shapes = [
+        f"{name} {tuple(state[name].shape)} vs {tuple(current[name].shape)}"
+        for name in state
+        if state[name].shape != current[name].shape
+    ]
+    if shapes:
+        raise CheckpointError(f"{source} has weights of other shapes (checkpoint vs model): {shapes[:3]}")
     loaded_storage = {current[name].data_ptr() for name in state}
-    untied_missing = [name for name in result.missing_keys if current[name].data_ptr() not in loaded_storage]
+    untied_missing = [n for n in current if n not in state and current[n].data_ptr() not in loaded_storage]
     if untied_missing:
-        raise RuntimeError(f"{source} lacks weights the model needs: {untied_missing[:5]}")
+        raise CheckpointError(f"{source} lacks weights the model needs: {untied_missing[:5]}")
+    model.load_state_dict(state, strict=False)
 
 
 def _load_weights(model: torch.nn.Module, directory: Path) -> None:
@@ -330,7 +449,7 @@ def _write_checkpoint(
     tokenizer,
     gathered=None,
 ) -> Path:
-    if final.exists() and state_file(final) is None and any(final.iterdir()):
+    if final.exists() and not _is_kit_folder(final) and any(final.iterdir()):
         raise FileExistsError(f"{final} exists and is not a checkpoint folder; refusing to overwrite it")
     staging = final.with_name(final.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
@@ -355,8 +474,13 @@ def _write_checkpoint(
     (staging / STATE_NAME).write_text(json.dumps(summary, indent=1))
     base = getattr(getattr(model, "config", None), "_name_or_path", None) or None
     (staging / MODEL_CARD_NAME).write_text(model_card(config, history or [], int(step), base))  # over PEFT's
+    _write_marker(staging)
     publish_folder(staging, final)  # an earlier checkpoint of this step goes only once this one is whole
     return final
+
+
+def _is_kit_folder(path: Path) -> bool:
+    return state_file(path) is not None or (path / COMPLETE_NAME).is_file()
 
 
 def _load_state_file(path: Path, what: str) -> Any:
@@ -380,10 +504,7 @@ def load_checkpoint(
     ``restore_rng=False``. Nothing is unpickled: state files load with ``weights_only=True``.
     """
     directory = Path(directory)
-    summary_file = state_file(directory)
-    if summary_file is None:
-        raise FileNotFoundError(f"{directory / STATE_NAME} not found: {directory} is not a checkpoint folder")
-    summary = json.loads(summary_file.read_text())
+    summary = read_summary(directory)
     sharded = is_sharded(model)
     if sharded:
         _load_sharded_weights(model, directory)
@@ -408,26 +529,97 @@ def load_checkpoint(
     return summary
 
 
-RESUME_KEYS = ("seed", "batch_size", "grad_accum_steps", "num_examples")  # what decides the batch order
+def read_summary(directory: str | Path) -> dict[str, Any]:
+    """A complete checkpoint's JSON summary (nothing else loaded); CheckpointError when it is incomplete."""
+    directory = Path(directory)
+    summary_file = state_file(directory)
+    if summary_file is None and not (directory / COMPLETE_NAME).is_file():
+        raise FileNotFoundError(f"{directory / STATE_NAME} not found: {directory} is not a checkpoint folder")
+    problem = checkpoint_problem(directory)
+    if problem is not None or summary_file is None:
+        raise CheckpointError(
+            f"checkpoint {directory} is incomplete or damaged: {problem}; resume from an earlier checkpoint "
+            "or delete this folder"
+        )
+    return json.loads(summary_file.read_text())
+
+
+RESUME_KEYS = ("num_examples",)  # run facts (in ``extra``) that decide the batch order besides the config
+# what may change on resume: the length of the run and where and how often it logs and saves
+FREE_FIELDS = frozenset({"max_steps", "output_dir", "log_every", "save_every"})
+FREE_RUN_FIELDS = frozenset(
+    {"resume", "data.eval_every", "log.report_to", "log.run_name"} | {f"train.{n}" for n in FREE_FIELDS}
+)
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(value, dict):
+        return {prefix.rstrip("."): value}
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        out.update(_flatten(item, f"{prefix}{key}."))
+    return out
+
+
+def config_differences(summary: dict[str, Any], config: Any, run_info: dict[str, Any]) -> list[str]:
+    """``field (saved X, now Y)`` for each setting that differs between a checkpoint and this run.
+
+    The entry point's whole config (``run_info["run_config"]``: model, data, loss, train, lora) when both have
+    it, else the ``TrainConfig`` (loss included); plus ``num_examples``. Fields one side lacks (a kit version
+    apart) and `FREE_FIELDS` are not compared.
+    """
+    extra = summary.get("extra") or {}
+    if "run_config" in extra and "run_config" in run_info:
+        saved, now, free = extra["run_config"], _to_jsonable(run_info["run_config"]), FREE_RUN_FIELDS
+    else:
+        saved, now, free = summary.get("config") or {}, _to_jsonable(config) or {}, FREE_FIELDS
+    saved_flat, now_flat = _flatten(saved), _flatten(now)
+    saved_flat.update({key: extra[key] for key in RESUME_KEYS if key in extra})
+    now_flat.update({key: run_info[key] for key in RESUME_KEYS if key in run_info})
+    return [
+        f"{key} (saved {saved_flat[key]!r}, now {now_flat[key]!r})"
+        for key in saved_flat
+        if key in now_flat and key not in free and saved_flat[key] != now_flat[key]
+    ]
+
+
+def check_resume_config(
+    checkpoint: Path, summary: dict[str, Any], config: Any, run_info: dict[str, Any], *, allow: bool
+) -> None:
+    """ResumeConfigError naming every differing field, or (``allow``) a one-line warning."""
+    differences = config_differences(summary, config, run_info)
+    if not differences:
+        return
+    if allow:
+        _warn(f"[simplepo] resuming {checkpoint} with a changed config: {'; '.join(differences)}")
+        return
+    raise ResumeConfigError(
+        f"cannot resume from {checkpoint}: the config differs in {'; '.join(differences)}. Resume with the "
+        "saved values, or pass allow_config_change=True (entry point: --allow-config-change) to continue anyway"
+    )
 
 
 def resume_state(
-    resume_from: str | Path, run_info: dict[str, Any], config: Any, **state_objects: Any
+    resume_from: str | Path,
+    run_info: dict[str, Any],
+    config: Any,
+    *,
+    allow_config_change: bool = False,
+    **state_objects: Any,
 ) -> tuple[int, list[dict[str, Any]]]:
-    """Load a checkpoint (or an output_dir's latest) into the run's objects; return (step, history).
+    """Load a checkpoint (or an output_dir's latest complete one) into the run's objects; return (step, history).
 
-    Refuses a checkpoint whose seed, batch size, accumulation or number of examples differ from ``config``
-    and ``run_info``: the resumed run would see other batches than the interrupted one.
+    The saved config is compared with ``config`` and ``run_info`` first, before any weight, optimizer or RNG
+    state is loaded; a difference raises `ResumeConfigError` unless ``allow_config_change`` (or
+    ``run_info["allow_config_change"]``, as the entry point passes it) is true.
     """
     checkpoint = find_latest_checkpoint(resume_from) or Path(resume_from)
+    if checkpoint == Path(resume_from) and list_checkpoints(resume_from):
+        raise CheckpointError(f"{resume_from} holds no complete checkpoint-<step> folder to resume from")
+    summary = read_summary(checkpoint)
+    allow = allow_config_change or bool(run_info.get("allow_config_change"))
+    check_resume_config(checkpoint, summary, config, run_info, allow=allow)
     state = load_checkpoint(checkpoint, **state_objects)
-    saved = {**(state["config"] or {}), **state["extra"]}
-    current = {**vars(config), **run_info}
-    mismatched = [key for key in RESUME_KEYS if key in saved and saved[key] != current[key]]
-    if mismatched:
-        raise ValueError(
-            f"cannot resume from {checkpoint}: {mismatched} differ, so the batch order would change"
-        )
     return state["step"], state["history"]
 
 
