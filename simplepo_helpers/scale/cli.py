@@ -24,12 +24,14 @@ of the model; ``live`` keeps the frozen copy (or, under LoRA, the adapter-free b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,16 @@ import torch
 from ..batching import PreferenceCollator
 from ..reference import precompute_reference_logps
 from ..runtime.batches import PreferenceBatches, collate_examples
-from ..runtime.checkpoint import STATE_NAME, find_latest_checkpoint, read_history, state_file
+from ..runtime.checkpoint import (
+    STATE_NAME,
+    CheckpointError,
+    check_resume_config,
+    find_latest_checkpoint,
+    list_checkpoints,
+    read_history,
+    read_summary,
+    state_file,
+)
 from ..runtime.device import DevicePolicy, select_device
 from ..runtime.result import TrainResult
 from ..runtime.trackers import MetricsReporter
@@ -134,7 +145,8 @@ def load_rows(source: str, split: str, n: int | None, tokenizer, train: TrainCon
             table = [ultrafeedback_to_preference(row, index) for index, row in enumerate(table)]
         rows, report = load_preference_dataset(table, **limits)
     if len(rows) == 0:
-        raise ValueError(f"{where}: no valid preference row in {source}:\n{report}")
+        found = "; ".join(report.summary(max_rows=0).splitlines())
+        raise ValueError(f"{where}: no valid preference row in {source} ({found}); check the file's rows")
     if n is not None and len(rows) > n:
         rows = rows.select(range(n))
     return rows, report
@@ -272,16 +284,21 @@ def _accelerator():
 
 def _resume_checkpoint(config: RunConfig) -> Path | None:
     output_dir = Path(config.train.output_dir)
+    existing = list_checkpoints(output_dir)
     if config.resume is None:
-        existing = find_latest_checkpoint(output_dir)
-        if existing is not None:
+        if existing:
             raise ConfigError(
-                f"train.output_dir={output_dir} already holds {existing.name}: set resume=latest to continue "
+                f"train.output_dir={output_dir} already holds {existing[0].name}: set resume=latest to continue "
                 "that run, or choose a new output_dir"
             )
         return None
     if config.resume == "latest":
         latest = find_latest_checkpoint(output_dir)
+        if latest is None and existing:
+            raise CheckpointError(
+                f"resume=latest but no checkpoint in {output_dir} is complete; delete the damaged folders "
+                "to start over"
+            )
         if latest is None:
             raise ConfigError(f"resume=latest but {output_dir} holds no checkpoint-<step> folder")
         return latest
@@ -350,11 +367,24 @@ class _StepHook:
             _print_step(row, train_cfg.max_steps)
 
 
-def run_training(config: RunConfig, *, progress: bool = True) -> TrainResult:
+def _check_resume(config: RunConfig, checkpoint: Path | None, allow: bool) -> None:
+    """Refuse a checkpoint whose config differs from ``config`` before any model is loaded (``train``
+    checks again, with the data, before it loads any state)."""
+    if checkpoint is not None and not allow:
+        summary = read_summary(checkpoint)
+        check_resume_config(
+            checkpoint, summary, config.train, {"run_config": config_to_dict(config)}, allow=False
+        )
+
+
+def run_training(
+    config: RunConfig, *, progress: bool = True, allow_config_change: bool = False
+) -> TrainResult:
     """Run ``config`` on the processes accelerate started (one when launched with plain ``python``).
 
     Sets up what ``train`` does not (processes, model, data, reference, DDP wrapper), then calls ``train``
-    with a per-process batch source and ``_StepHook``; saves the final model and tokenizer.
+    with a per-process batch source and ``_StepHook``; saves the final model, tokenizer and model card.
+    ``allow_config_change``: resume even when the checkpoint's config differs (a warning names the fields).
     """
     from transformers import set_seed
 
@@ -364,6 +394,7 @@ def run_training(config: RunConfig, *, progress: bool = True) -> TrainResult:
     train_cfg, loss_cfg = config.train, config.loss
     output_dir = Path(train_cfg.output_dir)
     resume_from = _resume_checkpoint(config)
+    _check_resume(config, resume_from, allow_config_change)
     policy = resolve_policy(config.model.precision, accelerator.device)
     say(f"[simplepo] {world} process(es) | {policy.describe()}")
     if train_cfg.batch_size % world:
@@ -455,6 +486,7 @@ def run_training(config: RunConfig, *, progress: bool = True) -> TrainResult:
                 "num_processes": world,
                 "reference": reference_mode(config),
                 "run_config": config_to_dict(config),
+                **({"allow_config_change": True} if allow_config_change else {}),
             },
         )
     finally:
@@ -496,25 +528,83 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", metavar="section.field=value", help="overrides, parsed as YAML"
     )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress output (transformers' and datasets' bars too)"
+    )
+    parser.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="resume even when the checkpoint's config differs from this one (the fields are named)",
+    )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a run-time error")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv``, run the training; 2 on a config error (message on stderr), 0 on success."""
-    args = build_parser().parse_args(argv)
+    """Parse ``argv``, run the training; 0 on success, 2 on a config error (``config error: ...`` on stderr),
+    1 on a run-time error (one ``error: ...`` line; the traceback with ``--debug``)."""
+    args = build_parser().parse_intermixed_args(argv)
     try:
         config = load_config(args.config, args.overrides)
         if args.print_config:
             print(json.dumps(config_to_dict(config), indent=1))
             return 0
-        run_training(config, progress=not args.quiet)
+        with _quiet_libraries() if args.quiet else contextlib.nullcontext():
+            run_training(config, progress=not args.quiet, allow_config_change=args.allow_config_change)
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        if args.debug:
+            raise
+        print(f"error: {error_line(error)}", file=sys.stderr)
+        return 1
     finally:
         _end_processes()
     return 0
+
+
+def error_line(error: BaseException) -> str:
+    """An exception as one line: its message's first line (the type too when not the kit's own kind)."""
+    lines = str(error).strip().splitlines() or [""]
+    text = lines[0] + (" (more with --debug)" if len(lines) > 1 else "")
+    if isinstance(error, (ValueError, RuntimeError, OSError)) and lines[0]:
+        return text
+    return f"{type(error).__name__}: {text}".rstrip(": ")
+
+
+@contextlib.contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    """transformers', datasets' and the Hub client's progress bars, logging and warnings off, then restored."""
+    import datasets
+    import huggingface_hub.utils as hub_utils
+    import transformers.utils.logging as hf_logging
+
+    saved = (
+        hf_logging.get_verbosity(),
+        hf_logging.is_progress_bar_enabled(),
+        datasets.utils.logging.get_verbosity(),
+        datasets.is_progress_bar_enabled(),
+        hub_utils.are_progress_bars_disabled(),
+    )
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    datasets.utils.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    hub_utils.disable_progress_bars()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        hf_logging.set_verbosity(saved[0])
+        if saved[1]:
+            hf_logging.enable_progress_bar()
+        datasets.utils.logging.set_verbosity(saved[2])
+        if saved[3]:
+            datasets.enable_progress_bars()
+        if not saved[4]:
+            hub_utils.enable_progress_bars()
 
 
 def _end_processes() -> None:
