@@ -135,3 +135,16 @@ def test_quiet_prints_nothing(tiny_world, tmp_path, capfd):
     out, err = capfd.readouterr()
     assert (out, err) == ("", "")
     assert (tmp_path / "out" / "final" / "model.safetensors").is_file()
+
+
+def test_the_final_model_gets_a_card_without_local_paths(finished_run):
+    import yaml
+
+    config, out = finished_run
+    card = (out / "final" / "README.md").read_text()
+    head = yaml.safe_load(card.removeprefix("---\n").partition("\n---\n")[0])
+    assert (
+        head["pipeline_tag"] == "text-generation" and head["license"] == "other" and "base_model" not in head
+    )
+    assert "checkpoint, step 4" in card and "Trained from a local llama model" in card
+    assert str(out.parent) not in card and config["model"]["name_or_path"] not in card

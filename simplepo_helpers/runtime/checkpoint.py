@@ -193,27 +193,73 @@ _PAPERS = {
 }
 
 
-def model_card(config: Any, history: list[dict[str, Any]], step: int, base: str | None = None) -> str:
-    """A model card (README.md): YAML metadata, what trained the model, the latest metrics and the config."""
+KIT_LICENSE = "apache-2.0"  # the kit's own licence, for models trained from its world reference model
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def describe_base(name_or_path: str | None, model_type: str | None = None) -> tuple[str | None, str]:
+    """(Hub id or None, a description without local paths) of the model a run started from."""
+    if not name_or_path:
+        return None, "a model built in memory"
+    if _is_world_model(name_or_path):
+        return None, "the SimplePO kit's tiny world reference model"
+    path = Path(name_or_path).expanduser()
+    if _HUB_ID.match(name_or_path) and not path.exists():
+        return name_or_path, f"[{name_or_path}](https://huggingface.co/{name_or_path})"
+    return None, f"a local {model_type or 'transformers'} model"
+
+
+def _is_world_model(name_or_path: str) -> bool:
+    if name_or_path == "world":
+        return True
+    from ..world.cache import cache_dir
+    from ..world.reference import SHIPPED_DIR
+
+    path = Path(name_or_path).expanduser().resolve()
+    cache = cache_dir().expanduser().resolve()
+    return path == SHIPPED_DIR.resolve() or (path.parent == cache and path.name.startswith("reference-"))
+
+
+def model_card(
+    config: Any,
+    history: list[dict[str, Any]],
+    step: int,
+    base: str | None = None,
+    *,
+    model_type: str | None = None,
+) -> str:
+    """A model card (README.md): YAML metadata (licence, pipeline tag, ``base_model`` when it is a Hub id),
+    what trained the model, the latest metrics and the config. ``base``: the starting model's Hub id or folder
+    (a folder is described, never written out)."""
     config = _to_jsonable(config) or {}
     loss = (config.get("loss") or {}).get("name", "preference")
     metrics = {k: v for k, v in (history[-1] if history else {}).items() if k != "seconds"}
+    hub_id, described = describe_base(base, model_type)
+    kit_model = hub_id is None and described.startswith("the SimplePO")
     head = [
         "---",
         "library_name: transformers",
+        "pipeline_tag: text-generation",
+        f"license: {KIT_LICENSE if kit_model else 'other'}",
+        *([f"license_link: https://huggingface.co/{hub_id}"] if hub_id else []),
         "tags:",
         "- simplepo",
         f"- {loss}",
         "- preference-optimization",
     ]
-    head += [f"base_model: {base}"] if base else []
+    head += [f"base_model: {hub_id}"] if hub_id else []
     paper = _PAPERS.get(loss, "")
+    licence = (
+        "Licence: Apache-2.0, as the kit."
+        if kit_model
+        else "Licence: the base model's (check it before you publish)."
+    )
     lines = [*head, "---", "", f"# {_TITLES.get(loss, loss)} checkpoint, step {step}", ""]
     lines += [
-        f"Trained with the SimplePO kit's `{loss}` loss{paper} for {step} optimizer steps.",
+        f"Trained from {described} with the SimplePO kit's `{loss}` loss{paper} for {step} optimizer steps.",
         "Load it with `AutoModelForCausalLM.from_pretrained(folder)` and `AutoTokenizer.from_pretrained(folder)`;",
-        "`simplepo_state.json` holds the full metric history, and the `.pt` files the optimizer, schedule and",
-        "RNG state for resuming.",
+        "`simplepo_state.json` (in checkpoints) holds the full metric history, and the `.pt` files the",
+        f"optimizer, schedule and RNG state for resuming. {licence}",
         "",
         "## Results (last logged step)",
         "",
@@ -227,11 +273,22 @@ def model_card(config: Any, history: list[dict[str, Any]], step: int, base: str 
         "## Training config",
         "",
         "```json",
-        json.dumps(config, indent=1),
+        json.dumps(_without_paths(config), indent=1),
         "```",
         "",
     ]
     return "\n".join(lines)
+
+
+def _without_paths(value: Any) -> Any:
+    """``value`` with absolute paths and home-folder paths cut to their last part (``.../name``)."""
+    if isinstance(value, dict):
+        return {key: _without_paths(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_paths(item) for item in value]
+    if isinstance(value, str) and (value.startswith(("/", "~")) or re.match(r"^[A-Za-z]:[\\/]", value)):
+        return f".../{Path(value).name}"
+    return value
 
 
 def is_sharded(model: torch.nn.Module) -> bool:
@@ -472,8 +529,12 @@ def _write_checkpoint(
         "sharded": gathered is not None,
     }
     (staging / STATE_NAME).write_text(json.dumps(summary, indent=1))
-    base = getattr(getattr(model, "config", None), "_name_or_path", None) or None
-    (staging / MODEL_CARD_NAME).write_text(model_card(config, history or [], int(step), base))  # over PEFT's
+    model_config = getattr(model, "config", None)
+    base = getattr(model_config, "_name_or_path", None) or None
+    card = model_card(
+        config, history or [], int(step), base, model_type=getattr(model_config, "model_type", None)
+    )
+    (staging / MODEL_CARD_NAME).write_text(card)  # over PEFT's
     _write_marker(staging)
     publish_folder(staging, final)  # an earlier checkpoint of this step goes only once this one is whole
     return final

@@ -41,11 +41,13 @@ from ..batching import PreferenceCollator
 from ..reference import precompute_reference_logps
 from ..runtime.batches import PreferenceBatches, collate_examples
 from ..runtime.checkpoint import (
+    MODEL_CARD_NAME,
     STATE_NAME,
     CheckpointError,
     check_resume_config,
     find_latest_checkpoint,
     list_checkpoints,
+    model_card,
     read_history,
     read_summary,
     state_file,
@@ -491,7 +493,7 @@ def run_training(
         )
     finally:
         reporter.close()
-    _export(config, unwrapped, tokenizer, output_dir / FINAL_DIR, accelerator)
+    _export(config, unwrapped, tokenizer, output_dir / FINAL_DIR, accelerator, result.history)
     say(
         f"[simplepo] done: checkpoints {result.checkpoints}, metrics {output_dir / METRICS_FILE}, "
         f"model {output_dir / FINAL_DIR}"
@@ -499,8 +501,9 @@ def run_training(
     return result
 
 
-def _export(config: RunConfig, model, tokenizer, directory: Path, accelerator) -> None:
-    """Save the final model and tokenizer (LoRA: the adapter, or a merged plain model with merge_at_end)."""
+def _export(config: RunConfig, model, tokenizer, directory: Path, accelerator, history: list[dict]) -> None:
+    """Save the final model, tokenizer and model card (LoRA: the adapter, or a merged plain model with
+    merge_at_end)."""
     state_dict = None
     if fsdp_requested() and accelerator.num_processes > 1:  # gather the shards: every process takes part
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
@@ -513,6 +516,12 @@ def _export(config: RunConfig, model, tokenizer, directory: Path, accelerator) -
             model = model.merge_and_unload()  # folds the adapters into the base weights, in place
         model.save_pretrained(directory, **({} if state_dict is None else {"state_dict": state_dict}))
         tokenizer.save_pretrained(directory)
+        step = int(history[-1]["step"]) if history else 0
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        card = model_card(
+            config_to_dict(config), history, step, config.model.name_or_path, model_type=model_type
+        )
+        (directory / MODEL_CARD_NAME).write_text(card)  # over PEFT's
     accelerator.wait_for_everyone()
 
 
