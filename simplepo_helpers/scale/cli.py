@@ -216,6 +216,7 @@ def evaluate(
 
 
 REF_KEYS = ("ref_chosen_logps", "ref_rejected_logps")
+REF_CHUNK_BATCHES = 8  # reference batches per progress-bar update
 
 
 def reference_mode(config: RunConfig) -> str:
@@ -234,19 +235,38 @@ def _reference(config: RunConfig, model):
     return copy.deepcopy(model).eval().requires_grad_(False)
 
 
-def shared_reference_logps(model, rows, collator, loss_config, policy, batch_size: int, accelerator) -> dict:
+def shared_reference_logps(
+    model, rows, collator, loss_config, policy, batch_size: int, accelerator, *, progress: bool | None = False
+) -> dict:
     """Reference log-probs of all ``rows`` from ``model`` as it is now: process r scores rows r, r+N, ...
-    (``precompute_reference_logps``), then every process gets the whole ``[len(rows)]`` tensors."""
+    (``precompute_reference_logps``, in chunks of whole batches under a progress bar), then every process
+    gets the whole ``[len(rows)]`` tensors."""
     from accelerate.utils import gather_object
+
+    from ..evaluation.generation import progress_bar
 
     rank, world = accelerator.process_index, accelerator.num_processes
     mine = list(range(rank, len(rows), world))
     share = max(1, batch_size // world)
+    chunk = share * REF_CHUNK_BATCHES  # whole batches: the same batches as in one call
     scored = {key: torch.empty(0) for key in REF_KEYS}
-    if mine:
-        scored = precompute_reference_logps(
-            model, rows.select(mine), collator, share, average=loss_config.length_normalize, policy=policy
-        )
+    pieces = []
+    with progress_bar(len(mine), progress, "reference log-probs") as bar:
+        for start in range(0, len(mine), chunk):
+            part = mine[start : start + chunk]
+            pieces.append(
+                precompute_reference_logps(
+                    model,
+                    rows.select(part),
+                    collator,
+                    share,
+                    average=loss_config.length_normalize,
+                    policy=policy,
+                )
+            )
+            bar.update(len(part))
+    if pieces:
+        scored = {key: torch.cat([piece[key] for piece in pieces]) for key in REF_KEYS}
     parts = [(mine, {key: scored[key].tolist() for key in REF_KEYS})]
     if world > 1:
         parts = gather_object(parts)
@@ -415,7 +435,14 @@ def run_training(
     if reference_mode(config) == "precomputed":  # the starting model (LoRA: B = 0, the base) is the reference
         for what in rows:
             ref_logps[what] = shared_reference_logps(
-                model, rows[what], collator, loss_cfg, policy, train_cfg.batch_size, accelerator
+                model,
+                rows[what],
+                collator,
+                loss_cfg,
+                policy,
+                train_cfg.batch_size,
+                accelerator,
+                progress=None if (progress and main) else False,
             )
         say(f"[simplepo] reference log-probs precomputed for {', '.join(rows)} (no reference model kept)")
     batches = PreferenceBatches(
