@@ -68,3 +68,13 @@ def test_a_checkpoint_card_hides_where_the_model_was_loaded_from(tokenizer, tmp_
     folder = save_checkpoint(tmp_path / "checkpoint-2", model=model, step=2, config=config)
     assert front_matter((folder / "README.md").read_text())["base_model"] == HUB_ID
     torch.testing.assert_close(model.lm_head.weight, model.lm_head.weight)  # the model is untouched
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # transformers' deprecation notice inside peft
+def test_a_lora_adapter_checkpoint_is_carded_as_peft(tokenizer, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(build_test_model(len(tokenizer)), LoraConfig(r=2, target_modules=["q_proj"]))
+    folder = save_checkpoint(tmp_path / "lora", model=model, step=3)
+    meta = front_matter((folder / "README.md").read_text())
+    assert meta["library_name"] == "peft" and meta["pipeline_tag"] == "text-generation"

@@ -227,6 +227,7 @@ def model_card(
     base: str | None = None,
     *,
     model_type: str | None = None,
+    library_name: str = "transformers",
 ) -> str:
     """A model card (README.md): YAML metadata (licence, pipeline tag, ``base_model`` when it is a Hub id),
     what trained the model, the latest metrics and the config. ``base``: the starting model's Hub id or folder
@@ -238,7 +239,7 @@ def model_card(
     kit_model = hub_id is None and described.startswith("the SimplePO")
     head = [
         "---",
-        "library_name: transformers",
+        f"library_name: {library_name}",  # peft for a LoRA adapter folder
         "pipeline_tag: text-generation",
         f"license: {KIT_LICENSE if kit_model else 'other'}",
         *([f"license_link: https://huggingface.co/{hub_id}"] if hub_id else []),
@@ -532,7 +533,12 @@ def _write_checkpoint(
     model_config = getattr(model, "config", None)
     base = getattr(model_config, "_name_or_path", None) or None
     card = model_card(
-        config, history or [], int(step), base, model_type=getattr(model_config, "model_type", None)
+        config,
+        history or [],
+        int(step),
+        base,
+        model_type=getattr(model_config, "model_type", None),
+        library_name="peft" if _is_peft_model(model) else "transformers",
     )
     (staging / MODEL_CARD_NAME).write_text(card)  # over PEFT's
     _write_marker(staging)

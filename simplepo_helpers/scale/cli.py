@@ -545,8 +545,14 @@ def _export(config: RunConfig, model, tokenizer, directory: Path, accelerator, h
         tokenizer.save_pretrained(directory)
         step = int(history[-1]["step"]) if history else 0
         model_type = getattr(getattr(model, "config", None), "model_type", None)
+        adapter = config.lora.enabled and not config.lora.merge_at_end
         card = model_card(
-            config_to_dict(config), history, step, config.model.name_or_path, model_type=model_type
+            config_to_dict(config),
+            history,
+            step,
+            config.model.name_or_path,
+            model_type=model_type,
+            library_name="peft" if adapter else "transformers",
         )
         (directory / MODEL_CARD_NAME).write_text(card)  # over PEFT's
     accelerator.wait_for_everyone()
