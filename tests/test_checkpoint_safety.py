@@ -174,3 +174,17 @@ def test_the_whole_entry_point_config_is_compared(tokenizer, tmp_path):
         ResumeConfigError, match=r"data\.train \(saved 'world:pairs_train', now 'mine\.jsonl'\)\. "
     ):
         resume_state(tmp_path, info, config, model=model)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # transformers' deprecation notice inside peft
+def test_an_adapter_of_another_rank_changes_no_tensor(tokenizer, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    small = get_peft_model(build_test_model(len(tokenizer)), LoraConfig(r=2, target_modules=["q_proj"]))
+    save_checkpoint(tmp_path / "lora", model=small, step=1)
+    lora = LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False)
+    other = get_peft_model(build_test_model(len(tokenizer)), lora)
+    before = _snapshot(other)
+    with pytest.raises(CheckpointError, match="has weights of other shapes"):
+        load_checkpoint(tmp_path / "lora", model=other, restore_rng=False)
+    assert _changed(other, before) == 0

@@ -339,35 +339,49 @@ def _save_weights(model: torch.nn.Module, directory: Path, state_dict=None) -> N
         raise RuntimeError(f"saving {type(model).__name__} wrote no .safetensors file to {directory}")
 
 
-def _load_checked(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
-    """``load_state_dict`` after checking names and shapes, so a refused load changes no tensor; only missing
-    keys whose tensors are tied to loaded ones are tolerated."""
-    current = model.state_dict()
+def _fit_problem(
+    current: dict[str, torch.Tensor], state: dict[str, torch.Tensor], source: Path
+) -> str | None:
+    """What keeps ``state`` from loading into a module whose state dict is ``current`` (names, shapes, untied
+    missing tensors), or None."""
     unexpected = [name for name in state if name not in current]
     if unexpected:
-        raise CheckpointError(f"{source} holds weights the model does not have: {unexpected[:5]}")
+        return f"{source} holds weights the model does not have: {unexpected[:5]}"
     shapes = [
         f"{name} {tuple(state[name].shape)} vs {tuple(current[name].shape)}"
         for name in state
         if state[name].shape != current[name].shape
     ]
     if shapes:
-        raise CheckpointError(f"{source} has weights of other shapes (checkpoint vs model): {shapes[:3]}")
+        return f"{source} has weights of other shapes (checkpoint vs model): {shapes[:3]}"
     loaded_storage = {current[name].data_ptr() for name in state}
     untied_missing = [n for n in current if n not in state and current[n].data_ptr() not in loaded_storage]
     if untied_missing:
-        raise CheckpointError(f"{source} lacks weights the model needs: {untied_missing[:5]}")
+        return f"{source} lacks weights the model needs: {untied_missing[:5]}"
+    return None
+
+
+def _load_checked(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    """``load_state_dict`` after checking names and shapes, so a refused load changes no tensor; only missing
+    keys whose tensors are tied to loaded ones are tolerated."""
+    problem = _fit_problem(model.state_dict(), state, source)
+    if problem is not None:
+        raise CheckpointError(problem)
     model.load_state_dict(state, strict=False)
 
 
 def _load_weights(model: torch.nn.Module, directory: Path) -> None:
     if _is_peft_model(model):
-        from peft import set_peft_model_state_dict
+        from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
         adapter_file = directory / ADAPTER_NAME
         if not adapter_file.is_file():
             raise FileNotFoundError(f"{adapter_file} not found: the checkpoint has no PEFT adapter weights")
-        result: Any = set_peft_model_state_dict(model, load_file(str(adapter_file)))
+        adapter = load_file(str(adapter_file))
+        problem = _fit_problem(get_peft_model_state_dict(model), adapter, adapter_file)  # saved-format names
+        if problem is not None:
+            raise CheckpointError(problem)
+        result: Any = set_peft_model_state_dict(model, adapter)
         if result.unexpected_keys:
             raise RuntimeError(
                 f"{adapter_file} holds adapter weights the model lacks: {result.unexpected_keys[:5]}"
