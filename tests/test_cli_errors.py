@@ -57,6 +57,26 @@ def test_overrides_split_by_a_flag_are_all_applied(capsys):
     assert '"train": "x.jsonl"' in out and '"output_dir": "o"' in out
 
 
+def test_overrides_split_by_quiet_are_all_applied(capsys):
+    argv = [
+        "model.name_or_path=world",
+        "--quiet",
+        "data.train=x.jsonl",
+        "train.output_dir=o",
+        "--print-config",
+    ]
+    assert main(argv) == 0
+    assert '"train": "x.jsonl"' in capsys.readouterr().out
+
+
+def test_error_line_keeps_one_line_and_names_foreign_exceptions():
+    from simplepo_helpers.scale.cli import error_line
+
+    assert error_line(ValueError("data.train: bad\nmore detail")) == "data.train: bad (more with --debug)"
+    assert error_line(KeyError("step")) == "KeyError: 'step'"
+    assert error_line(RuntimeError()) == "RuntimeError"
+
+
 def test_a_changed_batch_size_on_resume_is_one_error_line(finished_run, tmp_path, capsys):
     config, _ = _copy(finished_run, tmp_path)
     capsys.readouterr()
