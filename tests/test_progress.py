@@ -62,3 +62,22 @@ def test_the_reference_precompute_in_chunks_gives_the_same_log_probs(
     assert "reference log-probs" in capfd.readouterr().err
     for key in cli.REF_KEYS:
         assert torch.equal(whole[key], chunked[key]) and whole[key].shape == (9,)
+
+
+def test_the_entry_points_evaluation_shows_a_bar_and_the_same_metrics(tokenizer, tiny_model, capfd):
+    from simplepo_helpers.runtime.device import DevicePolicy
+
+    rows = Dataset.from_list([{"prompt": p, "chosen": " yes, gladly", "rejected": " no"} for p in PROMPTS])
+    kwargs = dict(
+        ref_model=None,
+        policy=DevicePolicy(torch.device("cpu"), torch.float32, None, False, "tests"),
+        batch_size=2,
+        accelerator=SimpleNamespace(process_index=0, num_processes=1),
+    )
+    args = (tiny_model, rows, PreferenceCollator(tokenizer), LossConfig("simpo", beta=2.0, gamma=0.5))
+    capfd.readouterr()
+    quiet = cli.evaluate(*args, **kwargs)
+    assert capfd.readouterr().err == ""
+    shown = cli.evaluate(*args, **kwargs, progress=True)
+    err = capfd.readouterr().err
+    assert shown == quiet and "eval_loss" in shown and "evaluating" in err and "0/3" in err

@@ -178,13 +178,26 @@ def _reduce(accelerator, values: Mapping[str, float], reduction: str) -> dict[st
 
 @torch.no_grad()
 def evaluate(
-    model, rows, collator, loss_config, *, ref_model, policy, batch_size: int, accelerator, ref_logps=None
+    model,
+    rows,
+    collator,
+    loss_config,
+    *,
+    ref_model,
+    policy,
+    batch_size: int,
+    accelerator,
+    ref_logps=None,
+    progress: bool | None = False,
 ) -> dict:
     """Held-out metrics (TRL names with an ``eval_`` prefix), each a mean over all pairs of ``rows``.
 
     Process r scores rows r, r+N, r+2N, ... in batches of ``batch_size / N``. ``ref_logps``: DPO's
-    precomputed reference log-probs of ``rows`` (instead of ``ref_model``).
+    precomputed reference log-probs of ``rows`` (instead of ``ref_model``). ``progress``: a bar over this
+    process's pairs (None: only for long work).
     """
+    from ..evaluation.generation import progress_bar
+
     rank, world = accelerator.process_index, accelerator.num_processes
     if len(rows) < world:
         raise ConfigError(f"data.eval has {len(rows)} rows, fewer than the {world} processes")
@@ -196,6 +209,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}
+    bar = progress_bar(len(mine), progress, "evaluating")
     try:
         for start in starts:
             indices = mine[start : start + share]
@@ -208,7 +222,9 @@ def evaluate(
                 _, metrics = preference_loss(model, batch, loss_config, ref_model=ref_model, layout="auto")
             for name, value in metrics.items():
                 sums[name] = sums.get(name, 0.0) + value * weight
+            bar.update(weight)
     finally:
+        bar.close()
         model.train(was_training)
     totals = _reduce(accelerator, {**sums, "_pairs": float(len(mine))}, "sum")
     pairs = totals.pop("_pairs")
@@ -480,6 +496,7 @@ def run_training(
                 batch_size=train_cfg.batch_size,
                 accelerator=accelerator,
                 ref_logps=ref_logps.get("eval"),
+                progress=None if (progress and main) else False,
             )
 
     if fsdp_requested() and world > 1:
