@@ -317,3 +317,22 @@ def test_the_setup_path_needs_only_the_standard_library():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
+
+
+def test_the_publishing_checklist_is_linked_and_in_order():
+    """docs/publishing.md: create the repository, colab.toml, make colab-links, tag, push, open every badge."""
+    text = (REPO / "docs" / "publishing.md").read_text()
+    steps = [
+        "**Create the repository**",
+        "**Set `colab.toml`**",
+        "**Run `make colab-links`**",
+        "**Tag**",
+        "**Push**",
+        "**Open every badge once**",
+    ]
+    positions = [text.index(step) for step in steps]
+    assert positions == sorted(positions)
+    assert "GIT_TERMINAL_PROMPT=0" in text and "--check" in text
+    assert "(docs/publishing.md)" in (REPO / "README.md").read_text()
+    target = colab.read_target(REPO / "colab.toml")
+    assert "docs/publishing.md" in colab.clone_failed_message(target.repository, target.tag)
