@@ -7,6 +7,7 @@ cell with Colab faked (subprocess, versions and google.colab.output stand-ins): 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -336,3 +337,28 @@ def test_the_publishing_checklist_is_linked_and_in_order():
     assert "(docs/publishing.md)" in (REPO / "README.md").read_text()
     target = colab.read_target(REPO / "colab.toml")
     assert "docs/publishing.md" in colab.clone_failed_message(target.repository, target.tag)
+
+
+@pytest.mark.skipif(Path("/content/simplepo").exists(), reason="a real Colab clone is here")
+def test_setup_cell_through_a_real_shell_with_git_refusing_to_prompt(monkeypatch, tmp_path):
+    """The cell's command through /bin/sh, with a git on PATH that fails as GitHub does for a missing
+    repository or tag (and records whether it was told not to prompt): one sentence, no kit call."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    record = tmp_path / "git-env"
+    (fake_bin / "git").write_text(
+        f'#!/bin/sh\necho "prompt=$GIT_TERMINAL_PROMPT args=$*" > {record}\n'
+        "echo \"fatal: could not read Username for 'https://github.com': terminal prompts disabled\" >&2\n"
+        "exit 128\n"
+    )
+    (fake_bin / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
+    google_colab = types.ModuleType("google.colab")
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", google_colab)
+    monkeypatch.setattr(colab, "setup_colab", lambda folder: pytest.fail("the kit was called"))
+    target = colab.read_target(REPO / "colab.toml")
+    with pytest.raises(RuntimeError, match="may not be published yet") as raised:
+        run_cell("notebooks/03_simpo_training.ipynb")
+    assert str(raised.value) == colab.clone_failed_message(target.repository, target.tag)
+    assert record.read_text().startswith(f"prompt=0 args=clone -q --depth 1 --branch {target.tag} ")
