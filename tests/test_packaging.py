@@ -197,6 +197,17 @@ def test_every_console_script_works_with_the_base_install_or_names_its_extra(tmp
         "from simplepo_helpers.scale.cli import main\nsys.argv = ['simplepo-train', '--help']\nmain()\n"
     )
     assert done.returncode == 0 and "usage" in done.stdout.lower(), done.stderr[-2000:]
+    # its one optional tracker that the learn extra brings: refused in one line that says what to install
+    done = run_without_extras(
+        "from simplepo_helpers.scale.cli import main\n"
+        "raise SystemExit(main(['--config', 'configs/tiny_world_cpu.yaml', 'log.report_to=tensorboard']))\n"
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .endswith("needs the tensorboard package: pip install tensorboard")
+    )
     # simplepo-run-notebooks: one line naming the notebook extra, exit 2 (no traceback)
     notebook = tmp_path / "x.ipynb"
     notebook.write_text("{}")
