@@ -251,9 +251,12 @@ def setup_colab(folder: str = "notebooks", *, clone: str = CLONE_DIR) -> list[st
     from importlib import metadata
 
     done = []
-    torch_version = metadata.version("torch")
+    try:
+        torch_version: str | None = metadata.version("torch")
+    except metadata.PackageNotFoundError:  # not a runtime Colab ships; pip installs torch then
+        torch_version = None
     floor = torch_floor(Path(clone) / "pyproject.toml")
-    if floor and not _at_least(torch_version, floor):
+    if torch_version and floor and not _at_least(torch_version, floor):
         raise ColabSetupError(
             f"Colab's torch {torch_version} is older than the kit's floor (torch>={floor}): choose a newer "
             "runtime (Runtime > Change runtime type > Runtime version: Latest), or open the notebooks of a "
@@ -261,7 +264,9 @@ def setup_colab(folder: str = "notebooks", *, clone: str = CLONE_DIR) -> list[st
         )
     before = {name: metadata.version(name) for name in WATCHED if name in sys.modules}  # what was imported
     command = [sys.executable, "-m", "pip", "install", "-q", "-e", f"{clone}[learn]"]
-    command.append(f"torch=={torch_version}")  # keeps Colab's CUDA build
+    if torch_version:
+        command.append(f"torch=={torch_version}")  # keeps Colab's CUDA build
+    print(f"Installing the kit from {clone} with its learn extra (about a minute)...", flush=True)
     pip = subprocess.run(command, capture_output=True, text=True)
     if pip.returncode:
         raise ColabSetupError(
@@ -269,7 +274,7 @@ def setup_colab(folder: str = "notebooks", *, clone: str = CLONE_DIR) -> list[st
             f"{_last_error_line(pip.stderr or pip.stdout)}); restart the runtime and run this cell again, "
             "and if it fails the same way open an issue with that line"
         )
-    done.append(f"installed {clone}[learn] (torch {torch_version} kept)")
+    done.append(f"installed {clone}[learn] (torch {torch_version or 'from PyPI'})")
     changed = [name for name, version in before.items() if metadata.version(name) != version]
     if changed:
         raise ColabSetupError(
