@@ -7,12 +7,20 @@
 - ``auto``: ``gpu`` when CUDA is available and the model and data load, otherwise ``cpu``; the reason is
   recorded in ``ProfileSetup.reason``.
 
+**Stand-ins** (``docs/standins.md``): with the environment variable ``SIMPLEPO_STANDINS`` set (``1`` or ``tiny``:
+a SmolLM2-pattern model scaled down to a CPU test; ``smollm2``: SmolLM2-135M's exact shape), or
+``load_profile(..., standins=...)``, the ``gpu`` profile loads stand-ins the kit makes offline
+(``world.standins``: random weights, a tokenizer, UltraFeedback-schema pairs, a random reward model) through
+the same loaders, with its sizes (steps, pairs, prompts, generation length) shrunk by ``STANDIN_DEFAULTS``.
+``ProfileSetup.standins`` says so, and notebooks skip the checks calibrated on real models with a printed note.
+
 ``PROFILE_DEFAULTS`` is the one source of the training defaults that notebooks, configs and the README quote
 (tests check that the configs and the prose agree with it).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +36,7 @@ if TYPE_CHECKING:
     from ..data import ValidationReport
 
 PROFILES = ("auto", "cpu", "gpu")
+STANDINS_ENV = "SIMPLEPO_STANDINS"  # the hook: "1"/"tiny" or "smollm2" loads the gpu profile on stand-ins
 
 # Training and evaluation settings per profile. The cpu values are the ones `make experiments` chose on the
 # dev split (results/experiments.json, "tuning"; tests/test_profile_defaults.py checks that they agree):
@@ -66,6 +75,16 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "max_new_tokens": 256,
     },
 }
+# The gpu profile on stand-ins (SIMPLEPO_STANDINS): the gpu settings, with the sizes shrunk so that notebooks
+# 03-05 run on a CPU within a test's budget (learning rates, betas and gamma stay the gpu profile's).
+STANDIN_DEFAULTS: dict[str, Any] = {
+    "steps": 4,
+    "batch_size": 2,
+    "grad_accum_steps": 2,
+    "n_eval_prompts": 4,
+    "max_new_tokens": 8,
+}
+STANDIN_HUB = {"n_train": 32, "n_eval": 6, "max_length": 128, "max_prompt_length": 64}
 
 
 @dataclass
@@ -84,6 +103,8 @@ class ProfileSetup:
     max_prompt_length: int
     defaults: dict[str, Any] = field(default_factory=dict)
     reports: dict[str, ValidationReport] = field(default_factory=dict)
+    reward_model: str | None = None  # the gpu profile's judge (Hub id or folder); None: the world's judge
+    standins: bool = False  # True: random stand-ins (SIMPLEPO_STANDINS), not the real model and data
 
 
 def resolve_profile(requested: str, *, cuda_available: bool | None = None) -> tuple[str, str]:
@@ -106,6 +127,8 @@ def load_gpu_profile(
     reason: str = "profile 'gpu' requested",
 ) -> ProfileSetup:
     """The ``gpu`` profile: model, tokenizer and data subsets as ``config`` says."""
+    from ..evaluation.reward_model import DEFAULT_REWARD_MODEL
+
     policy = policy if policy is not None else select_device()
     model, tokenizer = load_hub_model(config.model_id, policy)
     train_rows, eval_rows, reports = load_hub_preferences(config, tokenizer)
@@ -122,7 +145,44 @@ def load_gpu_profile(
         max_prompt_length=config.max_prompt_length,
         defaults=dict(PROFILE_DEFAULTS["gpu"]),
         reports=reports,
+        reward_model=DEFAULT_REWARD_MODEL,
     )
+
+
+def standins_requested(value: str | None = None) -> str | None:
+    """The stand-in kind that ``SIMPLEPO_STANDINS`` (or ``value``) asks for, or None when unset/"0"/"".
+
+    ``"1"``, ``"true"``, ``"yes"``, ``"tiny"`` -> ``"tiny"``; ``"smollm2"`` -> ``"smollm2"``; anything else raises.
+    """
+    raw = os.environ.get(STANDINS_ENV, "") if value is None else value
+    raw = raw.strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return None
+    if raw in ("1", "true", "yes", "tiny"):
+        return "tiny"
+    if raw == "smollm2":
+        return "smollm2"
+    raise ValueError(f"{STANDINS_ENV}={raw!r}: use 1 (or tiny), smollm2, or 0 / unset for the real downloads")
+
+
+def load_standin_profile(
+    kind: str = "tiny", *, policy: DevicePolicy | None = None, reason: str = "profile 'gpu' requested"
+) -> ProfileSetup:
+    """The ``gpu`` profile on the kit's own stand-ins (``world.standins``), loaded as the real ones are."""
+    from ..world.standins import ensure_standins
+
+    paths = ensure_standins(kind)
+    config = HubConfig(model_id=str(paths.model), dataset_id=str(paths.data), **STANDIN_HUB)
+    setup = load_gpu_profile(
+        config,
+        policy=policy,
+        reason=f"{reason}; on stand-ins ({STANDINS_ENV}={kind}: a randomly initialised model of SmolLM2's "
+        "architecture, synthetic UltraFeedback-schema pairs, a random reward model; nothing downloaded)",
+    )
+    setup.defaults.update(STANDIN_DEFAULTS)
+    setup.reward_model = str(paths.reward_model)
+    setup.standins = True
+    return setup
 
 
 def load_cpu_profile(*, reason: str = "profile 'cpu' requested") -> ProfileSetup:
@@ -155,11 +215,20 @@ def load_cpu_profile(*, reason: str = "profile 'cpu' requested") -> ProfileSetup
     )
 
 
-def load_profile(profile: str = "auto", *, config: HubConfig = HubConfig()) -> ProfileSetup:
-    """Resolve ``profile`` and load it; ``auto`` falls back to ``cpu`` (saying why) when ``gpu`` fails to load."""
+def load_profile(
+    profile: str = "auto", *, config: HubConfig = HubConfig(), standins: str | None = None
+) -> ProfileSetup:
+    """Resolve ``profile`` and load it; ``auto`` falls back to ``cpu`` (saying why) when ``gpu`` fails to load.
+
+    ``standins``: the stand-in kind for the ``gpu`` profile ("tiny" or "smollm2"); None reads
+    ``SIMPLEPO_STANDINS`` (unset: the real model, data and judge). ``cpu`` is never affected.
+    """
     name, reason = resolve_profile(profile)
     if name == "cpu":
         return load_cpu_profile(reason=reason)
+    kind = standins_requested() if standins is None else standins_requested(standins)
+    if kind is not None:
+        return load_standin_profile(kind, reason=reason)
     if profile == "gpu":
         return load_gpu_profile(config, reason=reason)
     try:
