@@ -84,7 +84,7 @@ STANDIN_DEFAULTS: dict[str, Any] = {
     "n_eval_prompts": 4,
     "max_new_tokens": 8,
 }
-STANDIN_HUB = {"n_train": 32, "n_eval": 6, "max_length": 128, "max_prompt_length": 64}
+STANDIN_HUB: dict[str, Any] = {"n_train": 32, "n_eval": 6, "max_length": 128, "max_prompt_length": 64}
 
 
 @dataclass

@@ -39,7 +39,7 @@ __all__ = ["STANDIN_KINDS", "StandinPaths", "ensure_standins", "standin_model_co
 
 VERSION = 1  # bump when what is built changes: the cache folder is keyed on it
 STANDIN_KINDS = ("tiny", "smollm2")
-SMOLLM2_135M = {  # SmolLM2-135M's config.json, the fields that set its architecture
+SMOLLM2_135M: dict[str, Any] = {  # SmolLM2-135M's config.json, the fields that set its architecture
     "hidden_size": 576,
     "intermediate_size": 1536,
     "num_hidden_layers": 30,
@@ -52,7 +52,7 @@ SMOLLM2_135M = {  # SmolLM2-135M's config.json, the fields that set its architec
     "hidden_act": "silu",
     "tie_word_embeddings": True,
 }
-TINY = {  # the same pattern scaled to a CPU test: 3 query heads per key-value head, tied
+TINY: dict[str, Any] = {  # the same pattern scaled to a CPU test: 3 query heads per key-value head, tied
     "hidden_size": 48,
     "intermediate_size": 96,
     "num_hidden_layers": 2,
@@ -109,7 +109,7 @@ def ultrafeedback_rows(split: str, n: int, *, seed: int = 0) -> list[dict[str, A
     return rows
 
 
-def standin_model_config(kind: str, vocab_size: int, special_ids: dict[str, int]) -> Any:
+def standin_model_config(kind: str, vocab_size: int, special_ids: dict[str, Any]) -> Any:
     """The ``LlamaConfig`` of the stand-in policy (and, with one label, of the reward model)."""
     from transformers import LlamaConfig
 
@@ -152,7 +152,7 @@ def _build(kind: str, folder: Path) -> None:
         m["content"] for rows in splits.values() for row in rows for m in row["chosen"] + row["rejected"]
     ]
     tokenizer = _build_tokenizer(texts)
-    special_ids = {
+    special_ids: dict[str, Any] = {
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
