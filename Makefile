@@ -152,3 +152,12 @@ spread: venv
 	$(BIN)/python -m simplepo_helpers.experiments.spread search --workers $(WORKERS)
 	$(BIN)/python -m simplepo_helpers.experiments.spread spread --workers $(WORKERS)
 	$(BIN)/python -m simplepo_helpers.experiments.spread report --readme README.md
+
+## make bench-gpu: the prepared GPU benchmark (benchmarks/bench_gpu.py): notebook 03's gpu profile for a few steps on
+## stand-in weights of SmolLM2-135M's shape, then the SmolLM2-shaped rows in bf16 (pairs/s, peak memory, MFU against
+## the datasheet peak) into build/bench_gpu.json. Uses the machine's own python, torch and transformers (no venv);
+## TRL rows run only where trl and datasets are installed. Offline. BENCH_GPU_ARGS=--smoke: a tiny CPU check.
+BENCH_GPU_PYTHON ?= $(PYTHON)
+.PHONY: bench-gpu
+bench-gpu:
+	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(BENCH_GPU_PYTHON) -m benchmarks.bench_gpu --out build/bench_gpu.json $(BENCH_GPU_ARGS)
