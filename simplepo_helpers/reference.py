@@ -24,13 +24,13 @@ def precompute_reference_logps(
     collator: PreferenceCollator,
     batch_size: int,
     *,
-    average: bool = False,
-    policy: DevicePolicy | None = None,
+    length_normalize: bool = False,
+    device_policy: DevicePolicy | None = None,
 ) -> dict[str, Any]:
     """Reference log-probs of every example, in order: DPO without a live reference model.
 
-    Returns ``{"ref_chosen_logps": [N], "ref_rejected_logps": [N], "average": average}`` (float32, CPU);
-    ``average`` must match the loss's ``length_normalize`` (``train`` checks it).
+    Returns ``{"ref_chosen_logps": [N], "ref_rejected_logps": [N], "length_normalize": ...}`` (float32, CPU);
+    ``length_normalize`` must match the loss's (``train`` checks it).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -39,9 +39,9 @@ def precompute_reference_logps(
     for start in range(0, len(examples), batch_size):
         indices = list(range(start, min(start + batch_size, len(examples))))
         batch = collate_examples(collator, examples, indices, context="reference log-probs")
-        with policy.autocast() if policy is not None else contextlib.nullcontext():
+        with device_policy.autocast() if device_policy is not None else contextlib.nullcontext():
             # the layout train() uses (fast/ where tested), so precomputed and live log-probs agree bit for bit
-            out = concatenated_forward(ref_model, batch, average=average, layout="auto")
+            out = concatenated_forward(ref_model, batch, length_normalize=length_normalize, layout="auto")
         chosen.append(out["chosen_logps"].float().cpu())
         rejected.append(out["rejected_logps"].float().cpu())
     if not chosen:
@@ -49,5 +49,5 @@ def precompute_reference_logps(
     return {
         "ref_chosen_logps": torch.cat(chosen),
         "ref_rejected_logps": torch.cat(rejected),
-        "average": average,
+        "length_normalize": length_normalize,
     }

@@ -3,6 +3,7 @@
 Layers, each allowed to import the ones listed (and itself):
 
 - ``runtime``: nothing else from the kit;
+- ``inputs`` (reading JSONL files, TRL's implicit prompt, the validation report): nothing else from the kit;
 - the core (the top-level modules: rows, data, batching, logps, losses, training, reference): runtime, and
   ``fast`` through one door: ``training`` is the only core module that imports it (``packing``, an alias kept
   for old imports, aside);
@@ -29,13 +30,14 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "simplepo_helpers"
 
 ALLOWED: dict[str, set[str]] = {
     "runtime": {"runtime"},
-    "core": {"core", "fast", "runtime"},  # fast: through training only (test_the_fast_path_has_one_door)
-    "fast": {"fast", "core", "runtime"},
-    "world": {"world", "core", "runtime"},
-    "evaluation": {"evaluation", "world", "core", "runtime"},
-    "experiments": {"experiments", "scale", "evaluation", "world", "core", "runtime"},
-    "scale": {"scale", "evaluation", "world", "core", "runtime"},
-    "course": {"course", "scale", "experiments", "evaluation", "world", "core", "fast", "runtime"},
+    "inputs": {"inputs"},
+    "core": {"core", "fast", "inputs", "runtime"},  # fast: through training only (test_the_fast_path_has_one_door)
+    "fast": {"fast", "core", "inputs", "runtime"},
+    "world": {"world", "core", "inputs", "runtime"},
+    "evaluation": {"evaluation", "world", "core", "inputs", "runtime"},
+    "experiments": {"experiments", "scale", "evaluation", "world", "core", "inputs", "runtime"},
+    "scale": {"scale", "evaluation", "world", "core", "inputs", "runtime"},
+    "course": {"course", "scale", "experiments", "evaluation", "world", "core", "fast", "inputs", "runtime"},
 }
 # the core modules that may import ``fast``: the door, and the alias kept for ``simplepo_helpers.packing``
 FAST_DOORS = {"training", "packing"}

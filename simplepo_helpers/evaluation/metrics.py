@@ -211,11 +211,13 @@ class RewardReport:
 
 
 def _pair_logps(
-    model, examples, collator, batch_size: int, average: bool
+    model, examples, collator, batch_size: int, length_normalize: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     from ..reference import precompute_reference_logps  # any model's log-probs of every pair, no grad
 
-    logps = precompute_reference_logps(model, examples, collator, batch_size, average=average)
+    logps = precompute_reference_logps(
+        model, examples, collator, batch_size, length_normalize=length_normalize
+    )
     return logps["ref_chosen_logps"].double(), logps["ref_rejected_logps"].double()
 
 
@@ -242,9 +244,9 @@ def preference_rewards(
     ref_chosen = ref_rejected = None
     if loss_config.name == "dpo":
         if ref_logps is not None:
-            if bool(ref_logps.get("average", average)) != average:
+            if bool(ref_logps.get("length_normalize", average)) != average:
                 raise ValueError(
-                    f"ref_logps were computed with average={ref_logps['average']}, the loss uses {average}"
+                    f"ref_logps were computed with length_normalize={ref_logps['length_normalize']}, the loss uses {average}"
                 )
             ref_chosen = torch.as_tensor(ref_logps["ref_chosen_logps"], dtype=torch.float64)
             ref_rejected = torch.as_tensor(ref_logps["ref_rejected_logps"], dtype=torch.float64)
@@ -320,7 +322,7 @@ def response_logps(
                 attention_mask=batch["attention_mask"][:half].to(device),
             ).logits  # [b, T, V]
             scores.append(
-                sequence_logps(logits.float(), batch["labels"][:half].to(device), average=False)
+                sequence_logps(logits.float(), batch["labels"][:half].to(device), length_normalize=False)
                 .double()
                 .cpu()
             )

@@ -164,7 +164,16 @@ def _reduce(accelerator, values: Mapping[str, float], reduction: str) -> dict[st
 
 @torch.no_grad()
 def evaluate(
-    model, rows, collator, loss_config, *, ref_model, policy, batch_size: int, accelerator, ref_logps=None
+    model,
+    rows,
+    collator,
+    loss_config,
+    *,
+    ref_model,
+    device_policy,
+    batch_size: int,
+    accelerator,
+    ref_logps=None,
 ) -> dict:
     """Held-out metrics (TRL names with an ``eval_`` prefix), each a mean over all pairs of ``rows``.
 
@@ -190,7 +199,7 @@ def evaluate(
             batch = collate_examples(collator, rows, indices, context=f"evaluation, process {rank}")
             if ref_logps is not None:
                 batch.update({key: ref_logps[key][indices] for key in REF_KEYS})
-            with policy.autocast():
+            with device_policy.autocast():
                 _, metrics = preference_loss(model, batch, loss_config, ref_model=ref_model, layout="auto")
             for name, value in metrics.items():
                 sums[name] = sums.get(name, 0.0) + value * weight
@@ -231,7 +240,12 @@ def shared_reference_logps(model, rows, collator, loss_config, policy, batch_siz
     scored = {key: torch.empty(0) for key in REF_KEYS}
     if mine:
         scored = precompute_reference_logps(
-            model, rows.select(mine), collator, share, average=loss_config.length_normalize, policy=policy
+            model,
+            rows.select(mine),
+            collator,
+            share,
+            length_normalize=loss_config.length_normalize,
+            device_policy=policy,
         )
     parts = [(mine, {key: scored[key].tolist() for key in REF_KEYS})]
     if world > 1:
@@ -240,7 +254,7 @@ def shared_reference_logps(model, rows, collator, loss_config, policy, batch_siz
     for indices, values in parts:
         for key in REF_KEYS:
             out[key][indices] = torch.tensor(values[key], dtype=torch.float32)
-    return {**out, "average": loss_config.length_normalize}
+    return {**out, "length_normalize": loss_config.length_normalize}
 
 
 def _accelerator():
@@ -416,7 +430,7 @@ def run_training(config: RunConfig, *, progress: bool = True) -> TrainResult:
                 collator,
                 loss_cfg,
                 ref_model=ref_model,
-                policy=policy,
+                device_policy=policy,
                 batch_size=train_cfg.batch_size,
                 accelerator=accelerator,
                 ref_logps=ref_logps.get("eval"),
@@ -446,7 +460,7 @@ def run_training(config: RunConfig, *, progress: bool = True) -> TrainResult:
             train_cfg,
             ref_model=ref_model,
             ref_logps=ref_logps.get("train"),
-            policy=policy,
+            device_policy=policy,
             resume_from=resume_from,
             progress=False,
             batches=batches,

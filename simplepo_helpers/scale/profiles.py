@@ -102,11 +102,11 @@ def resolve_profile(requested: str, *, cuda_available: bool | None = None) -> tu
 def load_gpu_profile(
     config: HubConfig = HubConfig(),
     *,
-    policy: DevicePolicy | None = None,
+    device_policy: DevicePolicy | None = None,
     reason: str = "profile 'gpu' requested",
 ) -> ProfileSetup:
     """The ``gpu`` profile: model, tokenizer and data subsets as ``config`` says."""
-    policy = policy if policy is not None else select_device()
+    policy = device_policy if device_policy is not None else select_device()
     model, tokenizer = load_hub_model(config.model_id, policy)
     train_rows, eval_rows, reports = load_hub_preferences(config, tokenizer)
     return ProfileSetup(
