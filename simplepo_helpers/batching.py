@@ -124,9 +124,8 @@ def truncate_preference(
     max_prompt_length: int | None = None,
     bos_token_id: int | None = None,
 ) -> dict[str, list[int]]:
-    """Cut the prompt (keep its end and BOS), then the responses' ends, so prompt+response <= max_length.
-
-    The limits are checked where they enter, by ``PreferenceCollator`` (``rows.check_limits``)."""
+    """Cut the prompt (keep its end and BOS), then the responses' ends, so prompt+response <= max_length (the
+    limits are checked where they enter: ``PreferenceCollator``)."""
     prompt, chosen, rejected = (list(tokens[key]) for key in TOKEN_KEYS)
     has_bos = bos_token_id is not None and prompt[:1] == [bos_token_id]
     min_prompt = min(len(prompt), 1 + has_bos)  # the BOS and the prompt's last token

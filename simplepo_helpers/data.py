@@ -28,8 +28,7 @@ if TYPE_CHECKING:  # heavy imports, only needed by the loader
 
 @dataclass
 class _Checker:
-    """What the row checks need across rows: the dataset's format, the tokenizer and limits, and what the
-    kept rows gave (their tokens, their prompts made explicit)."""
+    """What the row checks carry across rows: the format, tokenizer and limits, what the kept rows gave."""
 
     tokenizer: PreTrainedTokenizerBase | None = None
     max_length: int | None = None
@@ -124,7 +123,7 @@ def validate_preferences(
     return _validate(rows, None, checker, strict)
 
 
-def _dataset_from_rows(rows: list[Mapping[str, Any]]) -> Dataset:
+def _dataset_from_rows(rows: Sequence[Mapping[str, Any]]) -> Dataset:
     """A Dataset with the union of all rows' columns (Dataset.from_list alone keeps the first row's keys)."""
     from datasets import Dataset
 
@@ -140,11 +139,8 @@ def load_preference_dataset(
     max_prompt_length: int | None = None,
     strict: bool = False,
 ) -> tuple[Dataset, ValidationReport]:
-    """Load preference rows from a Dataset, a list of dicts or a JSONL path; return (good rows, report).
-
-    With a tokenizer, the good rows keep the token ids the validation computed (uncut) as ``prompt_ids``,
-    ``chosen_ids`` and ``rejected_ids``: ``PreferenceCollator`` reads them instead of tokenising again.
-    """
+    """Load preference rows from a Dataset, a list of dicts or a JSONL path; return (good rows, report). With
+    a tokenizer the good rows keep their token ids, uncut: ``PreferenceCollator`` does not tokenise again."""
     from datasets import Dataset
 
     checker = _Checker(tokenizer, max_length, max_prompt_length)

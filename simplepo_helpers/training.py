@@ -1,8 +1,6 @@
 """SimPO / DPO training, in reading order: the loss settings, the run settings, one forward over chosen and
-rejected, the loss of a batch, one optimizer step, and ``train``, the kit's only training loop.
-
-Batches follow the kit's layout (``docs/architecture.md``): ``[2B, T]`` tensors, rows ``0..B-1`` chosen and
-``B..2B-1`` rejected, labels ``-100`` outside the responses. Metric names match TRL's.
+rejected, the loss of a batch, one optimizer step, and ``train``, the kit's only training loop. Batches are
+``[2B, T]`` (rows ``0..B-1`` chosen, ``B..2B-1`` rejected, labels -100 off the responses); metrics use TRL's names.
 """
 
 from __future__ import annotations
@@ -14,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, get_args, get_type_hints
+from typing import TYPE_CHECKING, Any, get_args, get_type_hints
 
 import torch
 from tqdm.auto import tqdm
@@ -24,11 +22,11 @@ from . import fast  # the door to the fast path: concatenated_forward(layout="pa
 from .batching import PreferenceCollator, check_preference_batch, response_token_count
 from .logps import require_response_tokens, token_logps
 from .losses import dpo_loss, kl_penalty, orpo_odds_ratio_loss, rdpo_loss, simpo_loss, token_weighted_nll
-from .runtime.batches import PreferenceBatches
+from .runtime.batches import MicroBatches, PreferenceBatches
 from .runtime.checkpoint import checkpoint_path, resume_state, save_checkpoint
 from .runtime.device import DevicePolicy, select_device
 from .runtime.optim import Optimization
-from .runtime.result import TrainResult
+from .runtime.result import NonFiniteLossError, TrainResult
 from .runtime.trackers import MetricsReporter
 
 if TYPE_CHECKING:
@@ -144,6 +142,7 @@ class LossConfig:
         """(losses [B], chosen_rewards [B], rejected_rewards [B]) from ``simpo_loss``, ``dpo_loss``,
         ``rdpo_loss`` (which also needs the response token counts [B]) or ``orpo_odds_ratio_loss``."""
         common = {"beta": self.beta, "label_smoothing": self.label_smoothing, "loss_type": self.loss_type}
+        refs, lengths = (ref_chosen_logps, ref_rejected_logps), (chosen_lengths, rejected_lengths)
         if self.name == "simpo":
             return simpo_loss(chosen_logps, rejected_logps, gamma=self.gamma, **common)
         if self.name == "sft":  # no preference term; the model's own ranking stands in for rewards
@@ -155,27 +154,17 @@ class LossConfig:
         if self.name == "rdpo":
             if chosen_lengths is None or rejected_lengths is None:
                 raise ValueError("R-DPO needs the response lengths: pass chosen_lengths and rejected_lengths")
-            return rdpo_loss(
-                chosen_logps,
-                rejected_logps,
-                ref_chosen_logps,
-                ref_rejected_logps,
-                chosen_lengths,
-                rejected_lengths,
-                beta=self.beta,
-                alpha=self.alpha,
-            )
-        return dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, **common)
+            return rdpo_loss(chosen_logps, rejected_logps, *refs, *lengths, beta=self.beta, alpha=self.alpha)
+        return dpo_loss(chosen_logps, rejected_logps, *refs, **common)
 
 
 @dataclass
 class TrainConfig:
-    """Everything ``train`` needs besides the model, tokenizer and data.
+    """Everything ``train`` needs besides the model, tokenizer and data; the library's defaults, stated once.
 
-    ``max_steps`` optimizer steps of ``grad_accum_steps`` micro-batches of ``batch_size`` pairs; the
-    transformers schedule ``lr_scheduler_type`` with ``ceil(warmup_ratio * max_steps)`` warm-up steps; weight
-    decay on matrices only. With ``output_dir`` set, checkpoints go to ``output_dir/checkpoint-<step>`` every
-    ``save_every`` steps and at the end.
+    ``max_steps`` optimizer steps of ``grad_accum_steps`` micro-batches of ``batch_size`` pairs; the schedule
+    ``lr_scheduler_type`` with ``ceil(warmup_ratio * max_steps)`` warm-up steps; weight decay on matrices
+    only. With ``output_dir``: checkpoints every ``save_every`` steps and at the end.
     """
 
     loss: LossConfig = field(default_factory=LossConfig)
@@ -235,18 +224,6 @@ def _check_field_types(config: Any) -> None:
         raise TypeError(
             f"{type(config).__name__}.{name} must be {expected}, got {value!r} ({type(value).__name__}){hint_text}"
         )
-
-
-class NonFiniteLossError(RuntimeError):
-    """A loss, metric or gradient norm became NaN/inf; ``step`` and ``metric`` say where."""
-
-    def __init__(self, step: int | None, metric: str, value: float) -> None:
-        where = f"step {step}" if step is not None else "this step"
-        super().__init__(
-            f"non-finite {metric} ({value}) at {where}: lower the learning rate, check the data "
-            "(empty responses?) or use float32"
-        )
-        self.step, self.metric, self.value = step, metric, value
 
 
 def concatenated_forward(
@@ -344,9 +321,10 @@ def preference_loss(
     ref_forward = loss_config.reference_forward(ref_model, has_ref_logps)  # raises when one is missing
     live = [ref_model] if ref_forward and ref_model is not None else []
     packed = _packed_row(layout, batch, model, *live)  # one packed row for the policy and a live reference
-    options: dict[str, Any] = {
-        "length_normalize": loss_config.length_normalize,
-        "keep_logits": loss_config.kl_weight > 0,  # the KL term compares whole distributions
+    # the KL term compares whole next-token distributions: keep the logits
+    options = {
+        "length_normalize": bool(loss_config.length_normalize),
+        "keep_logits": loss_config.kl_weight > 0,
     }
     out = _forward(model, batch, num_pairs, packed, **options)
     ref = None
@@ -478,12 +456,6 @@ def training_step(
     return {**sums, "grad_norm": grad_norm, "lr": learning_rate}
 
 
-class MicroBatches(Protocol):
-    """What ``train`` draws its batches from (``runtime.batches.PreferenceBatches`` by default)."""
-
-    def micro_batches(self, step: int) -> list[dict[str, torch.Tensor]]: ...
-
-
 def train(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -517,14 +489,10 @@ def train(
         p.dtype == torch.float16 for p in model.parameters() if p.requires_grad
     ):
         raise ValueError("fp16 autocast needs float32 parameters (GradScaler cannot unscale fp16 gradients)")
-    if (
-        ref_logps is not None
-        and bool(ref_logps.get("length_normalize", config.loss.length_normalize))
-        != config.loss.length_normalize
-    ):
+    normalized = bool((ref_logps or {}).get("length_normalize", config.loss.length_normalize))
+    if normalized != config.loss.length_normalize:
         raise ValueError(
-            f"ref_logps were computed with length_normalize={ref_logps['length_normalize']} but the loss uses "
-            f"length_normalize={config.loss.length_normalize}"
+            f"ref_logps were computed with length_normalize={normalized} but the loss uses the other"
         )
     model.to(device_policy.device)
     if ref_model is not None:
