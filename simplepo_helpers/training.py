@@ -250,8 +250,10 @@ def concatenated_forward(
     )
 
 
-def _packed_row(layout: str, batch: Mapping[str, torch.Tensor], *models: torch.nn.Module) -> Any:
-    """The batch's packed row (``fast.PackedBatch``) when ``layout`` takes the fast path, else None."""
+def _packed_row(
+    layout: str, batch: Mapping[str, torch.Tensor], *models: torch.nn.Module
+) -> fast.PackedBatch | None:
+    """The batch's packed row when ``layout`` takes the fast path, else None."""
     if layout not in ("padded", "packed", "auto"):
         raise ValueError(f"layout must be 'padded', 'packed' or 'auto', got {layout!r}")
     if layout == "padded" or (layout == "auto" and fast.choose_layout(*models, batch=batch) == "padded"):
@@ -263,7 +265,7 @@ def _forward(
     model: torch.nn.Module,
     batch: Mapping[str, torch.Tensor],
     num_pairs: int,
-    packed: Any,
+    packed: fast.PackedBatch | None,
     *,
     length_normalize: bool,
     keep_logits: bool,
