@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import math
-import numbers
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_args, get_type_hints
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
@@ -25,6 +24,7 @@ from .losses import dpo_loss, kl_penalty, orpo_odds_ratio_loss, rdpo_loss, simpo
 from .runtime.batches import MicroBatches, PreferenceBatches
 from .runtime.checkpoint import checkpoint_path, resume_state, save_checkpoint
 from .runtime.device import DevicePolicy, select_device
+from .runtime.fields import check_field_types
 from .runtime.optim import Optimization
 from .runtime.result import NonFiniteLossError, TrainResult
 from .runtime.trackers import MetricsReporter
@@ -186,7 +186,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.loss, Mapping):  # e.g. a config read back from a checkpoint
             self.loss = LossConfig(**self.loss)
-        _check_field_types(self)
+        if isinstance(self.loss, str):
+            raise TypeError(
+                f"TrainConfig.loss must be a LossConfig, got {self.loss!r}: use LossConfig({self.loss!r})"
+            )
+        check_field_types(
+            self
+        )  # a wrong type fails by name, e.g. learning_rate="1e-5" (no string is a number)
         for name in ("max_steps", "batch_size", "grad_accum_steps", "log_every", "save_every"):
             if (
                 getattr(self, name) is not None and getattr(self, name) < 1
@@ -207,23 +213,6 @@ class TrainConfig:
     @property
     def examples_per_step(self) -> int:
         return self.batch_size * self.grad_accum_steps
-
-
-def _check_field_types(config: Any) -> None:
-    """TypeError naming the first field whose value is not of its annotated type (an int is a number; a
-    string never is, not even "1e-5")."""
-    for name, hint in get_type_hints(type(config)).items():
-        value, allowed = getattr(config, name), get_args(hint) or (hint,)  # X | None -> (X, NoneType)
-        if isinstance(value, tuple(numbers.Real if t is float else t for t in allowed)) and (
-            bool in allowed or not isinstance(value, bool)
-        ):
-            continue
-        names = {float: "a number", type(None): "None", LossConfig: "a LossConfig"}
-        expected = " or ".join(names.get(t, getattr(t, "__name__", str(t))) for t in allowed)
-        hint_text = f"; a loss by name is LossConfig({value!r})" if name == "loss" else ""
-        raise TypeError(
-            f"{type(config).__name__}.{name} must be {expected}, got {value!r} ({type(value).__name__}){hint_text}"
-        )
 
 
 def concatenated_forward(
