@@ -1,9 +1,12 @@
-"""The installed wheel, run from outside the clone (``make wheel-check``): notebook 01's loading path and a
-5-step ``train()``, with nothing of the checkout on the path."""
+"""The installed wheel, run from outside the clone (``make wheel-check``): notebook 01's loading path, a
+5-step ``train()``, the extras and project links it declares and its console scripts, with nothing of the
+checkout on the path."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 from datasets import load_dataset
@@ -33,4 +36,17 @@ result = train(model, tokenizer, list(pairs.select(range(40))), config, progress
 losses = [row["loss"] for row in result.history]
 print(f"5 steps: losses {[round(x, 3) for x in losses]}")
 assert len(losses) == 5 and all(x == x for x in losses)
+
+distribution = metadata.distribution("simplepo-helpers")
+extras = set(distribution.metadata.get_all("Provides-Extra") or [])
+assert {"learn", "notebook", "dev", "browser"} <= extras, extras
+urls = dict(line.split(", ", 1) for line in distribution.metadata.get_all("Project-URL") or [])
+assert {"Homepage", "Documentation", "Source", "Issues"} <= urls.keys(), urls
+scripts = {e.name for e in distribution.entry_points if e.group == "console_scripts"}
+assert scripts == {"simplepo-train", "simplepo-run-notebooks"}, scripts
+bin_dir = Path(sys.executable).parent
+for script in sorted(scripts):
+    done = subprocess.run([str(bin_dir / script), "--help"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "usage" in done.stdout.lower(), (script, done.stderr[-2000:])
+print(f"extras {sorted(extras)}; urls {sorted(urls)}; console scripts {sorted(scripts)} answer --help")
 print("wheel check passed")

@@ -157,8 +157,7 @@ class PreferenceBatch(dict):
 
 
 class PreferenceCollator:
-    """Raw rows or tokenised rows (``prompt_ids``, ``chosen_ids``, ``rejected_ids``, e.g. kept by
-    ``load_preference_dataset``) -> a :class:`PreferenceBatch`; tokenised rows are not tokenised again."""
+    """Rows, raw or carrying their token ids (kept by ``load_preference_dataset``) -> a :class:`PreferenceBatch`."""
 
     def __init__(
         self,

@@ -1,24 +1,25 @@
 """Loading a preference dataset (a Dataset, a list of dicts or a JSONL file) and checking it row by row.
 
-Every bad row is reported with its index (and, for JSONL, its line number) and one reason (the reasons, in
-the order they are checked: ``inputs/report.py``); good rows are kept in order, extra columns included. Rows
-in TRL's implicit-prompt format are made explicit first (``inputs/implicit.py``). With a tokenizer, each
-kept row also keeps its token ids (``prompt_ids``, ``chosen_ids``, ``rejected_ids``), so the collator does
-not tokenise it again.
+Each bad row is reported with its index, line and one reason (``inputs/report.py``); good rows are kept in
+order, extra columns included, and with a tokenizer keep their token ids, so the collator does not tokenise
+them again. Implicit prompts are made explicit first (``inputs/implicit.py``); repeated rows are noted.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .batching import PreferenceCollator, tokenize_preference
+from .inputs.columns import dataset_from_rows, mixed_type_rows
 from .inputs.implicit import is_implicit_prompt, split_implicit_prompt
 from .inputs.jsonl import read_jsonl
 from .inputs.report import REASONS as REASONS  # re-exported: its old import path
-from .inputs.report import BadRow, PreferenceDataError, ValidationReport
+from .inputs.report import BadRow, PreferenceDataError, ValidationReport, duplicate_notes
 from .rows import row_format, row_problem
 
 if TYPE_CHECKING:  # heavy imports, only needed by the loader
@@ -70,6 +71,10 @@ def _check_row(checker: _Checker, index: int, row: Any) -> tuple[str, str] | Non
         tokens = tokenize_preference(row, checker.tokenizer)
     except ValueError as error:
         return "untokenisable", str(error)
+    except Exception as error:  # a chat template's raise_exception (jinja2's TemplateError), any jinja2 error
+        if not type(error).__module__.startswith("jinja2"):
+            raise
+        return "untokenisable", f"the chat template raised {type(error).__name__}: {error}"
     try:
         cut = checker.collator.truncate(tokens)
     except ValueError as error:
@@ -86,22 +91,38 @@ def _check_row(checker: _Checker, index: int, row: Any) -> tuple[str, str] | Non
 
 
 def _validate(
-    rows: Iterable[Any], lines: Sequence[int] | None, checker: _Checker, strict: bool
+    rows: Iterable[Any],
+    lines: Sequence[int] | None,
+    checker: _Checker,
+    strict: bool,
+    source: str = "the input",
 ) -> ValidationReport:
-    kept: list[int] = []
+    kept: dict[int, Any] = {}  # index -> the good row (its prompt made explicit)
     n_total = 0
     for index, row in enumerate(rows):
         n_total += 1
         problem = _check_row(checker, index, row)
         if problem is None:
-            kept.append(index)
+            kept[index] = checker.explicit.get(index) or row
         else:
-            line = None if lines is None else lines[index]
-            checker.bad.append(BadRow(index, problem[0], problem[1], line))
+            checker.bad.append(BadRow(index, *problem, None if lines is None else lines[index]))
+    notes = duplicate_notes(kept, lines)  # kept, each copy weighs in training
+    if isinstance(rows, list):  # a Dataset's columns are typed already
+        mixed = mixed_type_rows(kept, lines)
+        dropped = {bad.index for bad in mixed}
+        kept, notes = (
+            {i: r for i, r in kept.items() if i not in dropped},
+            [n for n in notes if n.index not in dropped],
+        )
+        checker.bad = sorted(checker.bad + mixed, key=lambda bad: bad.index)
     n_extracted = sum(index in checker.explicit for index in kept)
     report = ValidationReport(
-        n_total, kept, checker.bad, checker.format, checker.n_prompt_truncated, n_extracted
+        n_total, list(kept), checker.bad, checker.format, checker.n_prompt_truncated, n_extracted, notes
     )
+    if n_total == 0:
+        if strict:
+            raise PreferenceDataError(report, f"no preference rows: {source} is empty")
+        warnings.warn(f"no preference rows: {source} is empty", stacklevel=3)
     if strict and report.bad_rows:
         raise PreferenceDataError(report)
     return report
@@ -121,14 +142,6 @@ def validate_preferences(
     """
     checker = _Checker(tokenizer, max_length, max_prompt_length)
     return _validate(rows, None, checker, strict)
-
-
-def _dataset_from_rows(rows: Sequence[Mapping[str, Any]]) -> Dataset:
-    """A Dataset with the union of all rows' columns (Dataset.from_list alone keeps the first row's keys)."""
-    from datasets import Dataset
-
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    return Dataset.from_list([{column: row.get(column) for column in columns} for row in rows])
 
 
 def load_preference_dataset(
@@ -152,10 +165,11 @@ def load_preference_dataset(
         raise TypeError(
             f"source must be a Dataset, a list of dicts or a JSONL path, got {type(source).__name__}"
         )
-    report = _validate(rows, lines, checker, strict)
+    name = Path(source).name if isinstance(source, (str, os.PathLike)) else "the input"
+    report = _validate(rows, lines, checker, strict, name)
     if isinstance(source, Dataset) and not checker.explicit and not checker.tokens:
         return source.select(report.kept_indices), report
     kept = [
         {**(checker.explicit.get(i) or rows[i]), **checker.tokens.get(i, {})} for i in report.kept_indices
     ]
-    return _dataset_from_rows(kept), report
+    return dataset_from_rows(kept), report

@@ -27,11 +27,9 @@ def precompute_reference_logps(
     length_normalize: bool = False,
     device_policy: DevicePolicy | None = None,
 ) -> dict[str, Any]:
-    """Reference log-probs of every example, in order: DPO without a live reference model.
-
-    Returns ``{"ref_chosen_logps": [N], "ref_rejected_logps": [N], "length_normalize": ...}`` (float32, CPU);
-    ``length_normalize`` must match the loss's (``train`` checks it).
-    """
+    """Reference log-probs of every example, in order: DPO without a live reference model. Returns
+    ``{"ref_chosen_logps": [N], "ref_rejected_logps": [N], "length_normalize": ...}`` (float32, CPU); its
+    ``length_normalize`` must match the loss's (``train`` checks it)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     chosen, rejected = [], []

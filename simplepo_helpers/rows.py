@@ -1,8 +1,10 @@
 """The two row formats of preference data and the structural checks of one row (no tokenizer needed).
 
 TRL's formats: *standard* (``prompt``, ``chosen`` and ``rejected`` strings) or *conversational* (``prompt``
-a list of ``{"role", "content"}`` messages ending with a user turn; ``chosen`` and ``rejected`` one-element
-lists holding the assistant message). ``data`` runs these checks over a dataset, ``batching`` on each row.
+a list of ``{"role", "content"}`` messages: any system messages first, then user and assistant turns
+alternating from a user turn to a user turn; ``chosen`` and ``rejected`` one-element lists holding the
+assistant message). Responses equal or differing only in whitespace hold no preference. ``data`` runs these
+checks over a dataset, ``batching`` on each row.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .inputs.jsonl import BrokenLine
+from .inputs.jsonl import BrokenLine, encodable
 
 FIELDS = ("prompt", "chosen", "rejected")
 ROLES = ("system", "user", "assistant")
@@ -44,7 +46,7 @@ def row_problem(row: Any) -> tuple[str, str] | None:
                 f"{name!r} must be a string or a list of messages, got {type(row[name]).__name__}",
             )
     for name in FIELDS:
-        if not _encodable(row[name]):
+        if not encodable(row[name]):
             return (
                 "invalid_encoding",
                 f"{name!r} holds a lone surrogate (\\ud800-\\udfff), not valid Unicode text",
@@ -65,9 +67,7 @@ def _standard_problem(row: Mapping[str, Any]) -> tuple[str, str] | None:
     for name in ("chosen", "rejected"):
         if not row[name].strip():
             return "empty_response", f"{name!r} is empty"
-    if row["chosen"] == row["rejected"]:
-        return "identical_responses", "chosen and rejected are the same text"
-    return None
+    return _same_responses(row["chosen"], row["rejected"])
 
 
 def _conversational_problem(row: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -85,6 +85,16 @@ def _conversational_problem(row: Mapping[str, Any]) -> tuple[str, str] | None:
     if not prompt or prompt[-1]["role"] != "user":
         last = prompt[-1]["role"] if prompt else "nothing"
         return "wrong_roles", f"the prompt must end with a user turn, it ends with {last}"
+    roles = [message["role"] for message in prompt]
+    start = next(i for i, role in enumerate(roles) if role != "system")  # system messages only lead
+    for i in range(start, len(roles)):
+        expected = "user" if (i - start) % 2 == 0 else "assistant"
+        if roles[i] != expected:
+            after = f"after prompt[{i - 1}] ({roles[i - 1]})" if i > start else "as the first turn"
+            return "wrong_roles", (
+                f"prompt[{i}] is {roles[i]} {after}: after any system messages the prompt must alternate "
+                f"user/assistant, starting with user"
+            )
     for name in ("chosen", "rejected"):
         roles = [message["role"] for message in row[name]]
         if roles != ["assistant"]:
@@ -94,18 +104,13 @@ def _conversational_problem(row: Mapping[str, Any]) -> tuple[str, str] | None:
     for name in ("chosen", "rejected"):
         if not row[name][0]["content"].strip():
             return "empty_response", f"{name!r} is empty"
-    if row["chosen"][0]["content"] == row["rejected"][0]["content"]:
-        return "identical_responses", "chosen and rejected have the same content"
+    return _same_responses(row["chosen"][0]["content"], row["rejected"][0]["content"])
+
+
+def _same_responses(chosen: str, rejected: str) -> tuple[str, str] | None:
+    """``identical_responses`` when the two texts are equal or differ only in whitespace: nothing to prefer."""
+    if chosen == rejected:
+        return "identical_responses", "chosen and rejected are the same text"
+    if chosen.split() == rejected.split():
+        return "identical_responses", "chosen and rejected differ only in whitespace"
     return None
-
-
-def _encodable(value: Any) -> bool:
-    """False when a string (or a message's content) cannot be written as UTF-8 (a lone surrogate)."""
-    texts = [value] if isinstance(value, str) else [m.get("content") for m in value if isinstance(m, Mapping)]
-    try:
-        for text in texts:
-            if isinstance(text, str):
-                text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True

@@ -92,7 +92,7 @@ def test_resume_refuses_a_changed_batch_order(tokenizer, tmp_path):
     config = TrainConfig(max_steps=2, batch_size=2, output_dir=tmp_path)
     train(build_test_model(len(tokenizer)), tokenizer, EXAMPLES, config, device_policy=CPU, progress=False)
     changed = TrainConfig(max_steps=3, batch_size=2, seed=1, output_dir=tmp_path)
-    with pytest.raises(ValueError, match=r"\['seed'\] differ"):
+    with pytest.raises(ValueError, match=r"the config differs in seed \(saved 42, now 1\)\. Resume with"):
         train(
             build_test_model(len(tokenizer)),
             tokenizer,
@@ -272,6 +272,7 @@ def test_checkpoints_written_before_the_rename_still_resume(tokenizer, tmp_path)
     shutil.rmtree(tmp_path / "checkpoint-6")
     folder = tmp_path / "checkpoint-3"
     (folder / "simplepo_state.json").rename(folder / "trainer_state.json")  # the layout before the rename
+    (folder / "simplepo_complete.json").unlink()  # which had no completion marker either
     assert find_latest_checkpoint(tmp_path) == folder
     assert read_history(folder)[-1]["step"] == 3
     resumed = train(

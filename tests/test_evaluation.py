@@ -248,7 +248,11 @@ def test_dpo_rewards_need_a_reference(tokenizer, tiny_model):
             tokenizer,
             PAIRS,
             LossConfig(name="dpo"),
-            ref_logps={"ref_chosen_logps": [0.0] * 4, "ref_rejected_logps": [0.0] * 4, "length_normalize": True},
+            ref_logps={
+                "ref_chosen_logps": [0.0] * 4,
+                "ref_rejected_logps": [0.0] * 4,
+                "length_normalize": True,
+            },
         )
 
 

@@ -188,3 +188,39 @@ def test_summary_without_judge_scores_reports_no_kappa():
     assert summary.win_rate == 1.0 and summary.kappa is None and summary.judge_win_rate is None
     assert "kappa" not in str(summary)
     json.dumps(widget.records())  # JSON-able
+
+
+def test_a_rebuilt_widget_restores_the_labels_and_keeps_them(tmp_path):
+    path = tmp_path / "labels.jsonl"
+    first = BlindABEval(_items(), labels_path=path)
+    _click(first, ["policy", "tie", "reference"])  # label 3, then the kernel restarts
+    again = BlindABEval(_items(), labels_path=path)
+    assert again.labels == first.labels and again.labels.count(None) == 3
+    assert again.position == 3  # the first unlabelled item is on show
+    _click(again, ["reference"])  # one click
+    records = load_labels(path)
+    assert [r["item"] for r in records] == [0, 1, 2, 3]  # the 3 earlier labels are still in the file
+    assert [r["learner_verdict"] for r in records] == ["policy", "tie", "reference", "reference"]
+    assert [p.name for p in tmp_path.iterdir()] == ["labels.jsonl"]  # atomic: no temporary left
+
+
+def test_a_labels_file_of_other_items_is_refused_not_overwritten(tmp_path):
+    path = tmp_path / "labels.jsonl"
+    _click(BlindABEval(_items(seed=0), labels_path=path), ["policy", "tie"])
+    before = path.read_text()
+    others = blind_items([f"Other {i}?" for i in range(6)], REFERENCE, POLICY, seed=0)
+    with pytest.raises(ValueError, match=r"labels\.jsonl holds labels for other items \(item 0 differs"):
+        BlindABEval(others, labels_path=path)
+    assert path.read_text() == before
+
+
+def test_the_default_labels_file_lies_outside_the_cache(tmp_path, monkeypatch):
+    from simplepo_helpers.course.human_eval import LABELS_ENV, default_labels_path
+    from simplepo_helpers.world import cache_dir
+
+    monkeypatch.delenv(LABELS_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert default_labels_path(3) == tmp_path / "labels" / "labels-seed3.jsonl"
+    assert cache_dir().resolve() not in default_labels_path(3).resolve().parents
+    monkeypatch.setenv(LABELS_ENV, str(tmp_path / "mine"))
+    assert default_labels_path(0) == tmp_path / "mine" / "labels-seed0.jsonl"

@@ -106,12 +106,141 @@ def test_a_learner_install_covers_every_import_of_the_notebooks():
 def test_extras_split_learner_and_developer_tooling():
     learn = {r.name for r in EXTRAS["learn"]}
     dev = {r.name for r in EXTRAS["dev"]}
-    assert "trl" in learn and "simplepo-helpers" in dev  # dev = learn + tools
-    assert [str(r) for r in EXTRAS["dev"] if r.name == "simplepo-helpers"] == ["simplepo-helpers[learn]"]
+    assert "trl" in learn and "simplepo-helpers" in dev  # dev = learn + notebook + tools
+    (self_reference,) = [r for r in EXTRAS["dev"] if r.name == "simplepo-helpers"]
+    assert self_reference.extras == {"learn", "notebook"}
     for tool in ("playwright", "papermill", "pytest", "ruff", "nbval"):
         assert tool not in learn and tool not in {r.name for r in DEPENDENCIES}
     assert {r.name for r in EXTRAS["browser"]} == {"playwright"}
     assert {"pytest", "nbval", "ruff", "nbstripout"} <= dev
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def install_closure(requirements) -> set[str]:
+    """Every distribution that installing ``requirements`` brings (from this environment's metadata)."""
+    seen, todo = set(), [Requirement(str(r)) for r in requirements]
+    while todo:
+        requirement = todo.pop()
+        name = _normal(requirement.name)
+        if name in seen or name == "simplepo-helpers":
+            continue
+        seen.add(name)
+        try:
+            lines = metadata.requires(requirement.name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for line in lines:
+            child = Requirement(line)
+            extras = requirement.extras or {""}
+            if child.marker is None or any(child.marker.evaluate({"extra": e}) for e in extras):
+                todo.append(child)
+    return seen
+
+
+def test_the_notebook_extra_opens_notebooks_locally_and_learn_leaves_colabs_jupyter_alone():
+    """learn is what Colab installs: it must not bring a Jupyter front end or kernel that would replace
+    Colab's; the notebook extra brings JupyterLab, the python3 kernel and nbclient (simplepo-run-notebooks)."""
+    notebook = {_normal(r.name) for r in EXTRAS["notebook"]}
+    assert {"jupyterlab", "ipykernel", "nbclient"} <= notebook
+    learner = install_closure([*DEPENDENCIES, *EXTRAS["learn"]])
+    jupyter_stack = {"jupyterlab", "notebook", "ipykernel", "jupyter-server", "jupyter-client", "nbclient"}
+    assert not learner & jupyter_stack, f"the learn install pulls {learner & jupyter_stack}"
+    readme = (REPO / "README.md").read_text()
+    assert 'pip install -e ".[learn,notebook]"' in readme and "jupyter lab" in readme
+
+
+def test_project_urls_point_at_the_repository_colab_toml_names():
+    repository = tomllib.loads((REPO / "colab.toml").read_text())["repository"]
+    urls = PROJECT["urls"]
+    assert set(urls) == {"Homepage", "Documentation", "Source", "Issues"}
+    base = f"https://github.com/{repository}"
+    assert urls["Homepage"] == urls["Source"] == base and urls["Issues"] == f"{base}/issues"
+    assert urls["Documentation"].startswith(f"{base}/")
+
+
+# what only an extra (or the Jupyter stack the notebook extra brings) provides: a console script must work
+# without it, or say which extra to add
+JUPYTER_STACK = {"nbformat", "jupyter-client", "jupyter-server", "notebook"}
+
+
+def _extra_only_modules() -> set[str]:
+    base = install_closure(DEPENDENCIES)
+    extra = {_normal(r.name) for reqs in EXTRAS.values() for r in reqs} | JUPYTER_STACK
+    extra -= base | {"simplepo-helpers"}
+    return {
+        module
+        for module, dists in metadata.packages_distributions().items()
+        if any(_normal(d) in extra for d in dists) and not any(_normal(d) in base for d in dists)
+    }
+
+
+def run_without_extras(code: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter where those modules are missing (None in sys.modules: imports
+    fail with ModuleNotFoundError and importlib.util.find_spec answers None, as when not installed)."""
+    blocker = f"import sys\nsys.modules.update(dict.fromkeys({sorted(_extra_only_modules())!r}))\n"
+    return subprocess.run(
+        [sys.executable, "-c", blocker + code], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
+
+
+def test_every_console_script_works_with_the_base_install_or_names_its_extra(tmp_path):
+    modules = _extra_only_modules()
+    assert {"trl", "nbclient", "jupyterlab", "ipykernel", "pytest"} <= modules
+    assert not {"torch", "transformers", "ipywidgets", "yaml"} & modules
+    scripts = PROJECT["scripts"]
+    assert set(scripts) == {"simplepo-train", "simplepo-run-notebooks"}
+    # simplepo-train: the base install is enough (no TRL, TensorBoard or Jupyter on its path)
+    done = run_without_extras(
+        "from simplepo_helpers.scale.cli import main\nsys.argv = ['simplepo-train', '--help']\nmain()\n"
+    )
+    assert done.returncode == 0 and "usage" in done.stdout.lower(), done.stderr[-2000:]
+    # its one optional tracker that the learn extra brings: refused in one line that says what to install
+    done = run_without_extras(
+        "from simplepo_helpers.scale.cli import main\n"
+        "raise SystemExit(main(['--config', 'configs/tiny_world_cpu.yaml', 'log.report_to=tensorboard']))\n"
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .endswith("needs the tensorboard package: pip install tensorboard")
+    )
+    # simplepo-run-notebooks: one line naming the notebook extra, exit 2 (no traceback)
+    notebook = tmp_path / "x.ipynb"
+    notebook.write_text("{}")
+    done = run_without_extras(
+        "from simplepo_helpers.course.run_notebooks import main\n"
+        f"raise SystemExit(main([{str(notebook)!r}]))\n"
+    )
+    assert done.returncode == 2 and done.stdout == "", done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == [
+        "simplepo-run-notebooks needs the notebook extra (nbclient and the ipykernel kernel): pip install "
+        '"simplepo-helpers[notebook]" (in a clone: pip install -e ".[notebook]")'
+    ]
+    module, function = scripts["simplepo-run-notebooks"].split(":")
+    assert (module, function) == ("simplepo_helpers.course.run_notebooks", "main")
+
+
+def test_run_notebooks_names_the_extra_when_nbclient_or_the_kernel_is_missing(monkeypatch, tmp_path, capsys):
+    from simplepo_helpers.course import run_notebooks
+
+    notebook = tmp_path / "x.ipynb"
+    notebook.write_text("{}")
+    monkeypatch.setattr(run_notebooks, "_MISSING", ModuleNotFoundError("No module named 'nbclient'"))
+    assert run_notebooks.main([str(notebook)]) == 2
+    assert capsys.readouterr().err == run_notebooks.NEEDS_EXTRA + "\n"
+    monkeypatch.setattr(run_notebooks, "_MISSING", None)
+    real_find_spec = run_notebooks.importlib.util.find_spec
+    monkeypatch.setattr(
+        run_notebooks.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "ipykernel" else real_find_spec(name, *a),
+    )
+    assert run_notebooks.main([str(notebook)]) == 2
+    assert 'pip install "simplepo-helpers[notebook]"' in capsys.readouterr().err
 
 
 def test_every_declared_floor_is_pinned_in_the_floors_file():
@@ -185,7 +314,9 @@ def test_the_wheel_carries_the_spdx_licence_and_the_extras(tmp_path):
         assert any(n.endswith(".dist-info/licenses/LICENSE") for n in archive.namelist())
     assert "License-Expression: Apache-2.0" in meta
     assert "Requires-Python: >=3.11" in meta
-    assert {"learn", "dev", "browser"} <= set(re.findall(r"^Provides-Extra: (\S+)$", meta, re.M))
+    assert {"learn", "notebook", "dev", "browser"} <= set(re.findall(r"^Provides-Extra: (\S+)$", meta, re.M))
+    repository = tomllib.loads((REPO / "colab.toml").read_text())["repository"]
+    assert f"Project-URL: Source, https://github.com/{repository}" in meta
 
 
 def _type_checking_imports(init: Path) -> dict[str, str]:

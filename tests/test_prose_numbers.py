@@ -1,4 +1,6 @@
-"""Every number the lessons write in a markdown cell is produced or checked, or exempt by a stated rule.
+"""Every number the lessons write in a markdown cell, or type into the text a code cell prints (print,
+Markdown, HTML; the fixed parts of an f-string, never its formatted values), is produced or checked, or exempt
+by a stated rule.
 
 A number in a lesson's markdown (notebooks/0*.ipynb) passes when it is
 - **a value the notebook uses**: a numeric literal in one of its code cells (a parameter, a constant it asserts);
@@ -28,6 +30,7 @@ Exempt, and only these (the rule is in ``_exempt_spans`` and ``_exempt_number``)
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import re
@@ -154,6 +157,11 @@ def _results() -> tuple[float, ...]:
             shipped = [run["gain"]["mean"] for run in summary["runs"] if run["ref_seed"] == -1]
             values += [min(gains), max(gains), summary["mean_gain"]]
             values += [min(shipped), max(shipped)] if shipped else []
+    for rounds in (1, 2, 3):  # notebook 05 trains the default recipe's first rounds live
+        for split in ("eval", "heldout"):
+            summary = spread_summary(records, "simpo", split, round_index=rounds)
+            shipped = [run["gain"]["mean"] for run in summary["runs"] if run["ref_seed"] == -1]
+            values += [summary["min_gain"], summary["mean_gain"], min(shipped), max(shipped)]
     return tuple(values)
 
 
@@ -266,3 +274,94 @@ def test_teaching_guide_expected_numbers_match_the_spread_record() -> None:
     assert len(gains) >= 10
     missing = [g for g in gains if not any(round(known, 3) == float(g) for known in _results())]
     assert not missing, f"numbers in docs/teaching.md's table not in the spread record: {missing}"
+
+
+# ------------------------------------------------------------------- prose that code cells print
+
+PRINTERS = {"print", "Markdown", "HTML"}
+
+
+def _printed_prose(source: str) -> list[str]:
+    """The literal text of the strings a cell passes to print / Markdown / HTML (f-strings' fixed parts only:
+    a formatted value is produced by the notebook, so it is not prose)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # an IPython magic: such a cell prints no prose of its own
+        return []
+    texts: list[str] = []
+
+    def collect(node: ast.AST) -> None:
+        if isinstance(node, ast.FormattedValue):
+            return  # a value the notebook formats (and its format spec): produced, not typed
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            texts.append(node.value)
+        for child in ast.iter_child_nodes(node):
+            collect(child)
+
+    for call in ast.walk(tree):
+        if isinstance(call, ast.Call) and getattr(call.func, "id", None) in PRINTERS:
+            for argument in [*call.args, *(k.value for k in call.keywords)]:
+                collect(argument)
+    return texts
+
+
+def _numeric_literals(cells: list[dict]) -> set[float]:
+    """The numbers the code computes with (numeric constants), not the ones its strings spell out."""
+    values = set()
+    for cell in cells:
+        if cell["cell_type"] != "code":
+            continue
+        try:
+            tree = ast.parse("".join(cell["source"]))
+        except SyntaxError:
+            continue
+        values |= {
+            float(n.value)
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Constant)
+            and isinstance(n.value, (int, float))
+            and not isinstance(n.value, bool)
+        }
+    return values
+
+
+def unchecked_printed_numbers(path: Path) -> list[str]:
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    literals = _numeric_literals(cells)
+    found = []
+    for index, cell in enumerate(cells):
+        if cell["cell_type"] != "code":
+            continue
+        for raw in _printed_prose("".join(cell["source"])):
+            text = _exempt_spans(raw)
+            for match in NUMBER.finditer(text):
+                if _exempt_number(text, match) or _checked(match.group(), literals, path.name[:2]):
+                    continue
+                found.append(
+                    f"{path.name} cell {index}: {match.group()!r} in printed text {raw.strip()[:80]!r}"
+                )
+    return found
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=[p.stem for p in LESSONS])
+def test_every_number_a_code_cell_prints_as_prose_is_checked_or_exempt(path: Path) -> None:
+    unchecked = unchecked_printed_numbers(path)
+    assert not unchecked, "numbers typed into printed prose, neither checked nor exempt:\n" + "\n".join(
+        unchecked
+    )
+
+
+def test_the_printed_prose_rule_catches_a_typed_number(tmp_path: Path) -> None:
+    """A result typed into a printed f-string fails; the formatted value beside it does not."""
+    notebook = {
+        "cells": [
+            {
+                "cell_type": "code",
+                "source": ["gain = 0.5 * 0.4\n", 'print(f"gain {gain:+.3f}, as good as DPO\'s 0.734")\n'],
+            }
+        ]
+    }
+    path = tmp_path / "09_fake.ipynb"
+    path.write_text(json.dumps(notebook))
+    (only,) = unchecked_printed_numbers(path)
+    assert "'0.734'" in only

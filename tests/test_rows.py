@@ -102,3 +102,45 @@ def test_split_implicit_prompt_cuts_the_shared_prefix():
 def test_split_implicit_prompt_reports_what_it_cannot_split(row, reason):
     split, problem = split_implicit_prompt(row)
     assert split is None and problem[0] == reason
+
+
+@pytest.mark.parametrize(
+    ("row", "fragment"),
+    [
+        ({**STANDARD, "rejected": " 5. "}, "differ only in whitespace"),
+        ({**STANDARD, "chosen": "\n5.", "rejected": " 5.\t"}, "differ only in whitespace"),
+        ({**CONVERSATIONAL, "rejected": [assistant("5.\n")]}, "differ only in whitespace"),
+    ],
+)
+def test_responses_differing_only_in_whitespace_have_nothing_to_prefer(row, fragment):
+    assert row_problem(row) == ("identical_responses", "chosen and rejected " + fragment)
+
+
+def test_a_difference_in_words_or_case_is_a_preference():
+    assert row_problem({**STANDARD, "rejected": " 5 ."}) is None  # "5." and "5 ." are different words
+    assert row_problem({**STANDARD, "rejected": " 5!"}) is None
+
+
+@pytest.mark.parametrize(
+    ("prompt", "fragment"),
+    [
+        ([assistant("Hello."), user("Q?")], "prompt[0] is assistant as the first turn"),
+        ([user("Hi."), user("Q?")], "prompt[1] is user after prompt[0] (user)"),
+        ([{"role": "system", "content": "Be brief."}, user("Hi."), user("Q?")], "prompt[2] is user after"),
+        ([user("Hi."), assistant("Hello."), assistant("Again."), user("Q?")], "prompt[2] is assistant after"),
+        (
+            [user("Hi."), assistant("Yo."), {"role": "system", "content": "Late."}, user("Q?")],
+            "prompt[2] is system",
+        ),
+    ],
+)
+def test_role_order_is_checked_over_the_whole_prompt(prompt, fragment):
+    reason, message = row_problem({**CONVERSATIONAL, "prompt": prompt})
+    assert reason == "wrong_roles" and fragment in message
+    assert "alternate user/assistant" in message
+
+
+def test_leading_system_messages_and_alternating_turns_pass():
+    system = {"role": "system", "content": "Be brief."}
+    prompt = [system, system, user("Hi."), assistant("Hello."), user("Q?")]
+    assert row_problem({**CONVERSATIONAL, "prompt": prompt}) is None

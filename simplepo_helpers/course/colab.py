@@ -4,10 +4,14 @@
     python -m simplepo_helpers.course.colab --check    # exit 1 and list what disagrees
 
 Each notebook gets an "Open In Colab" badge pointing at its own path at the tag, and one setup cell (the
-first code cell, ``SETUP_MARKER`` first) that clones the repository at the tag and installs the kit with
-its ``learn`` extra, keeping Colab's torch and, when it is 7.x, Colab's ipywidgets; it restarts nothing
-itself but says when pip replaced a module the process had already imported, and it turns on Colab's
-custom widget manager when ipywidgets 8 is installed (Colab renders 8.x widgets only through it).
+first code cell, ``SETUP_MARKER`` first) that clones the repository at the tag (one sentence saying what to
+do when the repository or the tag cannot be reached) and hands over to `setup_colab`: it checks Colab's
+torch against the kit's floor, installs the clone with its ``learn`` extra keeping Colab's torch (and
+Colab's ipywidgets 7.x, which the kit accepts), says when pip replaced a module the process had already
+imported (restart the runtime then), turns on Colab's custom widget manager when ipywidgets 8 is installed
+(Colab renders 8.x widgets only through it) and changes to the notebook's folder. Outside Colab the cell
+does nothing. nbformat is imported only by the rewriter, so the setup path needs nothing beyond the
+standard library.
 Solutions notebooks without a setup cell or a badge get them. Only cells that change are touched.
 """
 
@@ -21,9 +25,10 @@ import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nbformat
-from nbformat.v4.rwbase import rejoin_lines, split_lines
+if TYPE_CHECKING:
+    import nbformat
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "colab.toml"
@@ -39,58 +44,30 @@ REPOSITORY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+$")
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 
 SETUP_TEMPLATE = """\
-# Colab only: clone the kit at its release tag and install it with the learner extra, keeping Colab's own
-# torch (and its ipywidgets 7.x). Does nothing anywhere else. Written by `make colab-links` from colab.toml.
-import os
+# Colab only: clone the kit at its release tag, then one call installs it and checks the rest (no-op elsewhere).
+import subprocess
 import sys
 
 if "google.colab" in sys.modules:
-    import subprocess
-    from importlib.metadata import version
-
-    import torch
-
-    if not os.path.isdir("__CLONE__"):
-        subprocess.run(
-            [
-                "git",
-                "clone",
-                "--depth",
-                "1",
-                "--branch",
-                "__TAG__",
-                "https://github.com/__REPOSITORY__",
-                "__CLONE__",
-            ],
-            check=True,
-        )
-    watched = ("numpy", "torch", "transformers", "tokenizers", "datasets", "pyarrow", "ipywidgets", "tqdm")
-    before = {name: version(name) for name in watched if name in sys.modules}  # what this process imported
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "-e",
-            "__CLONE__[learn]",
-            f"torch=={torch.__version__}",  # keeps Colab's CUDA build
-        ],
-        check=True,
-    )
-    changed = [name for name, v in before.items() if version(name) != v]
-    if changed:
+    git = "test -d __CLONE__ || GIT_TERMINAL_PROMPT=0 git clone -q --depth 1 --branch __TAG__ https://github.com/__REPOSITORY__ __CLONE__"
+    if subprocess.run(git, shell=True).returncode:
         raise RuntimeError(
-            f"pip changed {changed}: restart the runtime (Runtime > Restart session), then run all again"
+            __CLONE_FAILED__
         )
-    if int(version("ipywidgets").split(".")[0]) >= 8:  # Colab draws ipywidgets 8 only with this manager
-        from google.colab import output
+    sys.path.insert(0, "__CLONE__")
+    from simplepo_helpers.course.colab import setup_colab
 
-        output.enable_custom_widget_manager()
-    sys.path.insert(0, "__CLONE__")  # the editable install is only seen by a new process
-    os.chdir("__CLONE__/__FOLDER__")
+    setup_colab("__FOLDER__")
 """
+
+
+def clone_failed_message(repository: str, tag: str) -> str:
+    """The one sentence the setup cell raises when ``git clone`` of ``repository`` at ``tag`` fails."""
+    return (
+        f"Could not clone https://github.com/{repository} at tag {tag}: the repository or the tag is not "
+        "reachable (the release may not be published yet); open the notebook from the badge of a published "
+        "release, or ask whoever shared it to publish it (docs/publishing.md)"
+    )
 
 
 @dataclass(frozen=True)
@@ -115,7 +92,10 @@ class ColabTarget:
         """The setup cell's source for ``notebook``: clone at the tag, install, chdir to its folder."""
         folder = str(Path(notebook).parent.as_posix())
         return (
-            SETUP_TEMPLATE.replace("__CLONE__", CLONE_DIR)
+            SETUP_TEMPLATE.replace(
+                "__CLONE_FAILED__", json.dumps(clone_failed_message(self.repository, self.tag))
+            )
+            .replace("__CLONE__", CLONE_DIR)
             .replace("__TAG__", self.tag)
             .replace("__REPOSITORY__", self.repository)
             .replace("__FOLDER__", folder)
@@ -140,6 +120,8 @@ def notebook_paths(root: str | Path = ROOT) -> list[Path]:
 
 
 def _code_cell(source: str, notebook) -> nbformat.NotebookNode:
+    import nbformat
+
     cell = nbformat.from_dict({"cell_type": "code", "metadata": {}, "source": source, "outputs": []})
     cell["execution_count"] = None
     if (notebook.nbformat, notebook.nbformat_minor) >= (4, 5):
@@ -199,13 +181,115 @@ def rewrite_all(root: str | Path = ROOT, target: ColabTarget | None = None, *, w
 
 def read_notebook(path: str | Path) -> nbformat.NotebookNode:
     """A notebook as nbformat nodes, read as it is (no version conversion or validation pass)."""
+    import nbformat
+    from nbformat.v4.rwbase import rejoin_lines
+
     return rejoin_lines(nbformat.from_dict(json.loads(Path(path).read_text(encoding="utf-8"))))
 
 
 def write_notebook(notebook, path: str | Path) -> None:
     """Write as nbformat's own writer lays a notebook out (indent 1, sorted keys), so diffs stay small."""
+    from nbformat.v4.rwbase import split_lines
+
     text = json.dumps(split_lines(copy.deepcopy(notebook)), indent=1, sort_keys=True, ensure_ascii=False)
     Path(path).write_text(text + "\n", encoding="utf-8")
+
+
+# ------------------------------------------------------------------ what the setup cell calls on Colab
+
+# modules whose replacement by pip the running process would not see (it keeps the version it imported)
+WATCHED = ("numpy", "torch", "transformers", "tokenizers", "datasets", "pyarrow", "ipywidgets", "tqdm")
+
+
+class ColabSetupError(RuntimeError):
+    """The Colab setup cannot go on; the message is one sentence that says what to do."""
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """``"2.11.0+cu126"`` -> ``(2, 11, 0)``: the numeric release, enough to compare with a ``>=`` floor."""
+    match = re.match(r"\d+(\.\d+)*", version)
+    return tuple(int(part) for part in match.group(0).split(".")) if match else ()
+
+
+def _at_least(version: str, floor: str) -> bool:
+    have, need = _release(version), _release(floor)
+    width = max(len(have), len(need))
+    return have + (0,) * (width - len(have)) >= need + (0,) * (width - len(need))
+
+
+def torch_floor(pyproject: str | Path) -> str | None:
+    """The ``torch>=`` floor that ``pyproject`` declares (None when it declares none)."""
+    with Path(pyproject).open("rb") as handle:
+        dependencies = tomllib.load(handle)["project"]["dependencies"]
+    for requirement in dependencies:
+        match = re.fullmatch(r"\s*torch\s*>=\s*([0-9][0-9.]*)\s*(,.*)?", requirement)
+        if match:
+            return match.group(1)
+    return None
+
+
+def _last_error_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if line.lower().startswith("error")]
+    return (errors or lines or ["no output"])[-1]
+
+
+def setup_colab(folder: str = "notebooks", *, clone: str = CLONE_DIR) -> list[str]:
+    """Finish the Colab setup after the setup cell cloned the kit into ``clone``; nothing outside Colab.
+
+    Checks that Colab's torch meets the kit's floor (before pip runs, so pip never reports an impossible
+    resolution), installs the clone with its ``learn`` extra keeping Colab's torch (its CUDA build),
+    raises when pip replaced a module this process had already imported (restart the runtime then), turns
+    on Colab's custom widget manager when ipywidgets 8 is installed, and changes to the notebook's
+    ``folder`` of the clone. Every failure is a `ColabSetupError` whose message says what to do. Returns
+    what it did, one line each.
+    """
+    if "google.colab" not in sys.modules:
+        return []
+    import os
+    import subprocess
+    from importlib import metadata
+
+    done = []
+    try:
+        torch_version: str | None = metadata.version("torch")
+    except metadata.PackageNotFoundError:  # not a runtime Colab ships; pip installs torch then
+        torch_version = None
+    floor = torch_floor(Path(clone) / "pyproject.toml")
+    if torch_version and floor and not _at_least(torch_version, floor):
+        raise ColabSetupError(
+            f"Colab's torch {torch_version} is older than the kit's floor (torch>={floor}): choose a newer "
+            "runtime (Runtime > Change runtime type > Runtime version: Latest), or open the notebooks of a "
+            "kit release made for this torch"
+        )
+    before = {name: metadata.version(name) for name in WATCHED if name in sys.modules}  # what was imported
+    command = [sys.executable, "-m", "pip", "install", "-q", "-e", f"{clone}[learn]"]
+    if torch_version:
+        command.append(f"torch=={torch_version}")  # keeps Colab's CUDA build
+    print(f"Installing the kit from {clone} with its learn extra (about a minute)...", flush=True)
+    pip = subprocess.run(command, capture_output=True, text=True)
+    if pip.returncode:
+        raise ColabSetupError(
+            f"pip could not install the kit into Colab's Python (exit {pip.returncode}: "
+            f"{_last_error_line(pip.stderr or pip.stdout)}); restart the runtime and run this cell again, "
+            "and if it fails the same way open an issue with that line"
+        )
+    done.append(f"installed {clone}[learn] (torch {torch_version or 'from PyPI'})")
+    changed = [name for name, version in before.items() if metadata.version(name) != version]
+    if changed:
+        raise ColabSetupError(
+            f"pip changed {changed}: restart the runtime (Runtime > Restart session), then run all again"
+        )
+    if _release(metadata.version("ipywidgets"))[:1] >= (8,):  # Colab draws ipywidgets 8 only with this
+        from google.colab import output
+
+        output.enable_custom_widget_manager()
+        done.append("custom widget manager on (ipywidgets 8)")
+    if clone not in sys.path:
+        sys.path.insert(0, clone)  # the editable install is only seen by a new process
+    os.chdir(f"{clone}/{folder}")
+    done.append(f"working folder {clone}/{folder}")
+    return done
 
 
 def main(argv: list[str] | None = None) -> int:

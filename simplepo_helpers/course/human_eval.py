@@ -12,7 +12,10 @@ policy's answer. The learner clicks *A is better*, *tie* or *B is better*. At th
 
 Labels are written to a JSON Lines file after every click, one line per item (the prompt, both answers, which
 side was the policy, the learner's choice and the judge's verdict), so a session can be analysed later or
-pooled over a class. The logic lives in plain methods (``choose``, ``summary``); the buttons only call them,
+pooled over a class. The file is replaced whole (an atomic rename), and a widget built on an existing file
+restores its labels first, so a restarted kernel continues where the learner stopped. The default file,
+`default_labels_path`, lies in ``labels/`` under the working folder (``$SIMPLEPO_LABELS`` to move it), not in
+the cache, which ``make clean-cache`` deletes. The logic lives in plain methods (``choose``, ``summary``); the buttons only call them,
 so tests drive the widget without a browser.
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -31,6 +35,14 @@ from ..runtime.files import write_text_atomic
 
 CHOICES = ("A", "B", "tie")
 VERDICTS = ("policy", "reference", "tie")
+LABELS_ENV = "SIMPLEPO_LABELS"  # a folder for the labels files instead of ./labels
+
+
+def default_labels_path(seed: int) -> Path:
+    """Where notebook 07 keeps a learner's labels: ``labels/labels-seed<seed>.jsonl`` in the working folder
+    (or under ``$SIMPLEPO_LABELS``); outside the cache, so ``make clean-cache`` keeps them."""
+    folder = os.environ.get(LABELS_ENV) or Path.cwd() / "labels"
+    return Path(folder) / f"labels-seed{seed}.jsonl"
 
 
 @dataclass(frozen=True)
@@ -173,7 +185,9 @@ class BlindABEval:
     """The blind A/B widget: one item at a time, three buttons, a summary at the end, labels saved to a file.
 
     ``labels[i]`` is the learner's choice for item i ("A", "B", "tie") or None; ``choose(choice)`` records it for
-    the item on show and moves to the next unlabelled one. Display ``evaluation.widget`` in a notebook.
+    the item on show and moves to the next unlabelled one. Display ``evaluation.widget`` in a notebook. When
+    ``labels_path`` already holds labels for these items they are restored (ValueError if it holds other items',
+    so they are never overwritten).
     """
 
     def __init__(self, items: Sequence[BlindItem], *, labels_path: str | Path | None = None) -> None:
@@ -184,7 +198,10 @@ class BlindABEval:
         self.items = list(items)
         self.labels: list[str | None] = [None] * len(self.items)
         self.labels_path = Path(labels_path) if labels_path is not None else None
-        self.position = 0
+        if self.labels_path is not None and self.labels_path.is_file():
+            self.restore(self.labels_path)
+        pending = [i for i, label in enumerate(self.labels) if label is None]
+        self.position = pending[0] if pending else 0
         self.progress = widgets.Label()
         self.prompt_html = widgets.HTML()
         self.answer_a_html, self.answer_b_html = widgets.HTML(), widgets.HTML()
@@ -207,6 +224,23 @@ class BlindABEval:
         self.widget.add_class("simplepo-blind-ab")  # DOM classes the browser check looks for
         self.progress.add_class("simplepo-blind-ab-progress")
         self.render()
+
+    def restore(self, path: Path) -> None:
+        """Take the labels saved in ``path``; ValueError when a record is not one of this widget's items."""
+        for record in load_labels(path):
+            index = record["item"]
+            if not (isinstance(index, int) and 0 <= index < len(self.items)) or not _same_item(
+                record, self.items[index]
+            ):
+                raise ValueError(
+                    f"{path} holds labels for other items (item {index} differs from this widget's): pass "
+                    "another labels_path, or move that file away to start over"
+                )
+            if record["choice"] not in CHOICES:
+                raise ValueError(
+                    f"{path}: item {index} has the choice {record['choice']!r}, not one of {CHOICES}"
+                )
+            self.labels[index] = record["choice"]
 
     @property
     def item(self) -> BlindItem:
@@ -300,6 +334,12 @@ class BlindABEval:
             f"; your choice here: {current}" if current else ""
         )
         self.result_html.value = f"<b>Done.</b> {html.escape(str(self.summary()))}" if self.done else ""
+
+
+def _same_item(record: Mapping[str, Any], item: BlindItem) -> bool:
+    """True when a saved record shows the same prompt, answers and sides as ``item``."""
+    fields = ("prompt", "answer_a", "answer_b", "policy_side")
+    return all(record.get(name) == getattr(item, name) for name in fields)
 
 
 def load_labels(path: str | Path) -> list[dict[str, Any]]:

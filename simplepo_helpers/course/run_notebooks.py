@@ -10,14 +10,25 @@ from __future__ import annotations
 
 import argparse
 import base64
+import importlib.util
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import nbformat
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+try:  # the notebook extra (nbclient brings nbformat); main() says which extra to add when it is missing
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+except ImportError as missing:
+    _MISSING: ImportError | None = missing
+else:
+    _MISSING = None
+
+NEEDS_EXTRA = (
+    'simplepo-run-notebooks needs the notebook extra (nbclient and the ipykernel kernel): pip install "simplepo-helpers[notebook]"'
+    ' (in a clone: pip install -e ".[notebook]")'
+)
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel name (default: python3)")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per cell (default: 900)")
     args = parser.parse_args(argv)
+    if _MISSING is not None or (args.kernel == "python3" and importlib.util.find_spec("ipykernel") is None):
+        print(NEEDS_EXTRA, file=sys.stderr)
+        return 2
     missing = [str(p) for p in args.notebooks if not p.is_file()]
     if missing:
         parser.error(f"no such notebook: {', '.join(missing)}")

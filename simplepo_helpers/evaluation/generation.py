@@ -7,11 +7,26 @@ every row ends where generation starts, and only the newly generated tokens are 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 Prompt = str | Sequence[dict]
+LONG_WORK = 256  # items (prompts, samples, pairs) from which a progress bar is shown by default
+
+
+def show_progress(progress: bool | None, items: int) -> bool:
+    """``progress`` when given; by default (None) on for ``LONG_WORK`` items or more, off under pytest."""
+    if progress is not None:
+        return progress
+    return items >= LONG_WORK and "PYTEST_CURRENT_TEST" not in os.environ
+
+
+def progress_bar(total: int, progress: bool | None, desc: str) -> tqdm:
+    """A tqdm bar (``tqdm.auto``: a widget in notebooks) that disappears when done, keeping outputs clean."""
+    return tqdm(total=total, desc=desc, disable=not show_progress(progress, total), leave=False)
 
 
 def _as_messages(prompt: Prompt, index: int) -> list[dict]:
@@ -34,8 +49,11 @@ def generate_responses(
     do_sample: bool = True,
     seed: int = 0,
     batch_size: int = 64,
+    progress: bool | None = None,
 ) -> list[str]:
-    """One response per prompt (a user string or a message list), decoded without special tokens."""
+    """One response per prompt (a user string or a message list), decoded without special tokens.
+
+    ``progress``: a progress bar over the prompts (None: only for `LONG_WORK` prompts or more)."""
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError("max_new_tokens and batch_size must be positive")
     if do_sample and temperature <= 0:
@@ -48,6 +66,7 @@ def generate_responses(
     was_training = model.training
     model.eval()
     responses: list[str] = []
+    bar = progress_bar(len(conversations), progress, "generating")
     try:
         for start in range(0, len(conversations), batch_size):
             texts = tokenizer.apply_chat_template(
@@ -71,6 +90,8 @@ def generate_responses(
                 )  # [b, T_prompt + T_new]
             new_tokens = output[:, batch["input_ids"].shape[1] :]  # [b, T_new]
             responses += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            bar.update(new_tokens.shape[0])
     finally:
+        bar.close()
         model.train(was_training)
     return responses

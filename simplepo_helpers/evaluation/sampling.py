@@ -106,20 +106,31 @@ def sample_k(
     max_new_tokens: int,
     judge: Judge | None = None,
     batch_size: int = 256,
+    progress: bool | None = None,
 ) -> Samples:
     """k samples per prompt at temperature 1 (top_p 1), sample j seeded by ``sample_seeds(stream, k)[j]``.
 
     Give each model its own ``stream`` for independent samples; give two models the same ``stream`` for
-    common random numbers (the variance-reduction lesson and ``changed_share``).
+    common random numbers (the variance-reduction lesson and ``changed_share``). ``progress``: a bar over the
+    k x N samples (None: only for ``LONG_WORK`` samples or more).
     """
-    from .generation import generate_responses
+    from .generation import generate_responses, progress_bar
 
-    columns = [
-        generate_responses(
-            model, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size
-        )
-        for seed in sample_seeds(stream, k)
-    ]  # [k][N]
+    columns = []  # [k][N]
+    with progress_bar(k * len(prompts), progress, f"sampling {k} per prompt") as bar:
+        for seed in sample_seeds(stream, k):
+            columns.append(
+                generate_responses(
+                    model,
+                    tokenizer,
+                    prompts,
+                    max_new_tokens=max_new_tokens,
+                    seed=seed,
+                    batch_size=batch_size,
+                    progress=False,
+                )
+            )
+            bar.update(len(prompts))
     return judge_samples(tokenizer, prompts, [list(row) for row in zip(*columns, strict=True)], judge=judge)
 
 

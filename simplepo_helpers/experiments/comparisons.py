@@ -29,7 +29,7 @@ from ..evaluation.generation import generate_responses
 from ..evaluation.metrics import response_lengths
 from ..reference import precompute_reference_logps
 from ..runtime.checkpoint import load_checkpoint
-from ..runtime.files import publish_folder
+from ..runtime.files import check_safe_name, publish_folder
 from ..runtime.fingerprint import code_fingerprint
 from ..runtime.memory import PeakMemory, parameter_bytes
 from ..training import LossConfig, TrainConfig, train
@@ -44,6 +44,9 @@ class RunSpec:
     label: str
     train: TrainConfig
     length_checkpoints: int = 0  # > 0: measure response length at this many evenly spaced steps
+
+    def __post_init__(self) -> None:
+        check_safe_name(self.label, "RunSpec.label")  # it names the run's folder under the cache
 
 
 @dataclass

@@ -50,8 +50,15 @@ SEARCH_GRID = {"learning_rate": (5e-4, 1e-3), "steps_per_round": (60, 120)}
 # What the notebooks assert about each live run (notebook 05: the default SimPO run; notebook 03: one offline
 # SimPO run); tests/test_lesson_checks.py checks that every run of the spread record (every seed, every reference
 # build) passes them. Set below the recorded minimum with a margin, never at a recorded value.
+# "simpo" is keyed by the number of rounds trained live (notebook 05 trains the recipe's first 2 by default, to
+# fit its time budget; every recorded run is evaluated after each round): the worst recorded run at round 2 gains
+# +0.095 on eval and -0.003 on the held-out tasks, at round 3 +0.129 and +0.038, at round 4 +0.169 and +0.060.
 LESSON_CHECKS = {
-    "simpo": {"eval_gain_at_least": 0.12, "heldout_gain_at_least": 0.03},
+    "simpo": {
+        2: {"eval_gain_at_least": 0.06, "heldout_gain_at_least": -0.04},
+        3: {"eval_gain_at_least": 0.09, "heldout_gain_at_least": 0.0},
+        4: {"eval_gain_at_least": 0.12, "heldout_gain_at_least": 0.03},
+    },
     "simpo_offline": {"eval_gain_at_least": 0.0},  # notebooks 03 and 06 (full fine-tuning): it does no harm
     # notebook 06: LoRA does no harm either, and trails full fine-tuning by at most this much; one comparison
     # there samples the two models independently (the record shares a stream per seed), so the allowance is
@@ -313,12 +320,15 @@ def run_gains(records: Sequence[dict], *, kind: str, method: str, split: str, ro
     return [(r, score_gain(r["expected"], base[(r["ref_seed"], split)]["expected"])) for r in chosen]
 
 
-def spread_summary(records: Sequence[dict], method: str, split: str) -> dict[str, Any]:
-    """The spread of ``method``'s default runs on ``split``: per run the gain and its per-seed interval; the
-    two-way (seeds x prompts) interval per reference build; the worst run; the share of intervals above 0."""
+def spread_summary(
+    records: Sequence[dict], method: str, split: str, round_index: int | None = None
+) -> dict[str, Any]:
+    """The spread of ``method``'s default runs on ``split`` after their last round (or ``round_index``): per run
+    the gain and its per-seed interval; the two-way (seeds x prompts) interval per reference build; the worst
+    run; the share of intervals above 0."""
     from ..evaluation.sampling import seed_prompt_gain
 
-    runs = run_gains(records, kind="spread", method=method, split=split)
+    runs = run_gains(records, kind="spread", method=method, split=split, round_index=round_index)
     if not runs:
         raise ValueError(f"no spread records of {method} on {split}")
     base = baselines(records)

@@ -5,9 +5,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def check_safe_name(name: object, what: str) -> str:
+    """``name`` when it is a safe file name (letters, digits, ``.``, ``_``, ``-``; a letter or digit first; at
+    most 100 characters), else ValueError naming ``what``: such names are joined into paths unchecked."""
+    if not isinstance(name, str) or not SAFE_NAME.match(name):
+        raise ValueError(
+            f"{what} {name!r} is not a safe file name: use only letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit (at most 100 characters)"
+        )
+    return name
 
 
 def write_text_atomic(path: Path, text: str) -> None:

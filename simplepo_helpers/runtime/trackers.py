@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .files import check_safe_name
+
 NO_REPORT = ("none", "")
 
 
@@ -76,6 +78,7 @@ class MetricsReporter:
         run_name: str = "simplepo",
         config: Any = None,
     ) -> None:
+        check_safe_name(run_name, "run_name")  # TensorBoard joins it into a path under logging_dir
         self.names = tracker_names(report_to)
         self.logging_dir = Path(logging_dir)
         self.trackers = []

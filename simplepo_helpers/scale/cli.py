@@ -24,12 +24,14 @@ of the model; ``live`` keeps the frozen copy (or, under LoRA, the adapter-free b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,18 @@ import torch
 from ..batching import PreferenceCollator
 from ..reference import precompute_reference_logps
 from ..runtime.batches import PreferenceBatches, collate_examples
-from ..runtime.checkpoint import STATE_NAME, find_latest_checkpoint, read_history, state_file
+from ..runtime.checkpoint import (
+    MODEL_CARD_NAME,
+    STATE_NAME,
+    CheckpointError,
+    check_resume_config,
+    find_latest_checkpoint,
+    list_checkpoints,
+    model_card,
+    read_history,
+    read_summary,
+    state_file,
+)
 from ..runtime.device import DevicePolicy, select_device
 from ..runtime.result import TrainResult
 from ..runtime.trackers import MetricsReporter
@@ -134,7 +147,8 @@ def load_rows(source: str, split: str, n: int | None, tokenizer, train: TrainCon
             table = [ultrafeedback_to_preference(row, index) for index, row in enumerate(table)]
         rows, report = load_preference_dataset(table, **limits)
     if len(rows) == 0:
-        raise ValueError(f"{where}: no valid preference row in {source}:\n{report}")
+        found = "; ".join(report.summary(max_rows=0).splitlines())
+        raise ValueError(f"{where}: no valid preference row in {source} ({found}); check the file's rows")
     if n is not None and len(rows) > n:
         rows = rows.select(range(n))
     return rows, report
@@ -174,12 +188,16 @@ def evaluate(
     batch_size: int,
     accelerator,
     ref_logps=None,
+    progress: bool | None = False,
 ) -> dict:
     """Held-out metrics (TRL names with an ``eval_`` prefix), each a mean over all pairs of ``rows``.
 
     Process r scores rows r, r+N, r+2N, ... in batches of ``batch_size / N``. ``ref_logps``: DPO's
-    precomputed reference log-probs of ``rows`` (instead of ``ref_model``).
+    precomputed reference log-probs of ``rows`` (instead of ``ref_model``). ``progress``: a bar over this
+    process's pairs (None: only for long work).
     """
+    from ..evaluation.generation import progress_bar
+
     rank, world = accelerator.process_index, accelerator.num_processes
     if len(rows) < world:
         raise ConfigError(f"data.eval has {len(rows)} rows, fewer than the {world} processes")
@@ -191,6 +209,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}
+    bar = progress_bar(len(mine), progress, "evaluating")
     try:
         for start in starts:
             indices = mine[start : start + share]
@@ -203,7 +222,9 @@ def evaluate(
                 _, metrics = preference_loss(model, batch, loss_config, ref_model=ref_model, layout="auto")
             for name, value in metrics.items():
                 sums[name] = sums.get(name, 0.0) + value * weight
+            bar.update(weight)
     finally:
+        bar.close()
         model.train(was_training)
     totals = _reduce(accelerator, {**sums, "_pairs": float(len(mine))}, "sum")
     pairs = totals.pop("_pairs")
@@ -211,6 +232,7 @@ def evaluate(
 
 
 REF_KEYS = ("ref_chosen_logps", "ref_rejected_logps")
+REF_CHUNK_BATCHES = 8  # reference batches per progress-bar update
 
 
 def reference_mode(config: RunConfig) -> str:
@@ -229,24 +251,38 @@ def _reference(config: RunConfig, model):
     return copy.deepcopy(model).eval().requires_grad_(False)
 
 
-def shared_reference_logps(model, rows, collator, loss_config, policy, batch_size: int, accelerator) -> dict:
+def shared_reference_logps(
+    model, rows, collator, loss_config, policy, batch_size: int, accelerator, *, progress: bool | None = False
+) -> dict:
     """Reference log-probs of all ``rows`` from ``model`` as it is now: process r scores rows r, r+N, ...
-    (``precompute_reference_logps``), then every process gets the whole ``[len(rows)]`` tensors."""
+    (``precompute_reference_logps``, in chunks of whole batches under a progress bar), then every process
+    gets the whole ``[len(rows)]`` tensors."""
     from accelerate.utils import gather_object
+
+    from ..evaluation.generation import progress_bar
 
     rank, world = accelerator.process_index, accelerator.num_processes
     mine = list(range(rank, len(rows), world))
     share = max(1, batch_size // world)
+    chunk = share * REF_CHUNK_BATCHES  # whole batches: the same batches as in one call
     scored = {key: torch.empty(0) for key in REF_KEYS}
-    if mine:
-        scored = precompute_reference_logps(
-            model,
-            rows.select(mine),
-            collator,
-            share,
-            length_normalize=loss_config.length_normalize,
-            device_policy=policy,
-        )
+    pieces = []
+    with progress_bar(len(mine), progress, "reference log-probs") as bar:
+        for start in range(0, len(mine), chunk):
+            part = mine[start : start + chunk]
+            pieces.append(
+                precompute_reference_logps(
+                    model,
+                    rows.select(part),
+                    collator,
+                    share,
+                    length_normalize=loss_config.length_normalize,
+                    device_policy=policy,
+                )
+            )
+            bar.update(len(part))
+    if pieces:
+        scored = {key: torch.cat([piece[key] for piece in pieces]) for key in REF_KEYS}
     parts = [(mine, {key: scored[key].tolist() for key in REF_KEYS})]
     if world > 1:
         parts = gather_object(parts)
@@ -286,16 +322,21 @@ def _accelerator():
 
 def _resume_checkpoint(config: RunConfig) -> Path | None:
     output_dir = Path(config.train.output_dir)
+    existing = list_checkpoints(output_dir)
     if config.resume is None:
-        existing = find_latest_checkpoint(output_dir)
-        if existing is not None:
+        if existing:
             raise ConfigError(
-                f"train.output_dir={output_dir} already holds {existing.name}: set resume=latest to continue "
+                f"train.output_dir={output_dir} already holds {existing[0].name}: set resume=latest to continue "
                 "that run, or choose a new output_dir"
             )
         return None
     if config.resume == "latest":
         latest = find_latest_checkpoint(output_dir)
+        if latest is None and existing:
+            raise CheckpointError(
+                f"resume=latest but no checkpoint in {output_dir} is complete; delete the damaged folders "
+                "to start over"
+            )
         if latest is None:
             raise ConfigError(f"resume=latest but {output_dir} holds no checkpoint-<step> folder")
         return latest
@@ -364,11 +405,24 @@ class _StepHook:
             _print_step(row, train_cfg.max_steps)
 
 
-def run_training(config: RunConfig, *, progress: bool = True) -> TrainResult:
+def _check_resume(config: RunConfig, checkpoint: Path | None, allow: bool) -> None:
+    """Refuse a checkpoint whose config differs from ``config`` before any model is loaded (``train``
+    checks again, with the data, before it loads any state)."""
+    if checkpoint is not None and not allow:
+        summary = read_summary(checkpoint)
+        check_resume_config(
+            checkpoint, summary, config.train, {"run_config": config_to_dict(config)}, allow=False
+        )
+
+
+def run_training(
+    config: RunConfig, *, progress: bool = True, allow_config_change: bool = False
+) -> TrainResult:
     """Run ``config`` on the processes accelerate started (one when launched with plain ``python``).
 
     Sets up what ``train`` does not (processes, model, data, reference, DDP wrapper), then calls ``train``
-    with a per-process batch source and ``_StepHook``; saves the final model and tokenizer.
+    with a per-process batch source and ``_StepHook``; saves the final model, tokenizer and model card.
+    ``allow_config_change``: resume even when the checkpoint's config differs (a warning names the fields).
     """
     from transformers import set_seed
 
@@ -378,6 +432,7 @@ def run_training(config: RunConfig, *, progress: bool = True) -> TrainResult:
     train_cfg, loss_cfg = config.train, config.loss
     output_dir = Path(train_cfg.output_dir)
     resume_from = _resume_checkpoint(config)
+    _check_resume(config, resume_from, allow_config_change)
     policy = resolve_policy(config.model.precision, accelerator.device)
     say(f"[simplepo] {world} process(es) | {policy.describe()}")
     if train_cfg.batch_size % world:
@@ -396,7 +451,14 @@ def run_training(config: RunConfig, *, progress: bool = True) -> TrainResult:
     if reference_mode(config) == "precomputed":  # the starting model (LoRA: B = 0, the base) is the reference
         for what in rows:
             ref_logps[what] = shared_reference_logps(
-                model, rows[what], collator, loss_cfg, policy, train_cfg.batch_size, accelerator
+                model,
+                rows[what],
+                collator,
+                loss_cfg,
+                policy,
+                train_cfg.batch_size,
+                accelerator,
+                progress=None if (progress and main) else False,
             )
         say(f"[simplepo] reference log-probs precomputed for {', '.join(rows)} (no reference model kept)")
     batches = PreferenceBatches(
@@ -434,6 +496,7 @@ def run_training(config: RunConfig, *, progress: bool = True) -> TrainResult:
                 batch_size=train_cfg.batch_size,
                 accelerator=accelerator,
                 ref_logps=ref_logps.get("eval"),
+                progress=None if (progress and main) else False,
             )
 
     if fsdp_requested() and world > 1:
@@ -469,11 +532,12 @@ def run_training(config: RunConfig, *, progress: bool = True) -> TrainResult:
                 "num_processes": world,
                 "reference": reference_mode(config),
                 "run_config": config_to_dict(config),
+                **({"allow_config_change": True} if allow_config_change else {}),
             },
         )
     finally:
         reporter.close()
-    _export(config, unwrapped, tokenizer, output_dir / FINAL_DIR, accelerator)
+    _export(config, unwrapped, tokenizer, output_dir / FINAL_DIR, accelerator, result.history)
     say(
         f"[simplepo] done: checkpoints {result.checkpoints}, metrics {output_dir / METRICS_FILE}, "
         f"model {output_dir / FINAL_DIR}"
@@ -481,8 +545,9 @@ def run_training(config: RunConfig, *, progress: bool = True) -> TrainResult:
     return result
 
 
-def _export(config: RunConfig, model, tokenizer, directory: Path, accelerator) -> None:
-    """Save the final model and tokenizer (LoRA: the adapter, or a merged plain model with merge_at_end)."""
+def _export(config: RunConfig, model, tokenizer, directory: Path, accelerator, history: list[dict]) -> None:
+    """Save the final model, tokenizer and model card (LoRA: the adapter, or a merged plain model with
+    merge_at_end)."""
     state_dict = None
     if fsdp_requested() and accelerator.num_processes > 1:  # gather the shards: every process takes part
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
@@ -495,6 +560,18 @@ def _export(config: RunConfig, model, tokenizer, directory: Path, accelerator) -
             model = model.merge_and_unload()  # folds the adapters into the base weights, in place
         model.save_pretrained(directory, **({} if state_dict is None else {"state_dict": state_dict}))
         tokenizer.save_pretrained(directory)
+        step = int(history[-1]["step"]) if history else 0
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        adapter = config.lora.enabled and not config.lora.merge_at_end
+        card = model_card(
+            config_to_dict(config),
+            history,
+            step,
+            config.model.name_or_path,
+            model_type=model_type,
+            library_name="peft" if adapter else "transformers",
+        )
+        (directory / MODEL_CARD_NAME).write_text(card)  # over PEFT's
     accelerator.wait_for_everyone()
 
 
@@ -510,25 +587,83 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", metavar="section.field=value", help="overrides, parsed as YAML"
     )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress output (transformers' and datasets' bars too)"
+    )
+    parser.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="resume even when the checkpoint's config differs from this one (the fields are named)",
+    )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a run-time error")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv``, run the training; 2 on a config error (message on stderr), 0 on success."""
-    args = build_parser().parse_args(argv)
+    """Parse ``argv``, run the training; 0 on success, 2 on a config error (``config error: ...`` on stderr),
+    1 on a run-time error (one ``error: ...`` line; the traceback with ``--debug``)."""
+    args = build_parser().parse_intermixed_args(argv)
     try:
         config = load_config(args.config, args.overrides)
         if args.print_config:
             print(json.dumps(config_to_dict(config), indent=1))
             return 0
-        run_training(config, progress=not args.quiet)
+        with _quiet_libraries() if args.quiet else contextlib.nullcontext():
+            run_training(config, progress=not args.quiet, allow_config_change=args.allow_config_change)
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        if args.debug:
+            raise
+        print(f"error: {error_line(error)}", file=sys.stderr)
+        return 1
     finally:
         _end_processes()
     return 0
+
+
+def error_line(error: BaseException) -> str:
+    """An exception as one line: its message's first line (the type too when not the kit's own kind)."""
+    lines = str(error).strip().splitlines() or [""]
+    text = lines[0] + (" (more with --debug)" if len(lines) > 1 else "")
+    if isinstance(error, (ValueError, RuntimeError, OSError)) and lines[0]:
+        return text
+    return f"{type(error).__name__}: {text}".rstrip(": ")
+
+
+@contextlib.contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    """transformers', datasets' and the Hub client's progress bars, logging and warnings off, then restored."""
+    import datasets
+    import huggingface_hub.utils as hub_utils
+    import transformers.utils.logging as hf_logging
+
+    saved = (
+        hf_logging.get_verbosity(),
+        hf_logging.is_progress_bar_enabled(),
+        datasets.utils.logging.get_verbosity(),
+        datasets.is_progress_bar_enabled(),
+        hub_utils.are_progress_bars_disabled(),
+    )
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    datasets.utils.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    hub_utils.disable_progress_bars()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        hf_logging.set_verbosity(saved[0])
+        if saved[1]:
+            hf_logging.enable_progress_bar()
+        datasets.utils.logging.set_verbosity(saved[2])
+        if saved[3]:
+            datasets.enable_progress_bars()
+        if not saved[4]:
+            hub_utils.enable_progress_bars()
 
 
 def _end_processes() -> None:

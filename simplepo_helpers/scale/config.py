@@ -110,8 +110,10 @@ class LogOptions:
     run_name: str = "simplepo"
 
     def __post_init__(self) -> None:
+        from ..runtime.files import check_safe_name
         from ..runtime.trackers import tracker_names
 
+        check_safe_name(self.run_name, "run_name")  # it names a folder under <train.output_dir>/runs
         tracker_names(self.report_to)  # an unknown or uninstalled tracker fails here, before any work
 
 
