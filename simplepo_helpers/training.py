@@ -33,13 +33,11 @@ if TYPE_CHECKING:
     from datasets import Dataset
     from transformers import PreTrainedTokenizerBase
 
-# The library's defaults, stated once. SimPO: beta 2.0, gamma 1.0, the paper's Llama-3-8B Base setting (beta in
-# its 2-10 range); DPO and R-DPO: TRL's DPO default; ORPO: its lambda, TRL's ORPOConfig default; "sft" (no
-# preference term, a baseline) has no beta and no gamma.
+# The library's defaults, stated once. SimPO: the paper's Llama-3-8B Base setting; DPO, R-DPO: TRL's DPO default;
+# ORPO: its lambda, TRL's ORPOConfig default; "sft" (no preference term, a baseline) has no beta and no gamma.
 DEFAULT_BETA = {"simpo": 2.0, "dpo": 0.1, "sft": 1.0, "orpo": 0.1, "rdpo": 0.1}
 DEFAULT_GAMMA = {"simpo": 1.0, "dpo": 0.0, "sft": 0.0, "orpo": 0.0, "rdpo": 0.0}
-# the losses whose reward is a log-ratio to the reference (they read reference log-probs)
-REFERENCE_LOSSES = ("dpo", "rdpo")
+REFERENCE_LOSSES = ("dpo", "rdpo")  # their reward is a log-ratio to the reference (they read its log-probs)
 
 
 @dataclass

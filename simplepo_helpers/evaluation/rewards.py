@@ -47,12 +47,10 @@ class RewardReport:
 def _pair_logps(
     model, examples, collator, batch_size: int, length_normalize: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    from ..reference import precompute_reference_logps  # any model's log-probs of every pair, no grad
+    from ..reference import pair_logps
 
-    logps = precompute_reference_logps(
-        model, examples, collator, batch_size, length_normalize=length_normalize
-    )
-    return logps["ref_chosen_logps"].double(), logps["ref_rejected_logps"].double()
+    chosen, rejected = pair_logps(model, examples, collator, batch_size, length_normalize=length_normalize)
+    return chosen.double(), rejected.double()  # [N] each
 
 
 def preference_rewards(
