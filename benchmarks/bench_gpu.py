@@ -102,7 +102,7 @@ def notebook03(kind: str, policy: Any, steps: int, smoke: bool) -> dict[str, Any
 
         from simplepo_helpers.scale.profiles import load_standin_profile
 
-        setup = load_standin_profile(kind, policy=policy, reason="bench_gpu")
+        setup = load_standin_profile(kind, device_policy=policy, reason="bench_gpu")
         model, tokenizer, rows = setup.model, setup.tokenizer, setup.train_rows
         limits = {"max_length": setup.max_length, "max_prompt_length": setup.max_prompt_length}
         how = "load_profile('gpu') on stand-ins (the gpu profile's loaders)"

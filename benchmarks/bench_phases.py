@@ -44,7 +44,7 @@ def measure_phases(shape: str, *, reps: int, threads: int, size: DataSize | None
         batch = batches[k % len(batches)]
 
         def forward(batch=batch):
-            out = concatenated_forward(model, batch, average=True)
+            out = concatenated_forward(model, batch, length_normalize=True)
             return loss_config.pairwise_loss(out["chosen_logps"], out["rejected_logps"])[0].mean()
 
         loss, forward_s = timed(forward, device)
@@ -58,7 +58,7 @@ def measure_phases(shape: str, *, reps: int, threads: int, size: DataSize | None
         _, update_s = timed(update, device)
         with torch.no_grad():
             _, reference_s = timed(
-                lambda batch=batch: concatenated_forward(reference, batch, average=False), device
+                lambda batch=batch: concatenated_forward(reference, batch, length_normalize=False), device
             )
         if k:
             for name, seconds in zip(phases, (forward_s, backward_s, update_s, reference_s), strict=True):

@@ -96,7 +96,7 @@ def _kit_row(name: str, workload: Workload, settings: Settings) -> PreparedRow:
     ref_model = copy.deepcopy(model).eval() if name == "kit_dpo" else None
     if name == "kit_dpo_precomputed_ref":  # reference = the initial policy; no second model is kept
         for rows, batch in zip(token_rows, batches, strict=True):
-            ref = precompute_reference_logps(model, rows, collator, len(rows), policy=policy)
+            ref = precompute_reference_logps(model, rows, collator, len(rows), device_policy=policy)
             batch.update(
                 ref_chosen_logps=ref["ref_chosen_logps"], ref_rejected_logps=ref["ref_rejected_logps"]
             )
@@ -122,7 +122,7 @@ def _kit_row(name: str, workload: Workload, settings: Settings) -> PreparedRow:
             config.loss,
             ref_model=ref_model,
             max_grad_norm=config.max_grad_norm,
-            policy=policy,
+            device_policy=policy,
             step=k,
             layout="auto",  # as train() runs it
         )

@@ -5,8 +5,8 @@ The top level is the core a learner reads, in this order: ``rows`` (the two row 
 (log-softmax and gather), ``losses`` and ``training`` (the one training loop; ``reference`` precomputes DPO's
 reference log-probs). Every speed trick (the packed, prefix-shared layout train() uses where tested, the
 fused LM head) lives behind one door in ``fast``, proven equal to the plain path by the tests.
-The rest lives in subpackages named for their job: ``runtime`` (device, checkpoints, optimizer, batch order,
-memory), ``world`` (the self-made preference world), ``evaluation`` (measuring; it never trains),
+The rest lives in subpackages named for their job: ``inputs`` (JSONL reading, TRL's implicit prompt, the
+validation report), ``runtime`` (device, checkpoints, optimizer, batch order, memory), ``world`` (the self-made preference world), ``evaluation`` (measuring; it never trains),
 ``experiments`` (the runs that train and record: sweeps, the spread, the default run), ``scale`` (entry
 point, configs, LoRA, Hub models and the cpu/gpu profiles the lessons load) and ``course`` (exercise checks,
 widgets, the notebook runner).
@@ -36,9 +36,9 @@ _EXPORTS: dict[str, str] = {
     "row_format": "rows",
     "load_preference_dataset": "data",
     "validate_preferences": "data",
-    "ValidationReport": "data",
-    "PreferenceDataError": "data",
-    "read_jsonl": "data",
+    "ValidationReport": "inputs.report",
+    "PreferenceDataError": "inputs.report",
+    "read_jsonl": "inputs.jsonl",
     # tokenisation and batching
     "tokenize_preference": "batching",
     "PreferenceCollator": "batching",
@@ -71,14 +71,14 @@ _EXPORTS: dict[str, str] = {
     "load_reference_model": "world.reference",
     # evaluation
     "generate_responses": "evaluation.generation",
-    "win_rate": "evaluation.metrics",
-    "wilson_interval": "evaluation.metrics",
-    "lc_win_rate": "evaluation.metrics",
-    "preference_rewards": "evaluation.metrics",
-    "response_lengths": "evaluation.metrics",
-    "repetition_rate": "evaluation.metrics",
-    "judge_responses": "evaluation.metrics",
-    "family_breakdown": "evaluation.metrics",
+    "win_rate": "evaluation.winrates",
+    "wilson_interval": "evaluation.winrates",
+    "lc_win_rate": "evaluation.winrates",
+    "preference_rewards": "evaluation.rewards",
+    "response_lengths": "evaluation.judging",
+    "repetition_rate": "evaluation.judging",
+    "judge_responses": "evaluation.judging",
+    "family_breakdown": "evaluation.judging",
     "generate_and_judge": "evaluation.metrics",
     "evaluate_policy": "evaluation.metrics",
     "RunSpec": "experiments.comparisons",
@@ -129,30 +129,16 @@ if TYPE_CHECKING:  # generated from _EXPORTS; tests/test_packaging.py checks tha
     from .course.human_eval import BlindABEval, cohen_kappa
     from .course.tokens import decode_masked, explain_tokens
     from .course.widgets import GenerationBrowser, LossExplorer, PairBrowser
-    from .data import (
-        PreferenceDataError,
-        ValidationReport,
-        load_preference_dataset,
-        read_jsonl,
-        validate_preferences,
-    )
+    from .data import load_preference_dataset, validate_preferences
     from .evaluation.generation import generate_responses
-    from .evaluation.metrics import (
-        evaluate_policy,
-        family_breakdown,
-        generate_and_judge,
-        judge_responses,
-        lc_win_rate,
-        preference_rewards,
-        repetition_rate,
-        response_lengths,
-        wilson_interval,
-        win_rate,
-    )
+    from .evaluation.judging import family_breakdown, judge_responses, repetition_rate, response_lengths
+    from .evaluation.metrics import evaluate_policy, generate_and_judge
     from .evaluation.probes import probe_table, style_probabilities
     from .evaluation.results import repo_root, summarize_seeds
     from .evaluation.reward_model import RewardModelJudge
+    from .evaluation.rewards import preference_rewards
     from .evaluation.sampling import sample_k, score_gain, seed_prompt_gain
+    from .evaluation.winrates import lc_win_rate, wilson_interval, win_rate
     from .experiments.comparisons import (
         RunSpec,
         comparison_specs,
@@ -164,6 +150,8 @@ if TYPE_CHECKING:  # generated from _EXPORTS; tests/test_packaging.py checks tha
     )
     from .experiments.rounds import RECIPES, Recipe, default_run, default_runs
     from .fast import describe_layout, pack_preference_batch
+    from .inputs.jsonl import read_jsonl
+    from .inputs.report import PreferenceDataError, ValidationReport
     from .logps import sequence_logps, token_logps
     from .losses import dpo_loss, kl_penalty, sft_nll_loss, simpo_loss
     from .reference import precompute_reference_logps

@@ -1,33 +1,12 @@
 """Preference examples -> token ids, labels and one stacked ``[2B, T]`` batch.
 
-Rules (see also docs/architecture.md):
-
-- **Formats.** Standard rows (``prompt``/``chosen``/``rejected`` strings) are tokenised as plain text;
-  conversational rows go through ``tokenizer.apply_chat_template``: the prompt with
-  ``add_generation_prompt=True`` (so the assistant header belongs to the prompt, as in TRL), prompt+response
-  as a whole conversation. Rows are checked first with ``data.row_problem``.
-- **Exact split.** The prompt tokens are the tokens of the prompt text alone. When the tokens of
-  prompt+response start with them, the response tokens are the rest; when BPE merges characters across the
-  boundary they do not, and the response text is then tokenised on its own and appended. Either way the
-  prompt part decodes to the prompt and the response part to the response. (TRL instead cuts at the common
-  prefix, which drops the prompt's last token from the training sequence.)
-- **BOS.** Standard rows get the BOS only if the tokenizer itself adds one (its post-processor); chat rows
-  get what the template writes and nothing more (as ``apply_chat_template`` does). A doubled leading BOS is
-  reduced to one. A tokenizer without BOS (e.g. SmolLM2) gets none.
-- **EOS.** Every response ends with exactly one ``eos_token_id``, which is labelled (the model learns to
-  stop). When the chat template already closes the turn with the eos token, nothing is added and what the
-  template writes after it (ChatML's ``"\\n"``) is dropped: the model stops at EOS and never produces it.
-  TRL keeps that newline as a completion token (with ChatML templates the only difference from TRL's
-  tokenisation besides the boundary-merge case above).
-  An eos token inside the response text is an error.
-- **Truncation** (``max_prompt_length``, then ``max_length`` for prompt+response): the prompt is cut from
-  the left (its end, with the assistant header, is kept; a leading BOS stays), down to the BOS plus one
-  token; only then are both responses cut from the right to fit. A cut response loses its EOS (the model is
-  not taught to stop mid-answer). A row that cannot keep one response token raises ValueError.
-  ``validate_preferences(..., max_length=...)`` rejects rows whose responses would be cut at all.
-- **Batch.** Rows ``0..B-1`` chosen, ``B..2B-1`` rejected, right-padded with ``pad_token_id`` (the eos id
-  when the tokenizer has no pad token); ``labels`` are ``input_ids`` on response tokens and -100 elsewhere,
-  not shifted.
+Standard rows are tokenised as plain text, conversational rows through the chat template (the assistant
+header belongs to the prompt, as in TRL). The prompt tokens are the prompt text's own; the response tokens
+are the rest of prompt+response, or the response text alone where BPE merges across the boundary. Every
+response ends with exactly one labelled EOS (a template's tail after it is dropped). Truncation cuts the
+prompt from the left (its BOS kept), then the responses from the right. Rows ``0..B-1`` are chosen,
+``B..2B-1`` rejected; labels equal ``input_ids`` on response tokens, -100 elsewhere, not shifted. The
+rules in full: docs/architecture.md ("Tokenisation").
 """
 
 from __future__ import annotations
@@ -96,10 +75,8 @@ def tokenize_preference(
     max_length: int | None = None,
     max_prompt_length: int | None = None,
 ) -> dict[str, list[int]]:
-    """One preference row -> ``{"prompt_ids", "chosen_ids", "rejected_ids"}`` (responses end with EOS).
-
-    Raises ValueError with the reason for a row that cannot be tokenised (see the module docstring).
-    """
+    """One preference row -> ``{"prompt_ids", "chosen_ids", "rejected_ids"}`` (responses end with EOS), cut
+    to the limits by :func:`truncate_preference`. Raises ValueError with the reason for a bad row."""
     problem = row_problem(example)
     if problem is not None:
         raise ValueError(f"{problem[0]}: {problem[1]}")
@@ -127,12 +104,8 @@ def tokenize_preference(
         "chosen_ids": chosen_ids,
         "rejected_ids": rejected_ids,
     }
-    return truncate_preference(
-        tokens,
-        max_length=max_length,
-        max_prompt_length=max_prompt_length,
-        bos_token_id=tokenizer.bos_token_id,
-    )
+    limits = {"max_length": max_length, "max_prompt_length": max_prompt_length}
+    return truncate_preference(tokens, bos_token_id=tokenizer.bos_token_id, **limits)
 
 
 def _keep_prompt_end(prompt_ids: list[int], n: int, bos: int | None) -> list[int]:
@@ -151,8 +124,8 @@ def truncate_preference(
     max_prompt_length: int | None = None,
     bos_token_id: int | None = None,
 ) -> dict[str, list[int]]:
-    """Cut the prompt (keep its end and BOS), then the responses' ends, so prompt+response <= max_length."""
-    check_limits(max_length=max_length, max_prompt_length=max_prompt_length)
+    """Cut the prompt (keep its end and BOS), then the responses' ends, so prompt+response <= max_length (the
+    limits are checked where they enter: ``PreferenceCollator``)."""
     prompt, chosen, rejected = (list(tokens[key]) for key in TOKEN_KEYS)
     has_bos = bos_token_id is not None and prompt[:1] == [bos_token_id]
     min_prompt = min(len(prompt), 1 + has_bos)  # the BOS and the prompt's last token
@@ -176,18 +149,15 @@ def truncate_preference(
     return {"prompt_ids": prompt, "chosen_ids": chosen, "rejected_ids": rejected}
 
 
-def _check_tokens(tokens: Mapping[str, Any]) -> None:
-    """Refuse pre-tokenised rows with missing keys, non-integer ids or an empty part."""
-    for key in TOKEN_KEYS:
-        ids = tokens.get(key)
-        if not isinstance(ids, Sequence) or not all(isinstance(i, int) for i in ids):
-            raise ValueError(f"{key!r} must be a list of token ids")
-        if not ids:
-            raise ValueError(f"{key!r} is empty")
+class PreferenceBatch(dict):
+    """A collated batch: ``input_ids``, ``attention_mask``, ``labels`` ``[2B, T]``, and ``rows``, the token id
+    lists it was padded from (the fast path packs from them). A copy (``{**batch}``) is a plain dict."""
+
+    rows: list[dict[str, list[int]]]
 
 
 class PreferenceCollator:
-    """Raw rows or ``tokenize_preference`` dicts -> ``input_ids``, ``attention_mask``, ``labels`` ``[2B, T]``."""
+    """Rows, raw or carrying their token ids (kept by ``load_preference_dataset``) -> a :class:`PreferenceBatch`."""
 
     def __init__(
         self,
@@ -205,24 +175,32 @@ class PreferenceCollator:
         )
         self.tokenizer = tokenizer
         self.pad_token_id = pad
-        self.max_length = max_length
-        self.max_prompt_length = max_prompt_length
+        self.limits = {"max_length": max_length, "max_prompt_length": max_prompt_length}
         self.pad_to_multiple_of = pad_to_multiple_of
 
-    def _tokens(self, example: Mapping[str, Any]) -> dict[str, list[int]]:
-        limits = {"max_length": self.max_length, "max_prompt_length": self.max_prompt_length}
+    def tokenize(self, example: Mapping[str, Any]) -> dict[str, list[int]]:
+        """The row's token ids, uncut: those it carries (checked), else tokenised from its text."""
         if "prompt_ids" not in example:
-            return tokenize_preference(example, self.tokenizer, **limits)
-        _check_tokens(example)
-        return truncate_preference(example, bos_token_id=self.tokenizer.bos_token_id, **limits)
+            return tokenize_preference(example, self.tokenizer)
+        for key in TOKEN_KEYS:
+            ids = example.get(key)
+            if not isinstance(ids, Sequence) or not all(isinstance(i, int) for i in ids):
+                raise ValueError(f"{key!r} must be a list of token ids")
+            if not ids:
+                raise ValueError(f"{key!r} is empty")
+        return {key: list(example[key]) for key in TOKEN_KEYS}
 
-    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+    def truncate(self, tokens: Mapping[str, list[int]]) -> dict[str, list[int]]:
+        """``tokens`` cut to this collator's limits."""
+        return truncate_preference(tokens, bos_token_id=self.tokenizer.bos_token_id, **self.limits)
+
+    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> PreferenceBatch:
         if not examples:
             raise ValueError("cannot collate an empty list of examples")
         rows = []
         for index, example in enumerate(examples):
             try:
-                rows.append(self._tokens(example))
+                rows.append(self.truncate(self.tokenize(example)))
             except ValueError as error:
                 raise ValueError(f"batch example {index}: {error}") from error
         sequences = [(row["prompt_ids"], row[key]) for key in ("chosen_ids", "rejected_ids") for row in rows]
@@ -237,7 +215,9 @@ class PreferenceCollator:
             input_ids[row, :n_total] = torch.tensor(prompt + response)
             labels[row, n_prompt:n_total] = torch.tensor(response)
             attention_mask[row, :n_total] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        batch = PreferenceBatch(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+        batch.rows = rows
+        return batch
 
 
 def check_preference_batch(batch: Mapping[str, torch.Tensor]) -> int:

@@ -1,12 +1,9 @@
 """Log-probabilities of the response tokens under a causal LM: log-softmax, then pick each label's entry.
 
-Convention (see docs/architecture.md): ``labels`` are *not* shifted; they equal ``input_ids`` on response
-tokens and hold ``IGNORE_INDEX`` on prompt and padding. The logits at position t predict the label at t+1,
-so ``labels[:, 0]`` is never scored.
-
-``log_softmax(logits)[label]`` is computed as ``logits[label] - logsumexp(logits)``: the same number, without
-a second ``[B, T, V]`` tensor. A chunked version with a hand-written backward (less memory at a large
-vocabulary) lives behind the ``fast`` door (``fast/fused.py``) and is tested equal to this one.
+``labels`` are *not* shifted: ``input_ids`` on response tokens, ``IGNORE_INDEX`` on prompt and padding; the
+logits at t predict the label at t+1. ``log_softmax(logits)[label]`` is computed as ``logits[label] -
+logsumexp(logits)``: the same number without a second ``[B, T, V]`` tensor. The chunked version with a
+hand-written backward lives behind the ``fast`` door (``fast/fused.py``), tested equal to this one.
 """
 
 from __future__ import annotations
@@ -79,15 +76,9 @@ def require_response_tokens(mask: torch.Tensor, *, ignore_index: int = IGNORE_IN
 def token_logps(
     logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = IGNORE_INDEX
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log-probs of the labels after the causal shift.
-
-    Args:
-        logits: ``[B, T, V]``; position t predicts ``labels[:, t + 1]``.
-        labels: ``[B, T]`` token ids, ``ignore_index`` on prompt and padding.
-
-    Returns:
-        ``(logps [B, T-1] with 0 where masked, mask [B, T-1] bool)``, logps in at least float32.
-    """
+    """Per-token log-probs of the labels after the causal shift: logits ``[B, T, V]`` (position t predicts
+    ``labels[:, t + 1]``), labels ``[B, T]`` -> ``(logps [B, T-1], 0 where masked, at least float32;
+    mask [B, T-1] bool)``."""
     targets, mask = shifted_targets(logits, labels, ignore_index=ignore_index)  # [B, T-1] x2
     scores = logits[:, :-1].to(compute_dtype_for(logits))  # [B, T-1, V]; a copy only when upcasting
     picked = scores.gather(-1, targets.masked_fill(~mask, 0).unsqueeze(-1)).squeeze(-1)  # [B, T-1]
@@ -96,22 +87,12 @@ def token_logps(
 
 
 def sequence_logps(
-    logits: torch.Tensor, labels: torch.Tensor, *, average: bool, ignore_index: int = IGNORE_INDEX
+    logits: torch.Tensor, labels: torch.Tensor, *, length_normalize: bool, ignore_index: int = IGNORE_INDEX
 ) -> torch.Tensor:
-    """Log-probability of each row's response tokens: sum (DPO) or per-token mean (SimPO).
-
-    Args:
-        logits: ``[B, T, V]`` causal-LM logits (position t predicts ``labels[:, t + 1]``).
-        labels: ``[B, T]``, ``ignore_index`` on prompt and padding, unshifted.
-        average: True -> mean over the response tokens, False -> sum.
-
-    Returns:
-        ``[B]`` in the logits' float dtype, at least float32.
-
-    Raises:
-        ValueError: a row has no response token (names the row), or shapes / label ids are invalid.
-    """
+    """Log-probability of each row's response tokens [B]: the sum (DPO) or, ``length_normalize``, the
+    per-token mean (SimPO); logits ``[B, T, V]``, labels ``[B, T]`` unshifted. Float32 at least; raises
+    naming a row without response tokens, or on bad shapes and label ids."""
     per_token, mask = token_logps(logits, labels, ignore_index=ignore_index)  # [B, T-1] x2
     counts = require_response_tokens(mask, ignore_index=ignore_index)  # [B]
     summed = per_token.sum(dim=-1)  # [B]
-    return summed / counts if average else summed
+    return summed / counts if length_normalize else summed

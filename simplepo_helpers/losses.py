@@ -1,10 +1,9 @@
-"""SimPO and DPO losses, their relatives (cDPO and IPO inside ``dpo_loss``, R-DPO, ORPO's odds-ratio term), and
-two optional regularisers (an SFT/NLL term and a KL penalty to the reference).
+"""SimPO and DPO losses, their relatives (cDPO and IPO in ``dpo_loss``, R-DPO, ORPO's odds-ratio term), and two
+optional regularisers (the NLL term and a KL penalty to the reference).
 
-All pairwise losses return ``(losses [B], chosen_rewards [B], rejected_rewards [B])``: per-example losses
-(take ``.mean()`` for the batch loss) and beta-scaled, detached rewards as logged under ``rewards/chosen``
-and ``rewards/rejected``. They use ``F.logsigmoid`` / ``relu``, so huge margins give finite losses and
-gradients.
+Pairwise losses return ``(losses [B], chosen_rewards [B], rejected_rewards [B])``: per-example losses and
+beta-scaled, detached rewards (logged as ``rewards/chosen``, ``rewards/rejected``); ``F.logsigmoid`` keeps
+huge margins finite.
 """
 
 from __future__ import annotations
@@ -71,11 +70,8 @@ def simpo_loss(
     z = beta * (avg_w - avg_l) - gamma;
     "sigmoid": -(1-ls) log sigma(z) - ls log sigma(-z);  "hinge": relu(1 - z).
 
-    ``gamma`` is the paper's **absolute** target margin, the same number as TRL's ``simpo_gamma``. The
-    authors' repository uses ``gamma_beta_ratio = gamma / beta`` instead: their beta=2.5,
-    gamma_beta_ratio=0.55 is ``simpo_loss(..., beta=2.5, gamma=1.375)`` here.
-
-    Returns ``(losses, chosen_rewards, rejected_rewards)``, each [B]; rewards are ``beta * avg``, detached.
+    ``gamma`` is the paper's **absolute** target margin (TRL's ``simpo_gamma``); the authors' beta=2.5,
+    ``gamma_beta_ratio=0.55`` is ``gamma=1.375`` here. Rewards: ``beta * avg``.
     """
     _check_pair(chosen_logps=chosen_logps, rejected_logps=rejected_logps)
     _check_options(beta, label_smoothing, loss_type, SIMPO_LOSS_TYPES)
@@ -101,12 +97,8 @@ def dpo_loss(
     "sigmoid"; TRL 1.16 DPOTrainer's "sigmoid" ignores label_smoothing, so compare with it at ls=0);
     "hinge": relu(1 - beta h) (SLiC, as TRL);  "ipo": (h - 1/(2 beta))^2 (IPO Eq. 17, as TRL).
 
-    IPO: TRL 1.16 divides each log-ratio by its completion length, i.e. uses per-token **averages**. To match
-    it, pass ``sequence_logps(..., average=True)`` for policy and reference; this function uses what it is
-    given.
-
-    Returns ``(losses, chosen_rewards, rejected_rewards)``, each [B]; rewards ``beta * (policy - ref)``,
-    detached.
+    IPO: TRL 1.16 uses per-token **averages**; to match it pass ``length_normalize=True`` log-probs.
+    Rewards: ``beta * (policy - ref)``.
     """
     _check_pair(
         policy_chosen_logps=policy_chosen_logps,
@@ -144,9 +136,7 @@ def rdpo_loss(
     The objective max E[r(x, y) - alpha |y|] - beta KL gives the implicit reward beta * log-ratio + alpha |y|,
     so the length difference enters the logit with a plus sign: the part of a preference that length explains
     is credited to length, not pushed into the policy (the SimPO paper's Table 3 writes the same loss).
-    ``chosen_lengths`` / ``rejected_lengths`` [B] are response token counts. alpha = 0 is DPO.
-
-    Returns ``(losses, chosen_rewards, rejected_rewards)``, each [B]; rewards ``beta * (policy - ref)`` as DPO's.
+    ``chosen_lengths`` / ``rejected_lengths`` [B] are response token counts. alpha = 0 is DPO; rewards as DPO's.
     """
     _check_pair(
         policy_chosen_logps=policy_chosen_logps,
@@ -179,9 +169,7 @@ def orpo_odds_ratio_loss(
     With p = exp(avg) the geometric-mean token probability of a response, odds(y) = p / (1 - p) and
     log odds(y) = avg - log(1 - exp(avg)). The term is -beta * log sigma(log odds(y_w) - log odds(y_l)); beta is
     the paper's lambda (TRL's ``ORPOConfig.beta``). ORPO's full loss adds the chosen responses' NLL (the SFT
-    term, weight 1): ``LossConfig("orpo")`` does that. No reference model, like SimPO.
-
-    Returns ``(losses, chosen_rewards, rejected_rewards)``, each [B]; rewards ``beta * avg``, detached (as TRL).
+    term, weight 1): ``LossConfig("orpo")`` does that. No reference model, like SimPO. Rewards: ``beta * avg``.
     """
     _check_pair(chosen_logps=chosen_logps, rejected_logps=rejected_logps)
     _check_options(beta, 0.0, "sigmoid", ("sigmoid",))
@@ -195,23 +183,16 @@ def orpo_odds_ratio_loss(
 def sft_nll_loss(
     chosen_logits: torch.Tensor, chosen_labels: torch.Tensor, *, ignore_index: int = IGNORE_INDEX
 ) -> torch.Tensor:
-    """Token-weighted NLL of the chosen responses: -(sum of all response token log-probs) / (total tokens).
-
-    The authors' ``sft_weight`` term and TRL CPOTrainer's NLL term (``cpo_alpha``): ``CrossEntropyLoss``
-    over the shifted chosen logits, averaged over all response tokens of the batch (not per row). Scalar.
-    ``chosen_logits`` [B, T, V], ``chosen_labels`` [B, T] unshifted with ``ignore_index`` off the response.
-    """
+    """The NLL term (the authors' ``sft_weight``, TRL's ``cpo_alpha``) from chosen logits [B, T, V] and
+    unshifted labels [B, T]: :func:`token_weighted_nll` of their response tokens' log-probs. Scalar."""
     per_token, mask = token_logps(chosen_logits, chosen_labels, ignore_index=ignore_index)  # [B, T-1] x2
     counts = require_response_tokens(mask, ignore_index=ignore_index)  # [B]
     return token_weighted_nll(per_token, counts)
 
 
 def token_weighted_nll(logps: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """The NLL term: -(sum of the response tokens' log-probs) / (their number), over the whole batch.
-
-    ``logps``: per-token log-probs [B, T-1] (0 off the response) or per-row sums [B]; ``counts`` [B]: response
-    tokens per row. Used by :func:`sft_nll_loss` and by the training step (from the forward's sums).
-    """
+    """The one NLL term: -(sum of the response tokens' log-probs) / (their number), over the whole batch (not
+    per row). ``logps``: per-token [B, T-1] (0 off the response) or per-row sums [B]; ``counts`` [B]."""
     return -logps.sum() / counts.sum()
 
 
@@ -225,10 +206,8 @@ def kl_penalty(
 ) -> torch.Tensor:
     """Token-weighted mean of KL(policy || reference) of the next-token distributions at response positions.
 
-    Keeps the policy near the reference ("preserve base-model knowledge"). Positions are those whose next
-    label is a response token (the causal shift of :func:`~simplepo_helpers.logps.token_logps`). Only response
-    positions are scored, ``chunk_tokens`` at a time (default: as in ``token_logps``), in at least float32. ``ref_logits`` is detached: the
-    reference is frozen. Scalar; exactly 0 when the logits are equal.
+    Positions whose next label is a response token (the causal shift), ``chunk_tokens`` at a time, in at least
+    float32; ``ref_logits`` detached (the reference is frozen). Scalar; exactly 0 when the logits are equal.
     """
     if policy_logits.shape != ref_logits.shape:
         raise ValueError(

@@ -1,4 +1,4 @@
-"""DPO's reference side without a second model in every step: the reference log-probs of each pair, once."""
+"""DPO's reference side without a second model in every step: each pair's log-probs under a model, once."""
 
 from __future__ import annotations
 
@@ -18,36 +18,45 @@ if TYPE_CHECKING:
 
 
 @torch.no_grad()
+def pair_logps(
+    model: torch.nn.Module,
+    examples: Sequence[Mapping[str, Any]] | Dataset,
+    collator: PreferenceCollator,
+    batch_size: int,
+    *,
+    length_normalize: bool = False,
+    device_policy: DevicePolicy | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Any model's log-probs of each pair's chosen and rejected response, no grad: ([N], [N]), float32, CPU."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    chosen, rejected = [], []
+    model.eval()
+    for start in range(0, len(examples), batch_size):
+        indices = list(range(start, min(start + batch_size, len(examples))))
+        batch = collate_examples(collator, examples, indices, context="pair log-probs")
+        with device_policy.autocast() if device_policy is not None else contextlib.nullcontext():
+            # the layout train() uses (fast/ where tested), so precomputed and live log-probs agree bit for bit
+            out = concatenated_forward(model, batch, length_normalize=length_normalize, layout="auto")
+        chosen.append(out["chosen_logps"].float().cpu())
+        rejected.append(out["rejected_logps"].float().cpu())
+    if not chosen:
+        raise ValueError("pair_logps got no examples")
+    return torch.cat(chosen), torch.cat(rejected)
+
+
 def precompute_reference_logps(
     ref_model: torch.nn.Module,
     examples: Sequence[Mapping[str, Any]] | Dataset,
     collator: PreferenceCollator,
     batch_size: int,
     *,
-    average: bool = False,
-    policy: DevicePolicy | None = None,
+    length_normalize: bool = False,
+    device_policy: DevicePolicy | None = None,
 ) -> dict[str, Any]:
-    """Reference log-probs of every example, in order: DPO without a live reference model.
-
-    Returns ``{"ref_chosen_logps": [N], "ref_rejected_logps": [N], "average": average}`` (float32, CPU);
-    ``average`` must match the loss's ``length_normalize`` (``train`` checks it).
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    chosen, rejected = [], []
-    ref_model.eval()
-    for start in range(0, len(examples), batch_size):
-        indices = list(range(start, min(start + batch_size, len(examples))))
-        batch = collate_examples(collator, examples, indices, context="reference log-probs")
-        with policy.autocast() if policy is not None else contextlib.nullcontext():
-            # the layout train() uses (fast/ where tested), so precomputed and live log-probs agree bit for bit
-            out = concatenated_forward(ref_model, batch, average=average, layout="auto")
-        chosen.append(out["chosen_logps"].float().cpu())
-        rejected.append(out["rejected_logps"].float().cpu())
-    if not chosen:
-        raise ValueError("precompute_reference_logps got no examples")
-    return {
-        "ref_chosen_logps": torch.cat(chosen),
-        "ref_rejected_logps": torch.cat(rejected),
-        "average": average,
-    }
+    """Reference log-probs of every example, in order: DPO without a live reference model. Returns
+    ``{"ref_chosen_logps": [N], "ref_rejected_logps": [N], "length_normalize": ...}`` (float32, CPU); its
+    ``length_normalize`` must match the loss's (``train`` checks it)."""
+    options: dict[str, Any] = {"length_normalize": length_normalize, "device_policy": device_policy}
+    chosen, rejected = pair_logps(ref_model, examples, collator, batch_size, **options)  # [N] each
+    return {"ref_chosen_logps": chosen, "ref_rejected_logps": rejected, "length_normalize": length_normalize}

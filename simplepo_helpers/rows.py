@@ -1,32 +1,21 @@
 """The two row formats of preference data and the structural checks of one row (no tokenizer needed).
 
-TRL's preference formats: *standard* (``prompt``, ``chosen`` and ``rejected`` strings) or *conversational*
-(``prompt`` a list of ``{"role", "content"}`` messages: any system messages first, then user and assistant
-turns alternating from a user turn to a user turn; ``chosen`` and ``rejected`` one-element lists holding the
-assistant message). Responses equal or differing only in whitespace hold no preference. ``data`` runs these checks over a whole dataset;
-``batching`` runs them on every row it tokenises.
-
-TRL's *implicit-prompt* variant (no ``prompt``; ``chosen`` and ``rejected`` each hold the whole text or
-conversation) is made explicit by ``split_implicit_prompt``, which cuts the shared prefix off as TRL's
-``extract_prompt`` does.
+TRL's formats: *standard* (``prompt``, ``chosen`` and ``rejected`` strings) or *conversational* (``prompt``
+a list of ``{"role", "content"}`` messages: any system messages first, then user and assistant turns
+alternating from a user turn to a user turn; ``chosen`` and ``rejected`` one-element lists holding the
+assistant message). Responses equal or differing only in whitespace hold no preference. ``data`` runs these
+checks over a dataset, ``batching`` on each row.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
+
+from .inputs.jsonl import BrokenLine, encodable
 
 FIELDS = ("prompt", "chosen", "rejected")
 ROLES = ("system", "user", "assistant")
-
-
-@dataclass(frozen=True)
-class BrokenLine:
-    """Stands in for a JSONL line that is not a JSON object (or not valid UTF-8): the reason and a message."""
-
-    error: str
-    reason: str = "invalid_json"
 
 
 def check_limits(**limits: int | None) -> None:
@@ -57,7 +46,7 @@ def row_problem(row: Any) -> tuple[str, str] | None:
                 f"{name!r} must be a string or a list of messages, got {type(row[name]).__name__}",
             )
     for name in FIELDS:
-        if not _encodable(row[name]):
+        if not encodable(row[name]):
             return (
                 "invalid_encoding",
                 f"{name!r} holds a lone surrogate (\\ud800-\\udfff), not valid Unicode text",
@@ -125,65 +114,3 @@ def _same_responses(chosen: str, rejected: str) -> tuple[str, str] | None:
     if chosen.split() == rejected.split():
         return "identical_responses", "chosen and rejected differ only in whitespace"
     return None
-
-
-def _encodable(value: Any) -> bool:
-    """False when a string (or a message's content) cannot be written as UTF-8 (a lone surrogate)."""
-    texts = [value] if isinstance(value, str) else [m.get("content") for m in value if isinstance(m, Mapping)]
-    try:
-        for text in texts:
-            if isinstance(text, str):
-                text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def is_implicit_prompt(row: Mapping[str, Any]) -> bool:
-    """TRL's ``maybe_extract_prompt`` rule: no ``prompt``, or a string prompt beside whole conversations.
-
-    (TRL also splits a string prompt beside one-message assistant responses, leaving an empty prompt; here
-    such a row keeps its prompt and is reported as ``mixed_formats``.)
-    """
-    if "chosen" not in row or "rejected" not in row:
-        return False
-    if "prompt" not in row:
-        return True
-    chosen = row["chosen"]
-    return (
-        isinstance(row["prompt"], str)
-        and all(isinstance(row[n], list) and row[n] for n in ("chosen", "rejected"))
-        and not (isinstance(chosen[0], Mapping) and chosen[0].get("role") == "assistant")
-    )
-
-
-def split_implicit_prompt(row: Mapping[str, Any]) -> tuple[dict[str, Any] | None, tuple[str, str] | None]:
-    """``(row with prompt, chosen, rejected made explicit, None)`` or ``(None, (reason, message))``.
-
-    The prompt is the longest shared prefix of ``chosen`` and ``rejected`` (characters, or whole messages),
-    as in TRL's ``extract_prompt``: a space just before the first difference stays with the responses, and
-    two conversations that never differ keep their last message as the responses. Two strings where one is
-    a prefix of the other have no telling split (TRL cuts them one character early): reported, not guessed.
-    Other columns are kept.
-    """
-    chosen, rejected = row["chosen"], row["rejected"]
-    if not (isinstance(chosen, (str, list)) and type(chosen) is type(rejected)):
-        return None, (
-            "wrong_type",
-            "implicit prompt: chosen and rejected must both be strings or message lists",
-        )
-    shared = min(len(chosen), len(rejected))
-    cut = next((i for i in range(shared) if chosen[i] != rejected[i]), None)
-    if cut is None:
-        if isinstance(chosen, str) or shared == 0:
-            if chosen == rejected:
-                return None, ("identical_responses", "implicit prompt: chosen and rejected are the same")
-            return None, ("wrong_type", "implicit prompt: one response is a prefix of the other, so no shared "
-                          "prompt can be told apart")  # fmt: skip
-        cut = shared - 1
-    elif cut > 0 and chosen[cut - 1] == " ":  # the space before the first difference starts the responses
-        cut -= 1
-    if cut == 0:
-        return None, ("empty_prompt", "implicit prompt: chosen and rejected share no prefix")
-    extra = {k: v for k, v in row.items() if k not in FIELDS}
-    return {"prompt": chosen[:cut], "chosen": chosen[cut:], "rejected": rejected[cut:], **extra}, None

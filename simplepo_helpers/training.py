@@ -1,8 +1,6 @@
 """SimPO / DPO training, in reading order: the loss settings, the run settings, one forward over chosen and
-rejected, the loss of a batch, one optimizer step, and ``train``, the kit's only training loop.
-
-Batches follow the kit's layout (``docs/architecture.md``): ``[2B, T]`` tensors, rows ``0..B-1`` chosen and
-``B..2B-1`` rejected, labels ``-100`` outside the responses. Metric names match TRL's.
+rejected, the loss of a batch, one optimizer step, and ``train``, the kit's only training loop. Batches are
+``[2B, T]`` (rows ``0..B-1`` chosen, ``B..2B-1`` rejected, labels -100 off the responses); metrics use TRL's names.
 """
 
 from __future__ import annotations
@@ -13,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
@@ -23,46 +21,35 @@ from . import fast  # the door to the fast path: concatenated_forward(layout="pa
 from .batching import PreferenceCollator, check_preference_batch, response_token_count
 from .logps import require_response_tokens, token_logps
 from .losses import dpo_loss, kl_penalty, orpo_odds_ratio_loss, rdpo_loss, simpo_loss, token_weighted_nll
-from .runtime.batches import PreferenceBatches
+from .runtime.batches import MicroBatches, PreferenceBatches
 from .runtime.checkpoint import checkpoint_path, resume_state, save_checkpoint
 from .runtime.device import DevicePolicy, select_device
+from .runtime.fields import check_field_types
 from .runtime.optim import Optimization
-from .runtime.result import TrainResult
+from .runtime.result import NonFiniteLossError, TrainResult
 from .runtime.trackers import MetricsReporter
 
 if TYPE_CHECKING:
     from datasets import Dataset
     from transformers import PreTrainedTokenizerBase
 
-# SimPO: the paper's 2-10 range; DPO and R-DPO: TRL's DPO default; ORPO: its lambda, TRL's ORPOConfig default;
-# "sft" (no preference term, a baseline) has no beta
+# The library's defaults, stated once. SimPO: the paper's Llama-3-8B Base setting; DPO, R-DPO: TRL's DPO default;
+# ORPO: its lambda, TRL's ORPOConfig default; "sft" (no preference term, a baseline) has no beta and no gamma.
 DEFAULT_BETA = {"simpo": 2.0, "dpo": 0.1, "sft": 1.0, "orpo": 0.1, "rdpo": 0.1}
-DEFAULT_GAMMA = {
-    "simpo": 1.0,
-    "dpo": 0.0,
-    "sft": 0.0,
-    "orpo": 0.0,
-    "rdpo": 0.0,
-}  # beta 2.0, gamma 1.0: the paper's Llama-3-8B Base setting
-# the losses whose reward is a log-ratio to the reference (they read reference log-probs)
-REFERENCE_LOSSES = ("dpo", "rdpo")
+DEFAULT_GAMMA = {"simpo": 1.0, "dpo": 0.0, "sft": 0.0, "orpo": 0.0, "rdpo": 0.0}
+REFERENCE_LOSSES = ("dpo", "rdpo")  # their reward is a log-ratio to the reference (they read its log-probs)
 
 
 @dataclass
 class LossConfig:
     """Which preference loss, with its hyper-parameters (None: the per-loss default, filled in here).
 
-    ``gamma`` is SimPO's target reward margin, absolute (TRL ``simpo_gamma``; the authors' ``gamma_beta_ratio``
-    is gamma / beta). ``length_normalize``: average log-probs (SimPO's default) or summed (DPO's; SimPO with
-    False is the paper's ablation). ``sft_weight`` adds the chosen responses' NLL (CPO-SimPO, TRL
-    ``cpo_alpha``); ``kl_weight`` a KL penalty towards the reference model. ``"sft"`` is the baseline with no
-    preference term: only the chosen responses' NLL (``sft_weight`` 1 unless given); its "rewards" are the
-    average log-probs, so reward accuracy says whether the model ranks the pair right.
-
-    The loss family: ``label_smoothing`` with ``"dpo"`` is cDPO, ``loss_type="ipo"`` IPO (``dpo_loss``);
-    ``"rdpo"`` is R-DPO, DPO with the length term ``alpha`` (per response token, ``losses.rdpo_loss``);
-    ``"orpo"`` is ORPO, the odds-ratio term on average log-probs (``beta`` is its lambda) plus the chosen
-    responses' NLL (``sft_weight`` 1 unless given), no reference model.
+    ``gamma``: SimPO's absolute target margin (TRL ``simpo_gamma``; the authors' ``gamma_beta_ratio`` is
+    gamma / beta). ``length_normalize``: average log-probs (SimPO) or sums (DPO). ``sft_weight``: the chosen
+    responses' NLL (CPO-SimPO, TRL ``cpo_alpha``); ``kl_weight``: a KL penalty towards the reference.
+    ``"sft"``: that NLL alone (a baseline; its "rewards" are the average log-probs). The family: cDPO
+    (``label_smoothing``), IPO (``loss_type="ipo"``), R-DPO (``"rdpo"``, length term ``alpha``), ORPO
+    (``"orpo"``: odds-ratio term, ``beta`` its lambda, plus the NLL; no reference).
     """
 
     name: str = "simpo"
@@ -153,6 +140,7 @@ class LossConfig:
         """(losses [B], chosen_rewards [B], rejected_rewards [B]) from ``simpo_loss``, ``dpo_loss``,
         ``rdpo_loss`` (which also needs the response token counts [B]) or ``orpo_odds_ratio_loss``."""
         common = {"beta": self.beta, "label_smoothing": self.label_smoothing, "loss_type": self.loss_type}
+        refs, lengths = (ref_chosen_logps, ref_rejected_logps), (chosen_lengths, rejected_lengths)
         if self.name == "simpo":
             return simpo_loss(chosen_logps, rejected_logps, gamma=self.gamma, **common)
         if self.name == "sft":  # no preference term; the model's own ranking stands in for rewards
@@ -164,27 +152,17 @@ class LossConfig:
         if self.name == "rdpo":
             if chosen_lengths is None or rejected_lengths is None:
                 raise ValueError("R-DPO needs the response lengths: pass chosen_lengths and rejected_lengths")
-            return rdpo_loss(
-                chosen_logps,
-                rejected_logps,
-                ref_chosen_logps,
-                ref_rejected_logps,
-                chosen_lengths,
-                rejected_lengths,
-                beta=self.beta,
-                alpha=self.alpha,
-            )
-        return dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, **common)
+            return rdpo_loss(chosen_logps, rejected_logps, *refs, *lengths, beta=self.beta, alpha=self.alpha)
+        return dpo_loss(chosen_logps, rejected_logps, *refs, **common)
 
 
 @dataclass
 class TrainConfig:
-    """Everything ``train`` needs besides the model, tokenizer and data.
+    """Everything ``train`` needs besides the model, tokenizer and data; the library's defaults, stated once.
 
-    ``max_steps`` optimizer steps of ``grad_accum_steps`` micro-batches of ``batch_size`` pairs; the
-    transformers schedule ``lr_scheduler_type`` with ``ceil(warmup_ratio * max_steps)`` warm-up steps; weight
-    decay on matrices only. With ``output_dir`` set, checkpoints go to ``output_dir/checkpoint-<step>`` every
-    ``save_every`` steps and at the end.
+    ``max_steps`` optimizer steps of ``grad_accum_steps`` micro-batches of ``batch_size`` pairs; the schedule
+    ``lr_scheduler_type`` with ``ceil(warmup_ratio * max_steps)`` warm-up steps; weight decay on matrices
+    only. With ``output_dir``: checkpoints every ``save_every`` steps and at the end.
     """
 
     loss: LossConfig = field(default_factory=LossConfig)
@@ -206,11 +184,18 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.loss, Mapping):  # e.g. a config read back from a checkpoint
             self.loss = LossConfig(**self.loss)
-        for name in ("max_steps", "batch_size", "grad_accum_steps", "log_every"):
-            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+        if isinstance(self.loss, str):
+            raise TypeError(
+                f"TrainConfig.loss must be a LossConfig, got {self.loss!r}: use LossConfig({self.loss!r})"
+            )
+        check_field_types(
+            self
+        )  # a wrong type fails by name, e.g. learning_rate="1e-5" (no string is a number)
+        for name in ("max_steps", "batch_size", "grad_accum_steps", "log_every", "save_every"):
+            if (
+                getattr(self, name) is not None and getattr(self, name) < 1
+            ):  # save_every None: only at the end
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        if self.save_every is not None and not (isinstance(self.save_every, int) and self.save_every >= 1):
-            raise ValueError(f"save_every must be None or an integer >= 1, got {self.save_every!r}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if not 0 <= self.warmup_ratio < 1:
@@ -228,57 +213,54 @@ class TrainConfig:
         return self.batch_size * self.grad_accum_steps
 
 
-class NonFiniteLossError(RuntimeError):
-    """A loss, metric or gradient norm became NaN/inf; ``step`` and ``metric`` say where."""
-
-    def __init__(self, step: int | None, metric: str, value: float) -> None:
-        where = f"step {step}" if step is not None else "this step"
-        super().__init__(
-            f"non-finite {metric} ({value}) at {where}: lower the learning rate, check the data "
-            "(empty responses?) or use float32"
-        )
-        self.step, self.metric, self.value = step, metric, value
-
-
 def concatenated_forward(
     model: torch.nn.Module,
     batch: Mapping[str, torch.Tensor],
     *,
-    average: bool,
+    length_normalize: bool,
     layout: str = "padded",
     keep_logits: bool = False,
 ) -> dict[str, Any]:
     """One forward pass over the chosen and rejected responses of a batch.
 
-    ``layout="padded"``: the ``[2B, T]`` batch as it is, log-probs by ``logps.token_logps``. ``"packed"`` or
-    ``"auto"`` open the door to the fast path (``fast/``): all pairs in one row, each prompt computed once,
-    no padding, the LM head only at the scored positions (fused with the log-softmax unless
-    ``keep_logits``); ``"auto"`` takes it where ``fast.packed_support`` says the model is tested with it,
-    else the padded batch. Returns ``chosen_logps`` and ``rejected_logps`` [B] (average or sum over response
-    tokens), ``token_sums`` and ``token_counts`` [2B] (summed log-probs and number of response tokens per
-    sequence) and ``layout`` (the one used); ``logits`` and ``labels`` are the padded ``[2B, T, V]`` /
-    ``[2B, T]``, or, packed with ``keep_logits``, ``[1, N + 1, V]`` / ``[1, N + 1]`` holding just the N
-    scored positions (label t + 1 is scored at position t, as everywhere in the kit), or None.
+    ``layout="padded"``: the ``[2B, T]`` batch as it is, then ``logps.token_logps``. ``"packed"`` (or
+    ``"auto"``, where ``fast.packed_support`` says the model is tested with it) is the door to the fast path:
+    one prefix-shared row built from the collator's token ids, the LM head only at the scored positions.
+    Returns ``chosen_logps``, ``rejected_logps`` [B], ``token_sums``, ``token_counts`` [2B], ``layout`` (the
+    one used) and ``logits`` / ``labels`` (padded ``[2B, T, V]`` / ``[2B, T]``; packed with ``keep_logits``
+    ``[1, N + 1, V]`` / ``[1, N + 1]`` at the N scored positions; else None).
     """
     num_pairs = check_preference_batch(batch)
-    if layout == "auto":
-        layout = fast.choose_layout(model, batch=batch)
-    return _forward(model, batch, num_pairs, average=average, layout=layout, keep_logits=keep_logits)
+    packed = _packed_row(layout, batch, model)
+    return _forward(
+        model, batch, num_pairs, packed, length_normalize=length_normalize, keep_logits=keep_logits
+    )
+
+
+def _packed_row(
+    layout: str, batch: Mapping[str, torch.Tensor], *models: torch.nn.Module
+) -> fast.PackedBatch | None:
+    """The batch's packed row when ``layout`` takes the fast path, else None."""
+    if layout not in ("padded", "packed", "auto"):
+        raise ValueError(f"layout must be 'padded', 'packed' or 'auto', got {layout!r}")
+    if layout == "padded" or (layout == "auto" and fast.choose_layout(*models, batch=batch) == "padded"):
+        return None
+    return fast.pack_preference_batch(batch)  # the door to the fast path, packed once per batch
 
 
 def _forward(
     model: torch.nn.Module,
     batch: Mapping[str, torch.Tensor],
     num_pairs: int,
+    packed: fast.PackedBatch | None,
     *,
-    average: bool,
-    layout: str,
+    length_normalize: bool,
     keep_logits: bool,
 ) -> dict[str, Any]:
-    """:func:`concatenated_forward` of a checked batch, the layout decided."""
+    """:func:`concatenated_forward` of a checked batch: padded, or packed when ``packed`` is given."""
     logits: torch.Tensor | None
     labels: torch.Tensor | None
-    if layout == "padded":
+    if packed is None:
         device = next(model.parameters()).device
         labels = batch["labels"].to(device)  # [2B, T]
         logits = model(
@@ -289,11 +271,9 @@ def _forward(
         per_token, mask = token_logps(logits, labels)  # [2B, T-1] x2, float32
         counts = require_response_tokens(mask)  # [2B]
         sums = per_token.sum(dim=-1)  # [2B]
-    elif layout == "packed":  # the door to the fast path: one prefix-shared row, the head at scored positions
-        sums, counts, logits, labels = fast.packed_sequence_logps(model, batch, keep_logits=keep_logits)
-    else:
-        raise ValueError(f"layout must be 'padded', 'packed' or 'auto', got {layout!r}")
-    logps = sums / counts if average else sums  # [2B]
+    else:  # the fast path: one prefix-shared row, the head at scored positions
+        sums, counts, logits, labels = fast.packed_sequence_logps(model, packed, keep_logits=keep_logits)
+    logps = sums / counts if length_normalize else sums  # [2B]
     return {
         "chosen_logps": logps[:num_pairs],
         "rejected_logps": logps[num_pairs:],
@@ -301,7 +281,7 @@ def _forward(
         "token_counts": counts,
         "logits": logits,
         "labels": labels,
-        "layout": layout,
+        "layout": "padded" if packed is None else "packed",
     }
 
 
@@ -322,29 +302,28 @@ def preference_loss(
     of a larger batch, pass that batch's ``pair_total`` and this batch's share of its chosen tokens
     (``nll_share``) and of all its response tokens (``kl_share``): the token-weighted terms then add up right.
     DPO reads precomputed reference log-probs from ``batch["ref_chosen_logps"]`` / ``["ref_rejected_logps"]``
-    when present; otherwise, and always for the KL term, ``ref_model`` runs a no-grad forward.
-    ``layout``: ``"padded"`` (the plain path), ``"packed"`` or ``"auto"`` (packed when the policy and a live
-    reference are both tested with it, see :func:`concatenated_forward`); the loss is the same up to float
-    rounding. The batch is checked once here.
+    when present; otherwise, and always for the KL term, ``ref_model`` runs a no-grad forward. ``layout``: as in
+    :func:`concatenated_forward` (``"auto"`` packs when the policy and a live reference are both tested with it).
     """
-    num_pairs = check_preference_batch(batch)
-    average = loss_config.length_normalize
+    num_pairs = check_preference_batch(batch)  # the one check of this batch
     has_ref_logps = "ref_chosen_logps" in batch and "ref_rejected_logps" in batch
     ref_forward = loss_config.reference_forward(ref_model, has_ref_logps)  # raises when one is missing
-    if layout == "auto":
-        live = [ref_model] if ref_forward and ref_model is not None else []
-        layout = fast.choose_layout(model, *live, batch=batch)
-    keep_logits = loss_config.kl_weight > 0  # the KL term compares whole distributions
-    options: dict[str, Any] = {"average": average, "layout": layout, "keep_logits": keep_logits}
-    policy = _forward(model, batch, num_pairs, **options)
+    live = [ref_model] if ref_forward and ref_model is not None else []
+    packed = _packed_row(layout, batch, model, *live)  # one packed row for the policy and a live reference
+    # the KL term compares whole next-token distributions: keep the logits
+    options = {
+        "length_normalize": bool(loss_config.length_normalize),
+        "keep_logits": loss_config.kl_weight > 0,
+    }
+    out = _forward(model, batch, num_pairs, packed, **options)
     ref = None
     if ref_forward and ref_model is not None:  # reference_forward is True only with a ref_model
         with torch.no_grad():
-            ref = _forward(ref_model.eval(), batch, num_pairs, **options)
+            ref = _forward(ref_model.eval(), batch, num_pairs, packed, **options)
     ref_chosen = ref_rejected = None
     if loss_config.name in REFERENCE_LOSSES and has_ref_logps:
-        ref_chosen = batch["ref_chosen_logps"].to(policy["chosen_logps"].device, torch.float32)  # [B]
-        ref_rejected = batch["ref_rejected_logps"].to(policy["chosen_logps"].device, torch.float32)  # [B]
+        ref_chosen = batch["ref_chosen_logps"].to(out["chosen_logps"].device, torch.float32)  # [B]
+        ref_rejected = batch["ref_rejected_logps"].to(out["chosen_logps"].device, torch.float32)  # [B]
         if ref_chosen.shape != (num_pairs,) or ref_rejected.shape != (num_pairs,):
             raise ValueError(
                 f"precomputed ref logps have shapes {tuple(ref_chosen.shape)}/"
@@ -352,10 +331,10 @@ def preference_loss(
             )
     elif loss_config.name in REFERENCE_LOSSES and ref is not None:
         ref_chosen, ref_rejected = ref["chosen_logps"], ref["rejected_logps"]
-    counts = policy["token_counts"]  # [2B] response tokens: R-DPO's lengths
+    counts = out["token_counts"]  # [2B] response tokens: R-DPO's lengths
     losses, chosen_rewards, rejected_rewards = loss_config.pairwise_loss(
-        policy["chosen_logps"],
-        policy["rejected_logps"],
+        out["chosen_logps"],
+        out["rejected_logps"],
         ref_chosen,
         ref_rejected,
         counts[:num_pairs],
@@ -370,18 +349,18 @@ def preference_loss(
         "rewards/margins": chosen_rewards - rejected_rewards,
         # a tie counts half, as held-out reward accuracy does (TRL counts it as 0: they differ on exact ties only)
         "rewards/accuracies": 0.5 * (torch.sign(chosen_rewards - rejected_rewards) + 1),
-        "logps/chosen": policy["chosen_logps"].detach(),
-        "logps/rejected": policy["rejected_logps"].detach(),
+        "logps/chosen": out["chosen_logps"].detach(),
+        "logps/rejected": out["rejected_logps"].detach(),
     }
     metrics = {name: value.sum().item() / pair_total for name, value in per_pair.items()}
     loss = losses.sum() / pair_total
     if loss_config.sft_weight > 0:
         # token-weighted NLL of the chosen responses (TRL's cpo_alpha term), from the same log-probs
-        nll = token_weighted_nll(policy["token_sums"][:num_pairs], policy["token_counts"][:num_pairs])
+        nll = token_weighted_nll(out["token_sums"][:num_pairs], out["token_counts"][:num_pairs])
         loss = loss + loss_config.sft_weight * nll_share * nll
         metrics["nll_loss"] = nll_share * nll.item()
     if loss_config.kl_weight > 0 and ref is not None:
-        kl = kl_penalty(policy["logits"], ref["logits"], policy["labels"])
+        kl = kl_penalty(out["logits"], ref["logits"], out["labels"])
         loss = loss + loss_config.kl_weight * kl_share * kl
         metrics["kl"] = kl_share * kl.item()
     metrics["loss"] = loss.item()
@@ -396,36 +375,34 @@ def training_step(
     loss_config: LossConfig,
     *,
     ref_model: torch.nn.Module | None = None,
-    max_grad_norm: float | None = 1.0,
-    policy: DevicePolicy | None = None,
+    max_grad_norm: float | None = TrainConfig.max_grad_norm,  # the default stated once, in TrainConfig
+    device_policy: DevicePolicy | None = None,
     grad_scaler: torch.amp.GradScaler | None = None,
     step: int | None = None,
     layout: str = "padded",
 ) -> dict[str, float]:
     """One optimizer step over ``micro_batches`` (gradient accumulation); returns the step's metrics.
 
-    Each micro-batch's loss is weighted by its share of the whole step (pairs for the preference loss, tokens
-    for the NLL and KL terms), so k micro-batches give the gradients and metrics of one batch holding them all.
-    Then: clip the gradient norm (``grad_norm`` is the norm before clipping), step optimizer and scheduler,
-    zero the gradients. A NaN raises ``NonFiniteLossError`` before it reaches the weights. With an fp16
-    ``policy`` pass ``grad_scaler=policy.make_grad_scaler()``, kept across steps. ``layout``: see
-    ``preference_loss``.
+    Each micro-batch's loss is weighted by its share of the step (pairs; tokens for the NLL and KL terms), so
+    k micro-batches give the gradients of one batch holding them all. Then clip the gradient norm (reported
+    before clipping), step optimizer and scheduler. A NaN raises ``NonFiniteLossError`` before it reaches the
+    weights. An fp16 ``device_policy`` needs ``grad_scaler=device_policy.make_grad_scaler()``, kept across steps.
     """
     batches = [micro_batches] if isinstance(micro_batches, Mapping) else list(micro_batches)
     if not batches:
         raise ValueError("training_step needs at least one micro-batch")
-    if policy is not None and policy.use_grad_scaler and grad_scaler is None:
+    if device_policy is not None and device_policy.use_grad_scaler and grad_scaler is None:
         raise ValueError(
-            "this DevicePolicy uses fp16: pass grad_scaler=policy.make_grad_scaler() (keep it across steps)"
+            "this DevicePolicy uses fp16: pass grad_scaler=device_policy.make_grad_scaler() (keep it across steps)"
         )
-    # each micro-batch's share of the step (preference_loss checks each batch's layout)
+    # each micro-batch's share of the step (preference_loss checks each batch's layout, once)
     pairs = [len(batch["labels"]) // 2 for batch in batches]
     chosen_tokens = [response_token_count(b["labels"][:n]) for b, n in zip(batches, pairs, strict=True)]
     all_tokens = [response_token_count(batch["labels"]) for batch in batches]
     optimizer.zero_grad(set_to_none=True)
     sums: dict[str, float] = {}
     for index, batch in enumerate(batches):
-        with policy.autocast() if policy is not None else contextlib.nullcontext():
+        with device_policy.autocast() if device_policy is not None else contextlib.nullcontext():
             loss, metrics = preference_loss(
                 model,
                 batch,
@@ -468,12 +445,6 @@ def training_step(
     return {**sums, "grad_norm": grad_norm, "lr": learning_rate}
 
 
-class MicroBatches(Protocol):
-    """What ``train`` draws its batches from (``runtime.batches.PreferenceBatches`` by default)."""
-
-    def micro_batches(self, step: int) -> list[dict[str, torch.Tensor]]: ...
-
-
 def train(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -482,7 +453,7 @@ def train(
     *,
     ref_model: torch.nn.Module | None = None,
     ref_logps: Mapping[str, Any] | None = None,
-    policy: DevicePolicy | None = None,
+    device_policy: DevicePolicy | None = None,
     resume_from: str | Path | None = None,
     progress: bool = True,
     batches: MicroBatches | None = None,
@@ -492,35 +463,29 @@ def train(
 ) -> TrainResult:
     """Train ``model`` on preference examples (a list of dicts or a ``datasets.Dataset``) for ``max_steps``.
 
-    DPO needs ``ref_model`` (a live no-grad forward) or ``ref_logps`` from ``precompute_reference_logps``; the
-    KL term needs ``ref_model``. ``resume_from``: a checkpoint folder or an ``output_dir`` (its latest); the
-    run continues with the same batches, optimizer, schedule and RNG states. The model is moved to the
-    policy's device, trained, and left in eval mode. Extension points, for the entry point (``scale.cli``):
-    ``batches`` (any object with ``micro_batches(step) -> list[batch]``, default ``PreferenceBatches``),
-    ``on_step(row)`` (called with each step's history row before it is stored; it may add to it or
-    replace values, e.g. with means over processes) and ``run_info`` (JSON-able facts saved in checkpoints).
-    ``report_to`` (``"tensorboard"``, ``"wandb"``, ... as in TRL): each step's row also goes to those
-    trackers (``runtime.trackers``), logging under ``<output_dir>/runs`` (``./runs`` without output_dir).
+    DPO needs ``ref_model`` or ``ref_logps`` (``precompute_reference_logps``); the KL term ``ref_model``.
+    ``resume_from``: a checkpoint folder or an ``output_dir`` (its latest), continued exactly. The model is
+    moved to ``device_policy``'s device and left in eval mode. For the entry point (``scale.cli``):
+    ``batches`` (``micro_batches(step) -> list[batch]``; default ``PreferenceBatches``), ``on_step(row)``
+    (may change each step's history row first) and ``run_info`` (facts saved in checkpoints). ``report_to``
+    (``"tensorboard"``, ``"wandb"``, ... as in TRL) sends each row to those trackers (``runtime.trackers``).
     """
     if len(train_examples) == 0:
         raise ValueError("train_examples is empty")
-    policy = policy if policy is not None else select_device(verbose=progress)
+    device_policy = device_policy if device_policy is not None else select_device(verbose=progress)
     config.loss.check_reference(ref_model, ref_logps is not None)
-    if policy.use_grad_scaler and any(
+    if device_policy.use_grad_scaler and any(
         p.dtype == torch.float16 for p in model.parameters() if p.requires_grad
     ):
         raise ValueError("fp16 autocast needs float32 parameters (GradScaler cannot unscale fp16 gradients)")
-    if (
-        ref_logps is not None
-        and bool(ref_logps.get("average", config.loss.length_normalize)) != config.loss.length_normalize
-    ):
+    normalized = bool((ref_logps or {}).get("length_normalize", config.loss.length_normalize))
+    if normalized != config.loss.length_normalize:
         raise ValueError(
-            f"ref_logps were computed with average={ref_logps['average']} but the loss uses "
-            f"length_normalize={config.loss.length_normalize}"
+            f"ref_logps were computed with length_normalize={normalized} but the loss uses the other"
         )
-    model.to(policy.device)
+    model.to(device_policy.device)
     if ref_model is not None:
-        ref_model.to(policy.device).eval()
+        ref_model.to(device_policy.device).eval()
     set_seed(config.seed)  # python, numpy and torch RNGs (dropout); the data order has its own generator
     if batches is None:
         collator = PreferenceCollator(
@@ -534,12 +499,12 @@ def train(
             grad_accum_steps=config.grad_accum_steps,
             ref_logps=ref_logps,
         )
-    optimization = Optimization.build(model, config, policy)
+    optimization = Optimization.build(model, config, device_policy)
     state = optimization.state_objects(model)
     run_info = {
         "num_examples": len(train_examples),
         "optimizer_impl": optimization.impl,
-        "device": policy.describe(),
+        "device": device_policy.describe(),
         "layout": fast.describe_layout(model),  # packed where tested (fast/), else the padded [2B, T] batch
         **(run_info or {}),
     }
@@ -575,7 +540,7 @@ def train(
                 config.loss,
                 ref_model=ref_model,
                 max_grad_norm=config.max_grad_norm,
-                policy=policy,
+                device_policy=device_policy,
                 grad_scaler=optimization.grad_scaler,
                 step=step,
                 layout="auto",  # the fast path where the model is tested with it (fast/), else padded
@@ -608,4 +573,4 @@ def train(
         save(last_step)
     model.eval()
     final = {k: v for k, v in history[-1].items() if k != "seconds"} if history else {}
-    return TrainResult(history, final, optimization.impl, policy.describe(), checkpoints)
+    return TrainResult(history, final, optimization.impl, device_policy.describe(), checkpoints)

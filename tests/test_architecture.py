@@ -3,6 +3,7 @@
 Layers, each allowed to import the ones listed (and itself):
 
 - ``runtime``: nothing else from the kit;
+- ``inputs`` (reading JSONL files, TRL's implicit prompt, the validation report): nothing else from the kit;
 - the core (the top-level modules: rows, data, batching, logps, losses, training, reference): runtime, and
   ``fast`` through one door: ``training`` is the only core module that imports it (``packing``, an alias kept
   for old imports, aside);
@@ -29,16 +30,25 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "simplepo_helpers"
 
 ALLOWED: dict[str, set[str]] = {
     "runtime": {"runtime"},
-    "core": {"core", "fast", "runtime"},  # fast: through training only (test_the_fast_path_has_one_door)
-    "fast": {"fast", "core", "runtime"},
-    "world": {"world", "core", "runtime"},
-    "evaluation": {"evaluation", "world", "core", "runtime"},
-    "experiments": {"experiments", "scale", "evaluation", "world", "core", "runtime"},
-    "scale": {"scale", "evaluation", "world", "core", "runtime"},
-    "course": {"course", "scale", "experiments", "evaluation", "world", "core", "fast", "runtime"},
+    "inputs": {"inputs"},
+    "core": {
+        "core",
+        "fast",
+        "inputs",
+        "runtime",
+    },  # fast: through training only (test_the_fast_path_has_one_door)
+    "fast": {"fast", "core", "inputs", "runtime"},
+    "world": {"world", "core", "inputs", "runtime"},
+    "evaluation": {"evaluation", "world", "core", "inputs", "runtime"},
+    "experiments": {"experiments", "scale", "evaluation", "world", "core", "inputs", "runtime"},
+    "scale": {"scale", "evaluation", "world", "core", "inputs", "runtime"},
+    "course": {"course", "scale", "experiments", "evaluation", "world", "core", "fast", "inputs", "runtime"},
 }
 # the core modules that may import ``fast``: the door, and the alias kept for ``simplepo_helpers.packing``
 FAST_DOORS = {"training", "packing"}
+# the core a learner reads in one sitting: every top-level module but the lazy re-export table and the alias
+CORE_LINE_BUDGET = 1_500
+NOT_READ = {"__init__.py", "packing.py"}
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -141,6 +151,37 @@ def cycles(root: Path) -> list[list[str]]:
         if node not in state:
             visit(node, [node])
     return found
+
+
+def core_lines(root: Path) -> dict[str, int]:
+    """Lines of each top-level module of the package (the core), the re-export table and the alias aside."""
+    return {
+        path.name: len(path.read_text().splitlines())
+        for path in sorted(root.glob("*.py"))
+        if path.name not in NOT_READ
+    }
+
+
+def test_the_core_fits_its_line_budget():
+    lines = core_lines(PACKAGE_ROOT)
+    core = {"rows.py", "data.py", "batching.py", "logps.py", "losses.py", "training.py", "reference.py"}
+    assert set(lines) == core
+    assert sum(lines.values()) <= CORE_LINE_BUDGET, lines
+
+
+def test_the_packing_alias_defines_nothing():
+    """``packing.py`` is left out of the budget only while it defines nothing (a re-export of fast.packing)."""
+    tree = ast.parse((PACKAGE_ROOT / "packing.py").read_text())
+    assert all(isinstance(node, (ast.Expr, ast.ImportFrom)) for node in tree.body)
+
+
+def test_the_budget_counts_every_top_level_module(tmp_path):
+    root = _fabricate(
+        tmp_path / "fakekit",
+        {"training.py": "x = 1\n" * 1400, "extra.py": "y = 2\n" * 101, "packing.py": "from .fast import *\n"},
+    )
+    assert core_lines(root) == {"extra.py": 101, "training.py": 1400}
+    assert sum(core_lines(root).values()) > CORE_LINE_BUDGET
 
 
 def test_the_package_keeps_its_layers():

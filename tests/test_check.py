@@ -127,7 +127,7 @@ def _logps_no_shift(logits, labels, *, average):
 
 
 def _logps_divide_by_length(logits, labels, *, average):
-    summed = sequence_logps(logits, labels, average=False)
+    summed = sequence_logps(logits, labels, length_normalize=False)
     return summed / (labels.shape[1] - 1) if average else summed
 
 
@@ -135,7 +135,7 @@ def _batch_loss(model, batch, *, beta, gamma, swap=False, average=True, no_grad=
     context = torch.no_grad() if no_grad else torch.enable_grad()
     with context:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        logps = sequence_logps(logits, batch["labels"], average=average)
+        logps = sequence_logps(logits, batch["labels"], length_normalize=average)
     n = logps.shape[0] // 2
     chosen, rejected = (logps[n:], logps[:n]) if swap else (logps[:n], logps[n:])
     return simpo_loss(chosen, rejected, beta=beta, gamma=gamma)[0].mean()
@@ -143,7 +143,7 @@ def _batch_loss(model, batch, *, beta, gamma, swap=False, average=True, no_grad=
 
 def _sft_loss_per_row(model, batch, *, beta, gamma, sft_weight):
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    averages = sequence_logps(logits, batch["labels"], average=True)
+    averages = sequence_logps(logits, batch["labels"], length_normalize=True)
     n = averages.shape[0] // 2
     return (
         simpo_loss(averages[:n], averages[n:], beta=beta, gamma=gamma)[0].mean()
@@ -198,7 +198,7 @@ WRONG_ANSWERS = [  # (exercise, wrong answer, a phrase its hint must contain)
     ("ex2.2", _logps_divide_by_length, "number of response tokens"),
     (
         "ex2.2",
-        lambda logits, labels, *, average: sequence_logps(logits, labels, average=False),
+        lambda logits, labels, *, average: sequence_logps(logits, labels, length_normalize=False),
         "average=True divides",
     ),
     ("ex2.3", lambda w, lose, beta, gamma: beta * torch.sigmoid(gamma - beta * (w - lose)), "sign"),

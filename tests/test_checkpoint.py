@@ -51,7 +51,12 @@ def without_timing(history):
 def test_resumed_run_equals_uninterrupted_run(tokenizer, tmp_path):
     uninterrupted_model = build_test_model(len(tokenizer))
     uninterrupted = train(
-        uninterrupted_model, tokenizer, EXAMPLES, TrainConfig(**RESUME_CONFIG), policy=CPU, progress=False
+        uninterrupted_model,
+        tokenizer,
+        EXAMPLES,
+        TrainConfig(**RESUME_CONFIG),
+        device_policy=CPU,
+        progress=False,
     )
 
     crashing_model = build_test_model(len(tokenizer))
@@ -65,13 +70,13 @@ def test_resumed_run_equals_uninterrupted_run(tokenizer, tmp_path):
     crashing_model.register_forward_hook(crash_in_step_five)
     config = TrainConfig(**RESUME_CONFIG, output_dir=tmp_path, save_every=3)
     with pytest.raises(KeyboardInterrupt):
-        train(crashing_model, tokenizer, EXAMPLES, config, policy=CPU, progress=False)
+        train(crashing_model, tokenizer, EXAMPLES, config, device_policy=CPU, progress=False)
     assert find_latest_checkpoint(tmp_path) == tmp_path / "checkpoint-3"
 
     resumed_model = build_test_model(len(tokenizer), seed=123)  # different weights until the checkpoint loads
     torch.manual_seed(999)  # and a different RNG state: the checkpoint restores it
     resumed = train(
-        resumed_model, tokenizer, EXAMPLES, config, policy=CPU, progress=False, resume_from=tmp_path
+        resumed_model, tokenizer, EXAMPLES, config, device_policy=CPU, progress=False, resume_from=tmp_path
     )
 
     assert without_timing(resumed.history) == without_timing(uninterrupted.history)
@@ -85,7 +90,7 @@ def test_resumed_run_equals_uninterrupted_run(tokenizer, tmp_path):
 
 def test_resume_refuses_a_changed_batch_order(tokenizer, tmp_path):
     config = TrainConfig(max_steps=2, batch_size=2, output_dir=tmp_path)
-    train(build_test_model(len(tokenizer)), tokenizer, EXAMPLES, config, policy=CPU, progress=False)
+    train(build_test_model(len(tokenizer)), tokenizer, EXAMPLES, config, device_policy=CPU, progress=False)
     changed = TrainConfig(max_steps=3, batch_size=2, seed=1, output_dir=tmp_path)
     with pytest.raises(ValueError, match=r"the config differs in seed \(saved 42, now 1\)\. Resume with"):
         train(
@@ -93,7 +98,7 @@ def test_resume_refuses_a_changed_batch_order(tokenizer, tmp_path):
             tokenizer,
             EXAMPLES,
             changed,
-            policy=CPU,
+            device_policy=CPU,
             progress=False,
             resume_from=tmp_path,
         )
@@ -101,7 +106,9 @@ def test_resume_refuses_a_changed_batch_order(tokenizer, tmp_path):
 
 def test_checkpoint_files_are_safetensors_and_weights_only(tokenizer, tmp_path):
     config = TrainConfig(max_steps=2, batch_size=2, output_dir=tmp_path, save_every=1)
-    result = train(build_test_model(len(tokenizer)), tokenizer, EXAMPLES, config, policy=CPU, progress=False)
+    result = train(
+        build_test_model(len(tokenizer)), tokenizer, EXAMPLES, config, device_policy=CPU, progress=False
+    )
     assert result.checkpoints == [str(tmp_path / "checkpoint-1"), str(tmp_path / "checkpoint-2")]
     folder = tmp_path / "checkpoint-2"
     names = {path.name for path in folder.iterdir()}
@@ -215,7 +222,7 @@ def test_checkpoint_loads_and_generates_with_plain_transformers(tokenizer, tmp_p
 
     model = build_test_model(len(tokenizer))
     config = TrainConfig(max_steps=2, batch_size=2, output_dir=tmp_path)
-    result = train(model, tokenizer, EXAMPLES, config, policy=CPU, progress=False)
+    result = train(model, tokenizer, EXAMPLES, config, device_policy=CPU, progress=False)
     folder = tmp_path / "checkpoint-2"
 
     loaded_tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -259,7 +266,9 @@ def test_checkpoints_written_before_the_rename_still_resume(tokenizer, tmp_path)
     import shutil
 
     config = TrainConfig(**RESUME_CONFIG, output_dir=tmp_path, save_every=3)
-    full = train(build_test_model(len(tokenizer)), tokenizer, EXAMPLES, config, policy=CPU, progress=False)
+    full = train(
+        build_test_model(len(tokenizer)), tokenizer, EXAMPLES, config, device_policy=CPU, progress=False
+    )
     shutil.rmtree(tmp_path / "checkpoint-6")
     folder = tmp_path / "checkpoint-3"
     (folder / "simplepo_state.json").rename(folder / "trainer_state.json")  # the layout before the rename
@@ -267,7 +276,7 @@ def test_checkpoints_written_before_the_rename_still_resume(tokenizer, tmp_path)
     assert find_latest_checkpoint(tmp_path) == folder
     assert read_history(folder)[-1]["step"] == 3
     resumed = train(
-        build_test_model(len(tokenizer), seed=4), tokenizer, EXAMPLES, config, policy=CPU, progress=False,
+        build_test_model(len(tokenizer), seed=4), tokenizer, EXAMPLES, config, device_policy=CPU, progress=False,
         resume_from=tmp_path,
     )  # fmt: skip
     assert without_timing(resumed.history) == without_timing(full.history)

@@ -34,7 +34,7 @@ SIMPO = LossConfig("simpo", beta=2.0, gamma=1.0)
 
 def _two_checkpoints(tokenizer, folder):
     config = TrainConfig(loss=SIMPO, max_steps=2, batch_size=2, save_every=1, output_dir=folder)
-    train(build_test_model(len(tokenizer)), tokenizer, EXAMPLES, config, policy=CPU, progress=False)
+    train(build_test_model(len(tokenizer)), tokenizer, EXAMPLES, config, device_policy=CPU, progress=False)
     return config
 
 

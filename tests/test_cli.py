@@ -252,7 +252,7 @@ def test_cli_run_matches_train_and_logs_trl_metrics(tiny_world, tmp_path):
     rows, _ = read_jsonl(tiny_world["train"])
     settings = {key: value for key, value in config["train"].items() if key != "output_dir"}
     train_config = TrainConfig(loss=LossConfig(name="simpo", beta=2.5, gamma=1.375), **settings)
-    result = train(model, tokenizer, rows, train_config, policy=policy, progress=False)
+    result = train(model, tokenizer, rows, train_config, device_policy=policy, progress=False)
     for cli_row, train_row in zip(logged, result.history, strict=True):
         for name in [*TRL_METRICS, "grad_norm", "lr"]:
             assert cli_row[name] == pytest.approx(train_row[name], rel=1e-6, abs=1e-7), name

@@ -330,3 +330,27 @@ def test_implicit_prompt_rows_that_cannot_be_split_are_reported():
         (3, "wrong_type"),
     ]
     assert "prefix" in report.bad_rows[1].message and report.kept_indices == [4]
+
+
+@pytest.mark.parametrize("rows", [GOOD_STANDARD, GOOD_CHAT], ids=["standard", "chat"])
+def test_loaded_rows_keep_their_tokens_and_are_not_tokenised_again(tokenizer, rows, monkeypatch):
+    """The validator's token ids travel with each kept row; the collator reads them instead of tokenising,
+    and the batch is the one it would build from the text (cut to its own limits)."""
+    import simplepo_helpers.batching as batching
+
+    dataset, report = load_preference_dataset(rows, tokenizer=tokenizer)
+    assert report.n_kept == len(rows)
+    for row, kept in zip(rows, dataset, strict=True):
+        assert {
+            key: kept[key] for key in ("prompt_ids", "chosen_ids", "rejected_ids")
+        } == tokenize_preference(row, tokenizer)
+    limits = {"max_length": 12, "max_prompt_length": 6}
+    from_text = PreferenceCollator(tokenizer, **limits)(rows)
+    monkeypatch.setattr(
+        batching, "tokenize_preference", lambda *a, **k: pytest.fail("tokenised a loaded row")
+    )
+    from_tokens = PreferenceCollator(tokenizer, **limits)(list(dataset))
+    for key in ("input_ids", "attention_mask", "labels"):
+        assert torch.equal(from_tokens[key], from_text[key]), key
+    without_tokenizer, _ = load_preference_dataset(rows)
+    assert "prompt_ids" not in without_tokenizer.column_names  # nothing to keep without a tokenizer

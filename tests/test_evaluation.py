@@ -242,13 +242,17 @@ def test_dpo_policy_equal_to_reference_is_at_chance(tokenizer, tiny_model):
 def test_dpo_rewards_need_a_reference(tokenizer, tiny_model):
     with pytest.raises(ValueError, match="reference"):
         preference_rewards(tiny_model, tokenizer, PAIRS, LossConfig(name="dpo"))
-    with pytest.raises(ValueError, match="average"):
+    with pytest.raises(ValueError, match="length_normalize"):
         preference_rewards(
             tiny_model,
             tokenizer,
             PAIRS,
             LossConfig(name="dpo"),
-            ref_logps={"ref_chosen_logps": [0.0] * 4, "ref_rejected_logps": [0.0] * 4, "average": True},
+            ref_logps={
+                "ref_chosen_logps": [0.0] * 4,
+                "ref_rejected_logps": [0.0] * 4,
+                "length_normalize": True,
+            },
         )
 
 

@@ -108,7 +108,7 @@ def test_ultrafeedback_mapping_names_the_row_and_the_reason(change, message):
 def test_gpu_profile_loads_model_tokenizer_and_subsets_offline(hub_dirs, tokenizer):
     model_dir, data_dir = hub_dirs
     config = HubConfig(model_id=str(model_dir), dataset_id=str(data_dir), **SMALL)
-    setup = load_gpu_profile(config, policy=CPU)
+    setup = load_gpu_profile(config, device_policy=CPU)
     assert setup.name == "gpu" and setup.policy is CPU
     assert setup.model.dtype == torch.float32 and setup.model.device.type == "cpu"
     text = "What is two plus three? Two plus three is five."
@@ -137,7 +137,7 @@ def test_gpu_profile_subset_is_seeded(hub_dirs):
     orders = []
     for seed in (0, 0, 1):
         config = HubConfig(model_id=str(model_dir), dataset_id=str(data_dir), seed=seed, **SMALL)
-        setup = load_gpu_profile(config, policy=CPU)
+        setup = load_gpu_profile(config, device_policy=CPU)
         orders.append([row["prompt"][-1]["content"] for row in setup.train_rows])
     assert orders[0] == orders[1]
     assert orders[0] != orders[2]  # another seed, another sample
@@ -146,7 +146,7 @@ def test_gpu_profile_subset_is_seeded(hub_dirs):
 def test_gpu_profile_batches_train_with_the_kit(hub_dirs):
     model_dir, data_dir = hub_dirs
     setup = load_gpu_profile(
-        HubConfig(model_id=str(model_dir), dataset_id=str(data_dir), **SMALL), policy=CPU
+        HubConfig(model_id=str(model_dir), dataset_id=str(data_dir), **SMALL), device_policy=CPU
     )
     collator = PreferenceCollator(
         setup.tokenizer, max_length=setup.max_length, max_prompt_length=setup.max_prompt_length
@@ -166,7 +166,9 @@ def test_gpu_profile_rejects_a_model_without_chat_template(tmp_path, tokenizer, 
     plain.save_pretrained(tmp_path)
     (tmp_path / "chat_template.jinja").unlink(missing_ok=True)
     with pytest.raises(ValueError, match="no chat template"):
-        load_gpu_profile(HubConfig(model_id=str(tmp_path), dataset_id=str(data_dir), **SMALL), policy=CPU)
+        load_gpu_profile(
+            HubConfig(model_id=str(tmp_path), dataset_id=str(data_dir), **SMALL), device_policy=CPU
+        )
 
 
 def test_hub_config_rejects_bad_sizes():

@@ -47,7 +47,7 @@ def test_matches_naive_loop(average):
     logits, labels = make_batch()
     expected = naive_sequence_logps(logits, labels, average=average)
     torch.testing.assert_close(
-        sequence_logps(logits, labels, average=average), expected, rtol=1e-12, atol=1e-12
+        sequence_logps(logits, labels, length_normalize=average), expected, rtol=1e-12, atol=1e-12
     )
 
 
@@ -69,9 +69,9 @@ def test_hand_computed_uniform_logits():
     vocab = 4
     logits = torch.zeros(2, 5, vocab, dtype=torch.float64)
     labels = torch.tensor([[IGNORE, IGNORE, 1, 2, 3], [IGNORE, 0, IGNORE, IGNORE, IGNORE]])
-    summed = sequence_logps(logits, labels, average=False)
+    summed = sequence_logps(logits, labels, length_normalize=False)
     torch.testing.assert_close(summed, torch.tensor([-3 * math.log(4), -math.log(4)], dtype=torch.float64))
-    averaged = sequence_logps(logits, labels, average=True)
+    averaged = sequence_logps(logits, labels, length_normalize=True)
     torch.testing.assert_close(averaged, torch.full((2,), -math.log(4), dtype=torch.float64))
 
 
@@ -80,10 +80,10 @@ def test_causal_shift_uses_previous_position():
     logits = torch.zeros(1, 3, 3, dtype=torch.float64)
     logits[0, 0, 2] = 50.0
     labels = torch.tensor([[IGNORE, 2, IGNORE]])
-    assert abs(float(sequence_logps(logits, labels, average=False)[0])) < 1e-20
+    assert abs(float(sequence_logps(logits, labels, length_normalize=False)[0])) < 1e-20
     labels_unshifted_reading = torch.tensor([[IGNORE, IGNORE, 2]])  # scored by the uniform position 1
     torch.testing.assert_close(
-        sequence_logps(logits, labels_unshifted_reading, average=False),
+        sequence_logps(logits, labels_unshifted_reading, length_normalize=False),
         torch.tensor([-math.log(3)], dtype=torch.float64),
     )
 
@@ -96,8 +96,8 @@ def test_extra_right_padding_changes_nothing(average):
     padded_logits = torch.cat([logits, extra], dim=1)
     padded_labels = torch.cat([labels, torch.full((3, 4), IGNORE)], dim=1)
     torch.testing.assert_close(
-        sequence_logps(padded_logits, padded_labels, average=average),
-        sequence_logps(logits, labels, average=average),
+        sequence_logps(padded_logits, padded_labels, length_normalize=average),
+        sequence_logps(logits, labels, length_normalize=average),
         rtol=1e-14,
         atol=1e-14,
     )
@@ -107,7 +107,7 @@ def test_extra_right_padding_changes_nothing(average):
 def test_prompt_and_padding_positions_get_zero_gradient(average):
     logits, labels = make_batch(seed=4)
     logits.requires_grad_(True)
-    sequence_logps(logits, labels, average=average).sum().backward()
+    sequence_logps(logits, labels, length_normalize=average).sum().backward()
     scored = torch.zeros(labels.shape, dtype=torch.bool)
     scored[:, :-1] = labels[:, 1:] != IGNORE  # position t is scored iff label t+1 is a response token
     assert torch.all(logits.grad[~scored] == 0)
@@ -117,8 +117,8 @@ def test_prompt_and_padding_positions_get_zero_gradient(average):
 def test_permuting_the_batch_permutes_the_output():
     logits, labels = make_batch(batch=4, seed=5)
     permutation = torch.tensor([2, 0, 3, 1])
-    original = sequence_logps(logits, labels, average=True)
-    permuted = sequence_logps(logits[permutation], labels[permutation], average=True)
+    original = sequence_logps(logits, labels, length_normalize=True)
+    permuted = sequence_logps(logits[permutation], labels[permutation], length_normalize=True)
     torch.testing.assert_close(permuted, original[permutation], rtol=0, atol=0)
 
 
@@ -126,7 +126,7 @@ def test_empty_response_raises_naming_the_row():
     logits, labels = make_batch(seed=6)
     labels[1] = IGNORE
     with pytest.raises(ValueError, match=r"row\(s\) \[1\]"):
-        sequence_logps(logits, labels, average=True)
+        sequence_logps(logits, labels, length_normalize=True)
 
 
 def test_label_only_at_first_position_counts_as_empty():
@@ -135,54 +135,54 @@ def test_label_only_at_first_position_counts_as_empty():
     labels[2] = IGNORE
     labels[2, 0] = 5
     with pytest.raises(ValueError, match=r"\[2\]"):
-        sequence_logps(logits, labels, average=False)
+        sequence_logps(logits, labels, length_normalize=False)
 
 
 def test_label_outside_vocabulary_raises_naming_the_row():
     logits, labels = make_batch(seed=8)
     labels[2, 6] = logits.shape[-1]  # one past the last id
     with pytest.raises(ValueError, match="row 2"):
-        sequence_logps(logits, labels, average=False)
+        sequence_logps(logits, labels, length_normalize=False)
     labels[2, 6] = -1  # negative but not ignore_index
     with pytest.raises(ValueError, match="row 2"):
-        sequence_logps(logits, labels, average=False)
+        sequence_logps(logits, labels, length_normalize=False)
 
 
 def test_shape_mismatch_raises():
     logits, labels = make_batch()
     with pytest.raises(ValueError, match="does not match"):
-        sequence_logps(logits, labels[:, :-1], average=True)
+        sequence_logps(logits, labels[:, :-1], length_normalize=True)
     with pytest.raises(ValueError, match=r"\[B, T, V\]"):
-        sequence_logps(logits[0], labels[0], average=True)
+        sequence_logps(logits[0], labels[0], length_normalize=True)
 
 
 def test_custom_ignore_index():
     logits, labels = make_batch(seed=9)
     relabelled = labels.masked_fill(labels == IGNORE, -1)
     torch.testing.assert_close(
-        sequence_logps(logits, relabelled, average=True, ignore_index=-1),
-        sequence_logps(logits, labels, average=True),
+        sequence_logps(logits, relabelled, length_normalize=True, ignore_index=-1),
+        sequence_logps(logits, labels, length_normalize=True),
     )
 
 
 @pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
 def test_half_precision_logits_give_float32_close_to_float32_computation(half):
     logits, labels = make_batch(batch=4, length=12, vocab=50, seed=10, dtype=half)
-    result = sequence_logps(logits, labels, average=True)
+    result = sequence_logps(logits, labels, length_normalize=True)
     assert result.dtype == torch.float32
     # the upcast is exact, so the float32 computation on the same values must agree to float32 precision
-    expected = sequence_logps(logits.float(), labels, average=True)
+    expected = sequence_logps(logits.float(), labels, length_normalize=True)
     torch.testing.assert_close(result, expected, rtol=1e-6, atol=1e-6)
 
 
 def test_output_dtype_follows_float64_logits():
     logits, labels = make_batch(dtype=torch.float64)
-    assert sequence_logps(logits, labels, average=True).dtype == torch.float64
+    assert sequence_logps(logits, labels, length_normalize=True).dtype == torch.float64
 
 
 def test_logits_without_grad_build_no_graph():
     logits, labels = make_batch(dtype=torch.float32)
-    assert not sequence_logps(logits, labels, average=True).requires_grad
+    assert not sequence_logps(logits, labels, length_normalize=True).requires_grad
 
 
 def test_chunk_size_follows_the_vocabulary(monkeypatch):
@@ -194,7 +194,7 @@ def test_chunk_size_follows_the_vocabulary(monkeypatch):
 def test_gradient_passes_gradcheck():
     logits, labels = make_batch(batch=2, length=6, vocab=7, seed=12, dtype=torch.float64)
     logits.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda x: sequence_logps(x, labels, average=True), (logits,))
+    assert torch.autograd.gradcheck(lambda x: sequence_logps(x, labels, length_normalize=True), (logits,))
 
 
 def test_is_log_softmax_then_gather():

@@ -90,15 +90,15 @@ def test_adapter_disabled_reference_is_the_base_model_without_a_copy(tiny_model,
     reference.eval().to("cpu")  # what train() does to a ref_model: must not touch the policy
     assert model.training
 
-    ref_out = concatenated_forward(reference, batch, average=False)
-    base_out = concatenated_forward(base, batch, average=False)
+    ref_out = concatenated_forward(reference, batch, length_normalize=False)
+    base_out = concatenated_forward(base, batch, length_normalize=False)
     torch.testing.assert_close(ref_out["chosen_logps"], base_out["chosen_logps"], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(ref_out["rejected_logps"], base_out["rejected_logps"], atol=1e-5, rtol=1e-5)
     assert not ref_out["chosen_logps"].requires_grad
     assert model.training  # train mode restored after the reference forward
 
     model.eval()
-    policy_out = concatenated_forward(model, batch, average=False)
+    policy_out = concatenated_forward(model, batch, length_normalize=False)
     assert (policy_out["chosen_logps"] - base_out["chosen_logps"]).abs().max() > 1e-3  # adapters back on
 
     policy_storage = {p.data_ptr() for p in model.parameters()}
@@ -118,8 +118,8 @@ def test_dpo_with_lora_starts_at_ln2_and_trains_away_from_the_base(tokenizer, ti
     config = TrainConfig(loss=dpo, learning_rate=5e-2, max_steps=4, batch_size=4, warmup_ratio=0.0, seed=0)
     result = train(model, tokenizer, ROWS, config, ref_model=reference, progress=False)
     assert result.history[-1]["loss"] < math.log(2) - 1e-3
-    ref_after = concatenated_forward(reference, batch, average=False)["chosen_logps"]
-    base_after = concatenated_forward(base, batch, average=False)["chosen_logps"]
+    ref_after = concatenated_forward(reference, batch, length_normalize=False)["chosen_logps"]
+    base_after = concatenated_forward(base, batch, length_normalize=False)["chosen_logps"]
     torch.testing.assert_close(ref_after, base_after, atol=1e-5, rtol=1e-5)  # the reference did not move
 
 

@@ -127,7 +127,7 @@ def test_loss_config_orpo_is_odds_ratio_plus_nll(tokenizer, collator):
     config = LossConfig("orpo", beta=0.2)
     assert (config.sft_weight, config.length_normalize, config.needs_reference) == (1.0, True, False)
     loss, metrics = preference_loss(model, batch, config, layout="padded")
-    forward = concatenated_forward(model, batch, average=True)
+    forward = concatenated_forward(model, batch, length_normalize=True)
     odds, _, _ = orpo_odds_ratio_loss(forward["chosen_logps"], forward["rejected_logps"], beta=0.2)
     pairs = len(EXAMPLES)
     nll = -forward["token_sums"][:pairs].sum() / forward["token_counts"][:pairs].sum()
@@ -141,9 +141,9 @@ def test_loss_config_rdpo_uses_the_response_token_counts(tokenizer, collator):
     config = LossConfig("rdpo", beta=0.1, alpha=0.02)
     assert (config.length_normalize, config.needs_reference) == (False, True)
     loss, _ = preference_loss(model, batch, config, ref_model=ref, layout="padded")
-    policy = concatenated_forward(model, batch, average=False)
+    policy = concatenated_forward(model, batch, length_normalize=False)
     with torch.no_grad():
-        reference = concatenated_forward(ref, batch, average=False)
+        reference = concatenated_forward(ref, batch, length_normalize=False)
     pairs, counts = len(EXAMPLES), policy["token_counts"]
     z = 0.1 * (
         (policy["chosen_logps"] - reference["chosen_logps"])
@@ -192,7 +192,7 @@ def test_each_family_loss_trains(tokenizer, loss):
         warmup_ratio=0.0,
         lr_scheduler_type="constant",
     )
-    result = train(model, tokenizer, EXAMPLES, config, ref_model=ref, policy=CPU, progress=False)
+    result = train(model, tokenizer, EXAMPLES, config, ref_model=ref, device_policy=CPU, progress=False)
     first, last = result.history[0], result.history[-1]
     assert all(math.isfinite(row["loss"]) for row in result.history)
     assert last["loss"] < first["loss"]

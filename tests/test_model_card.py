@@ -78,3 +78,12 @@ def test_a_lora_adapter_checkpoint_is_carded_as_peft(tokenizer, tmp_path):
     folder = save_checkpoint(tmp_path / "lora", model=model, step=3)
     meta = front_matter((folder / "README.md").read_text())
     assert meta["library_name"] == "peft" and meta["pipeline_tag"] == "text-generation"
+
+
+def test_a_folder_is_the_world_model_only_with_the_worlds_build_info(tmp_path):
+    (tmp_path / "build_info.json").write_text('{"note": "some other build"}')
+    assert describe_base(str(tmp_path), "llama") == (None, "a local llama model")
+    (tmp_path / "build_info.json").write_text(
+        '{"sft_data": "0123456789abcdef"}'
+    )  # what world.reference writes
+    assert describe_base(str(tmp_path)) == (None, "the SimplePO kit's tiny world reference model")

@@ -104,6 +104,21 @@ def test_pack_by_hand():
     # 10 positions instead of the padded 4 x 5 = 20; the prompts' 3 tokens once instead of twice
 
 
+def test_a_collated_batch_packs_from_its_token_ids_without_unpadding(batch, monkeypatch):
+    """The collator's batch carries the id lists it padded; packing reads them and never un-pads the batch."""
+    import simplepo_helpers.fast.packing as packing
+
+    assert [len(row["prompt_ids"]) for row in batch.rows] == [
+        int((labels != -100).nonzero()[0]) for labels in batch["labels"][: len(batch.rows)]
+    ]
+    unpadded = pack_preference_batch(dict(batch))  # a plain copy: no id lists, so it is un-padded
+    monkeypatch.setattr(packing, "_row_parts", lambda *args: pytest.fail("un-padded a collated batch"))
+    from_ids = pack_preference_batch(batch)
+    for name in ("input_ids", "position_ids", "positions", "targets", "sequence"):
+        assert torch.equal(getattr(from_ids, name), getattr(unpadded, name)), name
+    assert from_ids.pairs == unpadded.pairs
+
+
 def test_pack_refuses_batches_it_cannot_share_with_the_reason(batch):
     different = {key: value.clone() for key, value in batch.items()}
     different["input_ids"][3, 0] += 1  # the first rejected row's prompt no longer matches its chosen row's
@@ -143,9 +158,11 @@ def test_auto_layout_scores_a_batch_it_cannot_pack_on_the_padded_path(tokenizer,
 def test_logps_equal_the_padded_path(name, average, tokenizer, batch):
     model = MODELS[name](len(tokenizer))
     assert packed_support(model) is None
-    padded = concatenated_forward(model, batch, average=average, layout="padded")
+    padded = concatenated_forward(model, batch, length_normalize=average, layout="padded")
     for keep_logits in (False, True):
-        packed = concatenated_forward(model, batch, average=average, layout="packed", keep_logits=keep_logits)
+        packed = concatenated_forward(
+            model, batch, length_normalize=average, layout="packed", keep_logits=keep_logits
+        )
         for key in ("chosen_logps", "rejected_logps", "token_sums"):
             torch.testing.assert_close(packed[key], padded[key], atol=LOGPS_ATOL, rtol=1e-6)
         assert torch.equal(packed["token_counts"], padded["token_counts"])
@@ -198,7 +215,7 @@ def test_dpo_with_precomputed_reference_logps(tokenizer, batch):
     model = build_test_model(len(tokenizer)).train()
     reference = build_test_model(len(tokenizer), seed=1)
     with torch.no_grad():
-        ref = concatenated_forward(reference, batch, average=False)
+        ref = concatenated_forward(reference, batch, length_normalize=False)
     precomputed = {
         **batch,
         "ref_chosen_logps": ref["chosen_logps"],
@@ -244,13 +261,13 @@ def _perturbed(batch, row, start, stop):
 def test_a_changed_sequence_changes_no_other_sequence_by_one_bit(name, tokenizer, batch):
     model = MODELS[name](len(tokenizer))
     pairs = batch["input_ids"].shape[0] // 2
-    before = concatenated_forward(model, batch, average=False, layout="packed")["token_sums"]
+    before = concatenated_forward(model, batch, length_normalize=False, layout="packed")["token_sums"]
     # the rejected response of pair 1: only that sequence may change (its chosen response does not see it)
     response = (batch["labels"][pairs + 1] != -100).nonzero().flatten()
     after = concatenated_forward(
         model,
         _perturbed(batch, pairs + 1, int(response[0]), int(response[-1]) + 1),
-        average=False,
+        length_normalize=False,
         layout="packed",
     )["token_sums"]
     changed = (after != before).nonzero().flatten().tolist()
@@ -258,7 +275,7 @@ def test_a_changed_sequence_changes_no_other_sequence_by_one_bit(name, tokenizer
     # the prompt of pair 0 (both of its rows): every sequence of the other pairs stays bit-identical
     prompt_end = int((batch["labels"][0] != -100).nonzero()[0])
     perturbed = _perturbed(_perturbed(batch, 0, 1, prompt_end), pairs, 1, prompt_end)
-    after = concatenated_forward(model, perturbed, average=False, layout="packed")["token_sums"]
+    after = concatenated_forward(model, perturbed, length_normalize=False, layout="packed")["token_sums"]
     assert (after != before).nonzero().flatten().tolist() == [0, pairs]
 
 
@@ -291,19 +308,19 @@ def test_train_uses_the_packed_layout_and_says_so(tokenizer, monkeypatch, capsys
 
     layouts = []
     forward = training._forward
-    monkeypatch.setattr(training, "_forward", lambda *a, **k: layouts.append(k["layout"]) or forward(*a, **k))
+    monkeypatch.setattr(training, "_forward", lambda *a, **k: layouts.append(forward(*a, **k)) or layouts[-1])
     model = build_test_model(len(tokenizer))
     padded_model = copy.deepcopy(model)
     config = TrainConfig(max_steps=2, batch_size=3, learning_rate=1e-3, warmup_ratio=0.0)
     from simplepo_helpers.runtime.device import DevicePolicy
 
     cpu = DevicePolicy(torch.device("cpu"), torch.float32, None, False, "cpu")
-    result = train(model, tokenizer, EXAMPLES, config, policy=cpu, progress=True)
-    assert layouts == ["packed", "packed"]
+    result = train(model, tokenizer, EXAMPLES, config, device_policy=cpu, progress=True)
+    assert [out["layout"] for out in layouts] == ["packed", "packed"]
     assert "batch layout: packed" in capsys.readouterr().out
     # the same run on the padded path: the same losses up to float rounding
     monkeypatch.setattr(training.fast, "choose_layout", lambda *models, batch=None: "padded")
-    padded = train(padded_model, tokenizer, EXAMPLES, config, policy=cpu, progress=False)
-    assert layouts[2:] == ["padded", "padded"]
+    padded = train(padded_model, tokenizer, EXAMPLES, config, device_policy=cpu, progress=False)
+    assert [out["layout"] for out in layouts[2:]] == ["padded", "padded"]
     for row, expected in zip(result.history, padded.history, strict=True):
         assert row["loss"] == pytest.approx(expected["loss"], abs=LOGPS_ATOL)

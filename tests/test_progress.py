@@ -70,7 +70,7 @@ def test_the_entry_points_evaluation_shows_a_bar_and_the_same_metrics(tokenizer,
     rows = Dataset.from_list([{"prompt": p, "chosen": " yes, gladly", "rejected": " no"} for p in PROMPTS])
     kwargs = dict(
         ref_model=None,
-        policy=DevicePolicy(torch.device("cpu"), torch.float32, None, False, "tests"),
+        device_policy=DevicePolicy(torch.device("cpu"), torch.float32, None, False, "tests"),
         batch_size=2,
         accelerator=SimpleNamespace(process_index=0, num_processes=1),
     )

@@ -104,7 +104,7 @@ def test_kl_run_through_the_entry_point(tiny_world, tmp_path):  # noqa: F811
         rows,
         TrainConfig(loss=loss, **settings),
         ref_model=copy.deepcopy(model),
-        policy=policy,
+        device_policy=policy,
         progress=False,
     )
     for cli_row, train_row in zip(logged, result.history, strict=True):

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from simplepo_helpers.rows import (
-    BrokenLine,
-    check_limits,
-    is_implicit_prompt,
-    row_format,
-    row_problem,
-    split_implicit_prompt,
-)
+from simplepo_helpers.inputs.implicit import is_implicit_prompt, split_implicit_prompt
+from simplepo_helpers.inputs.jsonl import BrokenLine
+from simplepo_helpers.rows import check_limits, row_format, row_problem
 
 STANDARD = {"prompt": "What is 2+3?", "chosen": " 5.", "rejected": " 6."}
 CONVERSATIONAL = {

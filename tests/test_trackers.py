@@ -37,7 +37,7 @@ def test_train_reports_each_step_to_tensorboard(tokenizer, tmp_path):
         loss=LossConfig("simpo", beta=2.0, gamma=1.0), max_steps=3, batch_size=2, output_dir=tmp_path
     )
     result = train(
-        build_test_model(len(tokenizer)), tokenizer, EXAMPLES, config, policy=CPU, progress=False,
+        build_test_model(len(tokenizer)), tokenizer, EXAMPLES, config, device_policy=CPU, progress=False,
         report_to="tensorboard",
     )  # fmt: skip
     scalars = read_scalars(tmp_path / "runs")
@@ -52,7 +52,7 @@ def test_train_reports_each_step_to_tensorboard(tokenizer, tmp_path):
 
 def test_no_report_to_writes_nothing(tokenizer, tmp_path):
     config = TrainConfig(max_steps=1, batch_size=2, output_dir=tmp_path)
-    train(build_test_model(len(tokenizer)), tokenizer, EXAMPLES, config, policy=CPU, progress=False)
+    train(build_test_model(len(tokenizer)), tokenizer, EXAMPLES, config, device_policy=CPU, progress=False)
     assert not (tmp_path / "runs").exists()
 
 

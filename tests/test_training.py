@@ -147,7 +147,7 @@ def test_concatenated_forward_is_one_pass_and_keeps_row_order(tiny_model, collat
     batch = collator(EXAMPLES[:3])
     calls = []
     handle = tiny_model.register_forward_hook(lambda module, args, output: calls.append(1))
-    out = concatenated_forward(tiny_model, batch, average=True)
+    out = concatenated_forward(tiny_model, batch, length_normalize=True)
     handle.remove()
     assert len(calls) == 1
     _, expected = naive_terms(tiny_model, batch, average=True)
@@ -186,9 +186,11 @@ def test_bad_batches_are_rejected_with_the_reason(tiny_model, collator):
     batch = collator(EXAMPLES[:2])
     odd = {key: value[:3] for key, value in batch.items()}
     with pytest.raises(ValueError, match="even, positive number of rows"):
-        concatenated_forward(tiny_model, odd, average=True)
+        concatenated_forward(tiny_model, odd, length_normalize=True)
     with pytest.raises(KeyError, match="'labels'"):
-        concatenated_forward(tiny_model, {k: batch[k] for k in ("input_ids", "attention_mask")}, average=True)
+        concatenated_forward(
+            tiny_model, {k: batch[k] for k in ("input_ids", "attention_mask")}, length_normalize=True
+        )
 
 
 # ---------- DPO reference: live forward or precomputed ----------
@@ -197,7 +199,9 @@ def test_bad_batches_are_rejected_with_the_reason(tiny_model, collator):
 def test_dpo_with_precomputed_reference_equals_live_reference(tiny_model, ref_model, collator):
     config = LossConfig("dpo", beta=0.1)
     precomputed = precompute_reference_logps(ref_model, EXAMPLES, collator, batch_size=2)
-    assert precomputed["ref_chosen_logps"].shape == (len(EXAMPLES),) and precomputed["average"] is False
+    assert (
+        precomputed["ref_chosen_logps"].shape == (len(EXAMPLES),) and precomputed["length_normalize"] is False
+    )
     batch = collator(EXAMPLES[1:4])
     _, ref_seq = naive_terms(ref_model, batch, average=False)
     torch.testing.assert_close(
@@ -220,7 +224,7 @@ def test_dpo_training_with_precomputed_reference_matches_live(tokenizer, ref_mod
         EXAMPLES,
         config,
         ref_model=ref_model,
-        policy=CPU,
+        device_policy=CPU,
         progress=False,
     )
     ref_logps = precompute_reference_logps(ref_model, EXAMPLES, collator, batch_size=5)
@@ -230,7 +234,7 @@ def test_dpo_training_with_precomputed_reference_matches_live(tokenizer, ref_mod
         EXAMPLES,
         config,
         ref_logps=ref_logps,
-        policy=CPU,
+        device_policy=CPU,
         progress=False,
     )
     for live_row, pre_row in zip(live.history, pre.history, strict=True):
@@ -293,7 +297,7 @@ def test_training_learns_a_tiny_preference_set(tokenizer):
         warmup_ratio=0.0,
         lr_scheduler_type="constant",
     )
-    result = train(model, tokenizer, EXAMPLES, config, policy=CPU, progress=False)
+    result = train(model, tokenizer, EXAMPLES, config, device_policy=CPU, progress=False)
     first, last = result.history[0], result.history[-1]
     assert last["loss"] < 0.25 * first["loss"]
     assert last["rewards/margins"] > first["rewards/margins"] + 1.0
@@ -307,7 +311,9 @@ def test_learning_rate_follows_warmup_then_cosine(tokenizer):
     config = TrainConfig(
         learning_rate=1e-3, max_steps=8, batch_size=2, warmup_ratio=0.3
     )  # ceil(2.4) = 3 warm-up
-    result = train(build_test_model(len(tokenizer)), tokenizer, EXAMPLES, config, policy=CPU, progress=False)
+    result = train(
+        build_test_model(len(tokenizer)), tokenizer, EXAMPLES, config, device_policy=CPU, progress=False
+    )
     expected = []
     for done in range(8):  # the lr used at step done+1
         if done < 3:
@@ -339,7 +345,7 @@ def test_non_finite_loss_names_the_step(tokenizer):
     model.lm_head.register_forward_hook(poison_third_forward)
     config = TrainConfig(learning_rate=1e-3, max_steps=5, batch_size=5)
     with pytest.raises(NonFiniteLossError, match="non-finite loss .* at step 3") as caught:
-        train(model, tokenizer, EXAMPLES, config, policy=CPU, progress=False)
+        train(model, tokenizer, EXAMPLES, config, device_policy=CPU, progress=False)
     assert (caught.value.step, caught.value.metric) == (3, "loss")
     assert all(torch.isfinite(p).all() for p in model.parameters())  # the NaN never reached the weights
 
@@ -348,7 +354,9 @@ def test_bad_example_is_named_by_its_index(tokenizer):
     examples = EXAMPLES[:3] + [{"prompt": "Hi", "chosen": "", "rejected": " no"}]
     config = TrainConfig(max_steps=1, batch_size=4)
     with pytest.raises(ValueError, match=r"step 1: could not collate examples \[.*3.*\]"):
-        train(build_test_model(len(tokenizer)), tokenizer, examples, config, policy=CPU, progress=False)
+        train(
+            build_test_model(len(tokenizer)), tokenizer, examples, config, device_policy=CPU, progress=False
+        )
 
 
 def test_fp16_policy_needs_and_uses_a_grad_scaler(tiny_model, collator):
@@ -357,11 +365,13 @@ def test_fp16_policy_needs_and_uses_a_grad_scaler(tiny_model, collator):
     optimizer = torch.optim.SGD(tiny_model.parameters(), lr=0.1)
     config = LossConfig()
     with pytest.raises(ValueError, match="make_grad_scaler"):
-        training_step(tiny_model, [batch], optimizer, None, config, policy=fp16)
+        training_step(tiny_model, [batch], optimizer, None, config, device_policy=fp16)
     fp32_loss = preference_loss(tiny_model, batch, config)[0].item()
     before = tiny_model.lm_head.weight.detach().clone()
     scaler = fp16.make_grad_scaler()
-    metrics = training_step(tiny_model, [batch], optimizer, None, config, policy=fp16, grad_scaler=scaler)
+    metrics = training_step(
+        tiny_model, [batch], optimizer, None, config, device_policy=fp16, grad_scaler=scaler
+    )
     assert metrics["loss"] == pytest.approx(fp32_loss, rel=2e-2)
     assert not torch.equal(before, tiny_model.lm_head.weight)
 
@@ -381,7 +391,7 @@ def test_result_plot_and_dataframe(tokenizer):
         tokenizer,
         EXAMPLES,
         TrainConfig(max_steps=2, batch_size=2),
-        policy=CPU,
+        device_policy=CPU,
         progress=False,
     )
     figure = result.plot(title="tiny")
@@ -427,12 +437,22 @@ def test_missing_reference_is_an_error(tiny_model, tokenizer, collator):
         preference_loss(tiny_model, batch, LossConfig("simpo", kl_weight=0.1))
     with pytest.raises(ValueError, match="DPO needs a reference"):
         train(
-            tiny_model, tokenizer, EXAMPLES, TrainConfig(loss=LossConfig("dpo")), policy=CPU, progress=False
+            tiny_model,
+            tokenizer,
+            EXAMPLES,
+            TrainConfig(loss=LossConfig("dpo")),
+            device_policy=CPU,
+            progress=False,
         )
-    summed = {"ref_chosen_logps": [0.0] * 5, "ref_rejected_logps": [0.0] * 5, "average": True}
-    with pytest.raises(ValueError, match="average=True but the loss uses length_normalize=False"):
+    summed = {"ref_chosen_logps": [0.0] * 5, "ref_rejected_logps": [0.0] * 5, "length_normalize": True}
+    with pytest.raises(ValueError, match="length_normalize=True but the loss uses the other"):
         train(
-            tiny_model, tokenizer, EXAMPLES, TrainConfig(loss=LossConfig("dpo")), ref_logps=summed, policy=CPU
+            tiny_model,
+            tokenizer,
+            EXAMPLES,
+            TrainConfig(loss=LossConfig("dpo")),
+            ref_logps=summed,
+            device_policy=CPU,
         )
 
 
@@ -448,6 +468,44 @@ def test_missing_reference_is_an_error(tiny_model, tokenizer, collator):
 def test_train_config_rejects_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragments"),
+    [
+        ({"learning_rate": "1e-5"}, ("TrainConfig.learning_rate", "'1e-5'", "str", "a number")),
+        ({"max_steps": 10.0}, ("TrainConfig.max_steps", "10.0", "float", "int")),
+        ({"batch_size": True}, ("TrainConfig.batch_size", "True", "bool", "int")),
+        ({"max_grad_norm": "1"}, ("TrainConfig.max_grad_norm", "'1'", "a number or None")),
+        ({"output_dir": 3}, ("TrainConfig.output_dir", "3", "int", "str or Path or None")),
+        ({"lr_scheduler_type": None}, ("TrainConfig.lr_scheduler_type", "None", "NoneType", "str")),
+    ],
+)
+def test_train_config_names_a_field_of_the_wrong_type(kwargs, fragments):
+    """A wrong type fails at construction naming the field, the value and the type expected (a string is
+    never read as a number)."""
+    with pytest.raises(TypeError) as caught:
+        TrainConfig(**kwargs)
+    for fragment in fragments:
+        assert fragment in str(caught.value)
+
+
+def test_train_config_wants_a_loss_config_not_its_name():
+    with pytest.raises(TypeError, match=r"TrainConfig.loss must be a LossConfig.*'simpo'.*LossConfig\("):
+        TrainConfig(loss="simpo")
+    assert TrainConfig(loss={"name": "dpo"}).loss == LossConfig("dpo")  # a config read back from a checkpoint
+    assert TrainConfig(learning_rate=1).learning_rate == 1  # an int is a number
+
+
+def test_each_batch_is_checked_once_per_step(tokenizer, monkeypatch):
+    import simplepo_helpers.training as training
+
+    checked = []
+    check = training.check_preference_batch
+    monkeypatch.setattr(training, "check_preference_batch", lambda batch: checked.append(1) or check(batch))
+    config = TrainConfig(max_steps=2, batch_size=2, grad_accum_steps=2, learning_rate=1e-3, warmup_ratio=0.0)
+    train(build_test_model(len(tokenizer)), tokenizer, EXAMPLES, config, device_policy=CPU, progress=False)
+    assert len(checked) == 2 * 2  # steps x micro-batches
 
 
 @pytest.mark.parametrize(

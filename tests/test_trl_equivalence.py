@@ -101,7 +101,7 @@ def test_simpo_matches_trl_cpo_trainer(tmp_path, cpo_alpha):
     input_ids, attention_mask, labels = stack_chosen_rejected(batch, tokenizer.pad_token_id)
     num_pairs = len(PREFERENCE_ROWS)
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # [2B, T, V]
-    average_logps = sequence_logps(logits, labels, average=True)  # [2B]
+    average_logps = sequence_logps(logits, labels, length_normalize=True)  # [2B]
     losses, chosen_rewards, rejected_rewards = simpo_loss(
         average_logps[:num_pairs], average_logps[num_pairs:], beta=SIMPO_BETA, gamma=SIMPO_GAMMA
     )
@@ -139,9 +139,9 @@ def test_dpo_matches_trl_dpo_trainer(tmp_path, loss_type):
     model_inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     # TRL 1.16's IPO divides each log-ratio by its completion length: the kit passes average log-probs for it
     average = loss_type == "ipo"
-    policy_logps = sequence_logps(policy(**model_inputs).logits, labels, average=average)  # [2B]
+    policy_logps = sequence_logps(policy(**model_inputs).logits, labels, length_normalize=average)  # [2B]
     with torch.no_grad():
-        ref_logps = sequence_logps(reference(**model_inputs).logits, labels, average=average)  # [2B]
+        ref_logps = sequence_logps(reference(**model_inputs).logits, labels, length_normalize=average)  # [2B]
     num_pairs = len(PREFERENCE_ROWS)
     losses, chosen_rewards, rejected_rewards = dpo_loss(
         policy_logps[:num_pairs],

@@ -110,7 +110,7 @@ def test_trl_cpo_trainer_trains_two_steps_on_the_kits_data_file(tmp_path):
     input_ids, attention_mask, labels = stack_chosen_rejected(trl_batch, tokenizer.pad_token_id)
     with torch.no_grad():
         logps = sequence_logps(
-            start(input_ids=input_ids, attention_mask=attention_mask).logits, labels, average=True
+            start(input_ids=input_ids, attention_mask=attention_mask).logits, labels, length_normalize=True
         )
     losses, chosen_rewards, rejected_rewards = simpo_loss(
         logps[:N_PAIRS], logps[N_PAIRS:], beta=values["beta"], gamma=values["simpo_gamma"]

@@ -67,7 +67,9 @@ def prefix_logps(
                 labels[row, len(prompt_ids[i]) : len(seq)] = torch.tensor(prefix_ids[j])
                 mask[row, : len(seq)] = 1
             logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits  # [b,T,V]
-            logps = sequence_logps(logits.float(), labels.to(device), average=False).double().cpu()  # [b]
+            logps = (
+                sequence_logps(logits.float(), labels.to(device), length_normalize=False).double().cpu()
+            )  # [b]
             for (i, j), value in zip(chunk, logps.tolist(), strict=True):
                 out[i, j] = value
     finally:

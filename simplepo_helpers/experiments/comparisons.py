@@ -138,7 +138,7 @@ def reference_logps(
     config: TrainConfig,
     *,
     batch_size: int = 64,
-    policy: Any = None,
+    device_policy: Any = None,
 ) -> dict[str, Any]:
     """DPO's reference log-probs of every training row, computed once per process (for ``train(ref_logps=)``)."""
     key = (
@@ -153,7 +153,12 @@ def reference_logps(
             tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length
         )
         _REFERENCE_LOGPS[key] = precompute_reference_logps(
-            reference, rows, collator, batch_size, average=config.loss.length_normalize, policy=policy
+            reference,
+            rows,
+            collator,
+            batch_size,
+            length_normalize=config.loss.length_normalize,
+            device_policy=device_policy,
         )
     return _REFERENCE_LOGPS[key]
 
@@ -176,13 +181,13 @@ def _length_curve(
     return curve
 
 
-def _load_run(spec: RunSpec, key: str, path: Path, policy: Any) -> Run:
+def _load_run(spec: RunSpec, key: str, path: Path, device_policy: Any) -> Run:
     from transformers import AutoModelForCausalLM
 
     info = json.loads((path / RUN_INFO).read_text())
     model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False)
-    if policy is not None:
-        model.to(policy.device)
+    if device_policy is not None:
+        model.to(device_policy.device)
     return Run(spec, key, path, model.eval(), info.pop("history"), info, reused=True)
 
 
@@ -211,7 +216,7 @@ def run_location(
 
 
 def _train_in_worker(
-    spec: RunSpec, reference, tokenizer, rows, length_prompts, max_new_tokens, policy
+    spec: RunSpec, reference, tokenizer, rows, length_prompts, max_new_tokens, device_policy
 ) -> None:
     """Process-pool worker of ``train_all``: train and cache one run (one torch thread)."""
     from transformers.utils import logging as hf_logging
@@ -225,7 +230,7 @@ def _train_in_worker(
         rows,
         length_prompts=length_prompts,
         max_new_tokens=max_new_tokens,
-        policy=policy,
+        device_policy=device_policy,
         progress=False,
     )
 
@@ -238,7 +243,7 @@ def train_or_load(
     *,
     length_prompts: Sequence[Any] | None = None,
     max_new_tokens: int = 64,
-    policy: Any = None,
+    device_policy: Any = None,
     progress: bool = True,
 ) -> Run:
     """The run ``spec`` from the cache, or trained from a copy of ``reference`` on ``rows`` and cached.
@@ -252,7 +257,7 @@ def train_or_load(
         spec, reference, rows, length_prompts=length_prompts, max_new_tokens=max_new_tokens
     )
     if (target / RUN_INFO).is_file():
-        return _load_run(spec, key, target, policy)
+        return _load_run(spec, key, target, device_policy)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
@@ -266,7 +271,7 @@ def train_or_load(
         mode = config.loss.reference_mode()  # DPO: log-probs precomputed once; the KL term: a live reference
         ref_model = reference if mode == "live" else None
         ref_logps = (
-            reference_logps(reference, tokenizer, rows, config, policy=policy)
+            reference_logps(reference, tokenizer, rows, config, device_policy=device_policy)
             if mode == "precomputed"
             else None
         )
@@ -279,7 +284,7 @@ def train_or_load(
             config,
             ref_model=ref_model,
             ref_logps=ref_logps,
-            policy=policy,
+            device_policy=device_policy,
             progress=progress,
         )
         info = {
@@ -444,7 +449,7 @@ def train_all(
                 setup.train_rows,
                 length_prompts=length_prompts,
                 max_new_tokens=max_new_tokens,
-                policy=setup.policy,
+                device_policy=setup.policy,
                 progress=False,
             )
             if progress:
@@ -486,7 +491,7 @@ def measure_step_cost(
     *,
     live_reference: bool = False,
     steps: int = 8,
-    policy: Any = None,
+    device_policy: Any = None,
 ) -> dict[str, Any]:
     """Seconds per optimizer step and peak extra memory of ``steps`` steps of ``config`` (not cached).
 
@@ -512,13 +517,13 @@ def measure_step_cost(
             subset,
             collator,
             config.batch_size,
-            average=config.loss.length_normalize,
-            policy=policy,
+            length_normalize=config.loss.length_normalize,
+            device_policy=device_policy,
         )
         precompute_seconds = time.perf_counter() - started
-    device = policy.device if policy is not None else next(reference.parameters()).device
+    device = device_policy.device if device_policy is not None else next(reference.parameters()).device
     with PeakMemory(device) as peak:
-        result = train(model, tokenizer, subset, config, policy=policy, progress=False, **extra)
+        result = train(model, tokenizer, subset, config, device_policy=device_policy, progress=False, **extra)
     seconds = [row["seconds"] for row in result.history[1:]] or [result.history[0]["seconds"]]
     held = parameter_bytes(model) + (parameter_bytes(reference) if "ref_model" in extra else 0)
     return {

@@ -237,7 +237,7 @@ def default_run(
             from ..reference import precompute_reference_logps
 
             ref_logps = precompute_reference_logps(
-                model, pairs, PreferenceCollator(tokenizer), 64, average=config.loss.length_normalize
+                model, pairs, PreferenceCollator(tokenizer), 64, length_normalize=config.loss.length_normalize
             )
         result = train(model, tokenizer, pairs, config, ref_logps=ref_logps, progress=False)
         snapshot = copy.deepcopy(model).eval()

@@ -96,7 +96,12 @@ def _row_parts(ids: list[int], mask: list[int], labels: list[int], row: int) -> 
 
 
 def _pair_parts(batch: Mapping[str, torch.Tensor]) -> list[tuple[list[int], list[int], list[int]]]:
-    """(prompt, chosen, rejected) token ids of each pair; ValueError, naming the row, when a pair cannot pack."""
+    """(prompt, chosen, rejected) token ids of each pair: the id lists a ``PreferenceCollator`` batch was padded
+    from (``batch.rows``), or, for a batch built or copied by hand, its rows un-padded; ValueError, naming the
+    row, when such a pair cannot pack."""
+    token_rows = getattr(batch, "rows", None)
+    if token_rows is not None:  # the collator's own lists: each pair shares its prompt by construction
+        return [(row["prompt_ids"], row["chosen_ids"], row["rejected_ids"]) for row in token_rows]
     rows = batch["input_ids"].shape[0]
     if rows == 0 or rows % 2:
         raise ValueError(f"a preference batch needs an even, positive number of rows, got {rows}")
@@ -124,7 +129,8 @@ def packing_problem(batch: Mapping[str, torch.Tensor]) -> str | None:
 
 
 def pack_preference_batch(batch: Mapping[str, torch.Tensor]) -> PackedBatch:
-    """The padded ``[2B, T]`` batch (``batching.PreferenceCollator``'s layout) as one prefix-shared row.
+    """A ``[2B, T]`` batch (``batching.PreferenceCollator``'s layout) as one prefix-shared row, built from the
+    token id lists the collator padded (``batch.rows``); a batch without them is un-padded first.
 
     Raises ValueError, naming the row, when a row is not [prompt | response | padding] with the response
     labelled, or when a pair's chosen and rejected rows do not start with the same prompt.
@@ -277,17 +283,16 @@ def packed_forward(
 
 
 def packed_sequence_logps(
-    model: torch.nn.Module, batch: Mapping[str, torch.Tensor], *, keep_logits: bool = False
+    model: torch.nn.Module, packed: PackedBatch, *, keep_logits: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """(summed response log-probs [2B], response token counts [2B], logits, labels) of a padded batch, run
-    packed.
+    """(summed response log-probs [2B], response token counts [2B], logits, labels) of a packed batch
+    (:func:`pack_preference_batch`).
 
     The LM head runs on the N scored positions only, fused with the log-softmax (no logits kept) unless
     ``keep_logits`` or the head cannot be fused; then logits [1, N + 1, V] and labels [1, N + 1] hold just the
     scored positions (label t + 1 is scored at position t, as everywhere in the kit), else both are None.
     """
-    device = next(model.parameters()).device
-    packed = pack_preference_batch(batch).to(device)
+    packed = packed.to(next(model.parameters()).device)
     num_sequences = 2 * packed.num_pairs
     head = causal_lm(model).get_output_embeddings()
     logits = labels = None

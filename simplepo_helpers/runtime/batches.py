@@ -7,7 +7,7 @@ processes, sees exactly the same examples at every step.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -44,6 +44,12 @@ def collate_examples(
         raise ValueError(
             f"{context}: could not collate examples {indices} (row k = examples[{indices}][k]): {exc}"
         ) from exc
+
+
+class MicroBatches(Protocol):
+    """What ``train`` draws its batches from (:class:`PreferenceBatches` by default)."""
+
+    def micro_batches(self, step: int) -> list[dict[str, torch.Tensor]]: ...
 
 
 class PreferenceBatches:

@@ -210,14 +210,15 @@ def describe_base(name_or_path: str | None, model_type: str | None = None) -> tu
 
 
 def _is_world_model(name_or_path: str) -> bool:
+    """The kit's world reference model (shipped or rebuilt): its folder holds the ``build_info.json`` that
+    ``world.reference`` writes beside the weights (read here, so runtime never imports world)."""
     if name_or_path == "world":
         return True
-    from ..world.cache import cache_dir
-    from ..world.reference import SHIPPED_DIR
-
-    path = Path(name_or_path).expanduser().resolve()
-    cache = cache_dir().expanduser().resolve()
-    return path == SHIPPED_DIR.resolve() or (path.parent == cache and path.name.startswith("reference-"))
+    try:
+        info = json.loads((Path(name_or_path).expanduser() / "build_info.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and "sft_data" in info
 
 
 def model_card(

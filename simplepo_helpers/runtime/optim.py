@@ -54,7 +54,7 @@ class Optimization:
     impl: str  # the AdamW implementation, for the run's records
 
     @classmethod
-    def build(cls, model: torch.nn.Module, config: Any, policy: DevicePolicy) -> Optimization:
+    def build(cls, model: torch.nn.Module, config: Any, device_policy: DevicePolicy) -> Optimization:
         """From a ``TrainConfig`` (learning_rate, weight_decay, lr_scheduler_type, warmup_ratio, max_steps)."""
         optimizer, impl = build_optimizer(
             model, learning_rate=config.learning_rate, weight_decay=config.weight_decay
@@ -65,7 +65,7 @@ class Optimization:
             num_warmup_steps=math.ceil(config.warmup_ratio * config.max_steps),
             num_training_steps=config.max_steps,
         )
-        return cls(optimizer, scheduler, policy.make_grad_scaler(), impl)
+        return cls(optimizer, scheduler, device_policy.make_grad_scaler(), impl)
 
     def state_objects(self, model: torch.nn.Module) -> dict[str, Any]:
         """What a checkpoint saves and a resume loads (keyword arguments of ``save_checkpoint``)."""

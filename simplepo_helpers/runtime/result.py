@@ -1,4 +1,5 @@
-"""What ``train`` returns: the per-step history, the final metrics and a plot of the run."""
+"""What ``train`` returns (the per-step history, the final metrics and a plot of the run), or the error it raises
+when a number stops being finite."""
 
 from __future__ import annotations
 
@@ -48,3 +49,15 @@ class TrainResult:
             figure.suptitle(title)
         figure.tight_layout()
         return figure
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss, metric or gradient norm became NaN/inf; ``step`` and ``metric`` say where."""
+
+    def __init__(self, step: int | None, metric: str, value: float) -> None:
+        where = f"step {step}" if step is not None else "this step"
+        super().__init__(
+            f"non-finite {metric} ({value}) at {where}: lower the learning rate, check the data "
+            "(empty responses?) or use float32"
+        )
+        self.step, self.metric, self.value = step, metric, value

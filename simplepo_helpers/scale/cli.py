@@ -184,7 +184,7 @@ def evaluate(
     loss_config,
     *,
     ref_model,
-    policy,
+    device_policy,
     batch_size: int,
     accelerator,
     ref_logps=None,
@@ -218,7 +218,7 @@ def evaluate(
             batch = collate_examples(collator, rows, indices, context=f"evaluation, process {rank}")
             if ref_logps is not None:
                 batch.update({key: ref_logps[key][indices] for key in REF_KEYS})
-            with policy.autocast():
+            with device_policy.autocast():
                 _, metrics = preference_loss(model, batch, loss_config, ref_model=ref_model, layout="auto")
             for name, value in metrics.items():
                 sums[name] = sums.get(name, 0.0) + value * weight
@@ -276,8 +276,8 @@ def shared_reference_logps(
                     rows.select(part),
                     collator,
                     share,
-                    average=loss_config.length_normalize,
-                    policy=policy,
+                    length_normalize=loss_config.length_normalize,
+                    device_policy=policy,
                 )
             )
             bar.update(len(part))
@@ -290,7 +290,7 @@ def shared_reference_logps(
     for indices, values in parts:
         for key in REF_KEYS:
             out[key][indices] = torch.tensor(values[key], dtype=torch.float32)
-    return {**out, "average": loss_config.length_normalize}
+    return {**out, "length_normalize": loss_config.length_normalize}
 
 
 def _accelerator():
@@ -492,7 +492,7 @@ def run_training(
                 collator,
                 loss_cfg,
                 ref_model=ref_model,
-                policy=policy,
+                device_policy=policy,
                 batch_size=train_cfg.batch_size,
                 accelerator=accelerator,
                 ref_logps=ref_logps.get("eval"),
@@ -523,7 +523,7 @@ def run_training(
             train_cfg,
             ref_model=ref_model,
             ref_logps=ref_logps.get("train"),
-            policy=policy,
+            device_policy=policy,
             resume_from=resume_from,
             progress=False,
             batches=batches,

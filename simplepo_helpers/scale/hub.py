@@ -84,7 +84,9 @@ def ultrafeedback_to_preference(row: Mapping[str, Any], index: int) -> dict[str,
     }
 
 
-def load_hub_model(model_id: str, policy: DevicePolicy) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_hub_model(
+    model_id: str, device_policy: DevicePolicy
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A causal LM and its tokenizer from the Hub or a local folder: safetensors only, no remote code."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -101,12 +103,12 @@ def load_hub_model(model_id: str, policy: DevicePolicy) -> tuple[PreTrainedModel
     with hub_access("model", model_id):
         model = AutoModelForCausalLM.from_pretrained(
             model_id,
-            dtype=policy.param_dtype,
+            dtype=device_policy.param_dtype,
             trust_remote_code=False,
             use_safetensors=True,
             attn_implementation="sdpa",
         )
-    return model.to(policy.device), tokenizer
+    return model.to(device_policy.device), tokenizer
 
 
 def _subset(

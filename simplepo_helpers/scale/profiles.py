@@ -123,13 +123,13 @@ def resolve_profile(requested: str, *, cuda_available: bool | None = None) -> tu
 def load_gpu_profile(
     config: HubConfig = HubConfig(),
     *,
-    policy: DevicePolicy | None = None,
+    device_policy: DevicePolicy | None = None,
     reason: str = "profile 'gpu' requested",
 ) -> ProfileSetup:
     """The ``gpu`` profile: model, tokenizer and data subsets as ``config`` says."""
     from ..evaluation.reward_model import DEFAULT_REWARD_MODEL
 
-    policy = policy if policy is not None else select_device()
+    policy = device_policy if device_policy is not None else select_device()
     model, tokenizer = load_hub_model(config.model_id, policy)
     train_rows, eval_rows, reports = load_hub_preferences(config, tokenizer)
     return ProfileSetup(
@@ -166,7 +166,7 @@ def standins_requested(value: str | None = None) -> str | None:
 
 
 def load_standin_profile(
-    kind: str = "tiny", *, policy: DevicePolicy | None = None, reason: str = "profile 'gpu' requested"
+    kind: str = "tiny", *, device_policy: DevicePolicy | None = None, reason: str = "profile 'gpu' requested"
 ) -> ProfileSetup:
     """The ``gpu`` profile on the kit's own stand-ins (``world.standins``), loaded as the real ones are."""
     from ..world.standins import ensure_standins
@@ -175,7 +175,7 @@ def load_standin_profile(
     config = HubConfig(model_id=str(paths.model), dataset_id=str(paths.data), **STANDIN_HUB)
     setup = load_gpu_profile(
         config,
-        policy=policy,
+        device_policy=device_policy,
         reason=f"{reason}; on stand-ins ({STANDINS_ENV}={kind}: a randomly initialised model of SmolLM2's "
         "architecture, synthetic UltraFeedback-schema pairs, a random reward model; nothing downloaded)",
     )

@@ -48,8 +48,8 @@ def _grade_sequence_logps(answer: Any) -> str | None:
     mask = labels != IGNORE_INDEX
     for average in (False, True):
         value = _array(_call(answer, logits.clone(), labels.clone(), average=average), f"average={average}")
-        expected = sequence_logps(logits, labels, average=average)
-        shifted_sum = sequence_logps(logits, labels, average=False)
+        expected = sequence_logps(logits, labels, length_normalize=average)
+        shifted_sum = sequence_logps(logits, labels, length_normalize=False)
         no_shift = (unshifted * mask).sum(-1)
         mistakes = [
             (
@@ -59,7 +59,7 @@ def _grade_sequence_logps(answer: Any) -> str | None:
             (shifted_sum / (labels.shape[1] - 1), "divide by the number of response tokens, not by T - 1."),
             (shifted_sum / labels.shape[1], "divide by the number of response tokens, not by T."),
             (
-                sequence_logps(logits, labels, average=not average),
+                sequence_logps(logits, labels, length_normalize=not average),
                 "average=True divides each row's sum by its response token count; average=False returns the sum.",
             ),
         ]
