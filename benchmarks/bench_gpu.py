@@ -130,7 +130,7 @@ def notebook03(kind: str, policy: Any, steps: int, smoke: bool) -> dict[str, Any
         warmup_ratio=defaults["warmup_ratio"],
         **limits,
     )
-    result = train(model, tokenizer, rows, config, policy=policy, progress=False)
+    result = train(model, tokenizer, rows, config, device_policy=policy, progress=False)
     return {
         "how": how,
         "policy": policy.describe(),

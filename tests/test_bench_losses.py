@@ -138,7 +138,7 @@ def test_dpo_equals_trl_dpo_on_the_benchmark_batches(precompute, tmp_path):
             trainer.model.load_state_dict(policy.state_dict())
             trl_batch.update(ref_chosen_logps=ref_chosen, ref_rejected_logps=ref_rejected)
             with torch.no_grad():
-                ref = concatenated_forward(reference, batch, average=False)
+                ref = concatenated_forward(reference, batch, length_normalize=False)
             batch = {
                 **batch,
                 "ref_chosen_logps": ref["chosen_logps"],

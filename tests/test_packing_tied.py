@@ -107,7 +107,7 @@ def _perturbed(batch, row, start, stop):
 
 
 def _token_sums(model, batch):
-    return concatenated_forward(model, batch, average=False, layout="packed")["token_sums"]  # [2B]
+    return concatenated_forward(model, batch, length_normalize=False, layout="packed")["token_sums"]  # [2B]
 
 
 @pytest.mark.parametrize("pair", [0, 1, 2])
