@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -226,3 +227,12 @@ def test_repo_root_found_from_a_subfolder(tmp_path):
     (tmp_path / "simplepo_helpers").mkdir()
     (tmp_path / "notebooks").mkdir()
     assert repo_root(tmp_path / "notebooks") == tmp_path
+
+
+def test_repo_root_falls_back_to_the_checkout_this_package_lives_in(tmp_path):
+    """From a folder outside any checkout, the fallback is the folder above the package, when it is one."""
+    import simplepo_helpers
+
+    checkout = Path(simplepo_helpers.__file__).resolve().parents[1]
+    assert (checkout / "pyproject.toml").is_file()  # the tests run from a checkout
+    assert repo_root(tmp_path) == checkout

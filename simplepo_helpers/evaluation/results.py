@@ -31,7 +31,7 @@ def repo_root(start: str | Path | None = None) -> Path:
     """The kit's checkout: the first folder at or above ``start`` (default: the cwd) holding pyproject.toml and
     simplepo_helpers/, else the folder above this package when that is a checkout, else ``start``."""
     start = Path(start or Path.cwd()).resolve()
-    candidates = [start, *start.parents, Path(__file__).resolve().parents[1]]
+    candidates = [start, *start.parents, Path(__file__).resolve().parents[2]]
     for folder in candidates:
         if (folder / "pyproject.toml").is_file() and (folder / "simplepo_helpers").is_dir():
             return folder
