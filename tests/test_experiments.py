@@ -254,7 +254,7 @@ def test_train_all_in_a_process_pool_gives_the_same_runs_as_in_process(tokenizer
         tokenizer=tokenizer,
         train_rows=ROWS,
         eval_prompts=PROMPTS,
-        policy=select_device("cpu"),
+        device_policy=select_device("cpu"),
     )
     specs = [_spec("simpo", seed=0), _spec("dpo", seed=1)]
     monkeypatch.setenv("SIMPLEPO_CACHE", str(tmp_path / "pool"))

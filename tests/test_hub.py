@@ -109,7 +109,7 @@ def test_gpu_profile_loads_model_tokenizer_and_subsets_offline(hub_dirs, tokeniz
     model_dir, data_dir = hub_dirs
     config = HubConfig(model_id=str(model_dir), dataset_id=str(data_dir), **SMALL)
     setup = load_gpu_profile(config, device_policy=CPU)
-    assert setup.name == "gpu" and setup.policy is CPU
+    assert setup.name == "gpu" and setup.device_policy is CPU
     assert setup.model.dtype == torch.float32 and setup.model.device.type == "cpu"
     text = "What is two plus three? Two plus three is five."
     assert (
@@ -233,8 +233,8 @@ def test_cpu_profile_reads_the_world_data(monkeypatch, tokenizer):
     assert setup.name == "cpu" and "no CUDA" in setup.reason
     assert (
         setup.model is stub_model
-        and setup.policy.device.type == "cpu"
-        and setup.policy.autocast_dtype is None
+        and setup.device_policy.device.type == "cpu"
+        and setup.device_policy.autocast_dtype is None
     )
     lines = {
         stem: sum(1 for _ in world.data_file(stem).open())

@@ -394,7 +394,7 @@ def train_all(
     from transformers.utils import logging as hf_logging
 
     length_prompts = setup.eval_prompts[:n_length_prompts]
-    if workers > 1 and setup.policy.device.type == "cpu":
+    if workers > 1 and setup.device_policy.device.type == "cpu":
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
@@ -425,7 +425,7 @@ def train_all(
                         setup.train_rows,
                         length_prompts,
                         max_new_tokens,
-                        setup.policy,
+                        setup.device_policy,
                     )
                     for spec in missing
                 ]
@@ -449,7 +449,7 @@ def train_all(
                 setup.train_rows,
                 length_prompts=length_prompts,
                 max_new_tokens=max_new_tokens,
-                device_policy=setup.policy,
+                device_policy=setup.device_policy,
                 progress=False,
             )
             if progress:

@@ -77,13 +77,13 @@ _NOT_AVERAGED = ("step", "epoch", "grad_norm", "lr", "tokens", "seconds")
 
 
 def resolve_policy(precision: str, device: torch.device) -> DevicePolicy:
-    """`select_device`'s policy for ``device``, with ``model.precision`` forcing fp32, bf16 or fp16."""
-    policy = select_device(device, verbose=False)
+    """`select_device`'s device policy for ``device``, with ``model.precision`` forcing fp32, bf16 or fp16."""
+    device_policy = select_device(device, verbose=False)
     if precision == "auto":
-        return policy
+        return device_policy
     if precision == "fp32":
         return dataclasses.replace(
-            policy, autocast_dtype=None, use_grad_scaler=False, reason="model.precision=fp32"
+            device_policy, autocast_dtype=None, use_grad_scaler=False, reason="model.precision=fp32"
         )
     if device.type != "cuda":
         raise ConfigError(f"model.precision={precision} needs a CUDA GPU, this process runs on {device}")
@@ -94,24 +94,27 @@ def resolve_policy(precision: str, device: torch.device) -> DevicePolicy:
                 f"model.precision=bf16: compute capability {major}.{minor} < 8 only emulates bf16; use fp16 or auto"
             )
         return dataclasses.replace(
-            policy, autocast_dtype=torch.bfloat16, use_grad_scaler=False, reason="model.precision=bf16"
+            device_policy, autocast_dtype=torch.bfloat16, use_grad_scaler=False, reason="model.precision=bf16"
         )
     return dataclasses.replace(
-        policy, autocast_dtype=torch.float16, use_grad_scaler=True, reason="model.precision=fp16 (GradScaler)"
+        device_policy,
+        autocast_dtype=torch.float16,
+        use_grad_scaler=True,
+        reason="model.precision=fp16 (GradScaler)",
     )
 
 
-def load_model(options: ModelOptions, policy: DevicePolicy, *, progress: bool = True):
+def load_model(options: ModelOptions, device_policy: DevicePolicy, *, progress: bool = True):
     """(model, tokenizer): the world's reference model for ``world``, else `hub.load_hub_model`."""
     if options.name_or_path == WORLD_MODEL:
         from ..world import load_reference_model
 
         model, tokenizer = load_reference_model(progress=progress)
-        model = model.to(device=policy.device, dtype=policy.param_dtype)
+        model = model.to(device=device_policy.device, dtype=device_policy.param_dtype)
     else:
         from .hub import load_hub_model
 
-        model, tokenizer = load_hub_model(options.name_or_path, policy)
+        model, tokenizer = load_hub_model(options.name_or_path, device_policy)
     if options.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model, tokenizer
@@ -252,7 +255,15 @@ def _reference(config: RunConfig, model):
 
 
 def shared_reference_logps(
-    model, rows, collator, loss_config, policy, batch_size: int, accelerator, *, progress: bool | None = False
+    model,
+    rows,
+    collator,
+    loss_config,
+    device_policy,
+    batch_size: int,
+    accelerator,
+    *,
+    progress: bool | None = False,
 ) -> dict:
     """Reference log-probs of all ``rows`` from ``model`` as it is now: process r scores rows r, r+N, ...
     (``precompute_reference_logps``, in chunks of whole batches under a progress bar), then every process
@@ -277,7 +288,7 @@ def shared_reference_logps(
                     collator,
                     share,
                     length_normalize=loss_config.length_normalize,
-                    device_policy=policy,
+                    device_policy=device_policy,
                 )
             )
             bar.update(len(part))
@@ -368,11 +379,11 @@ def _print_step(row: Mapping[str, Any], max_steps: int) -> None:
 
 
 def _setup(
-    config: RunConfig, policy: DevicePolicy, accelerator, say, progress: bool
+    config: RunConfig, device_policy: DevicePolicy, accelerator, say, progress: bool
 ) -> tuple[Any, Any, dict]:
     """(model, with adapters when LoRA is on; tokenizer; ``{"train": rows, "eval": rows}``) on this process."""
     with accelerator.main_process_first():  # one process builds the world model / downloads, then the others
-        model, tokenizer = load_model(config.model, policy, progress=progress)
+        model, tokenizer = load_model(config.model, device_policy, progress=progress)
         rows = _load_data(config.data, tokenizer, config.train, say)
     if config.lora.enabled:
         model = apply_lora(model, config.lora)
@@ -433,8 +444,8 @@ def run_training(
     output_dir = Path(train_cfg.output_dir)
     resume_from = _resume_checkpoint(config)
     _check_resume(config, resume_from, allow_config_change)
-    policy = resolve_policy(config.model.precision, accelerator.device)
-    say(f"[simplepo] {world} process(es) | {policy.describe()}")
+    device_policy = resolve_policy(config.model.precision, accelerator.device)
+    say(f"[simplepo] {world} process(es) | {device_policy.describe()}")
     if train_cfg.batch_size % world:
         raise ConfigError(
             f"train.batch_size={train_cfg.batch_size} (pairs per micro-batch, all processes together) must be "
@@ -442,7 +453,7 @@ def run_training(
         )
 
     set_seed(train_cfg.seed)  # the same on every process: LoRA init and dropout match the 1-process run
-    model, tokenizer, rows = _setup(config, policy, accelerator, say, progress and main)
+    model, tokenizer, rows = _setup(config, device_policy, accelerator, say, progress and main)
     ref_model = _reference(config, model)
     collator = PreferenceCollator(
         tokenizer, max_length=train_cfg.max_length, max_prompt_length=train_cfg.max_prompt_length
@@ -455,7 +466,7 @@ def run_training(
                 rows[what],
                 collator,
                 loss_cfg,
-                policy,
+                device_policy,
                 train_cfg.batch_size,
                 accelerator,
                 progress=None if (progress and main) else False,
@@ -492,7 +503,7 @@ def run_training(
                 collator,
                 loss_cfg,
                 ref_model=ref_model,
-                device_policy=policy,
+                device_policy=device_policy,
                 batch_size=train_cfg.batch_size,
                 accelerator=accelerator,
                 ref_logps=ref_logps.get("eval"),
@@ -523,7 +534,7 @@ def run_training(
             train_cfg,
             ref_model=ref_model,
             ref_logps=ref_logps.get("train"),
-            device_policy=policy,
+            device_policy=device_policy,
             resume_from=resume_from,
             progress=False,
             batches=batches,

@@ -95,7 +95,7 @@ class ProfileSetup:
     reason: str
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
-    policy: DevicePolicy
+    device_policy: DevicePolicy  # where and in which precision (runtime.device)
     train_rows: Dataset  # conversational preference rows
     eval_rows: Dataset  # held-out preference pairs (reward accuracy)
     eval_prompts: list[list[dict[str, str]]]  # held-out prompts (generations)
@@ -137,7 +137,7 @@ def load_gpu_profile(
         reason=reason,
         model=model,
         tokenizer=tokenizer,
-        policy=policy,
+        device_policy=policy,
         train_rows=train_rows,
         eval_rows=eval_rows,
         eval_prompts=list(eval_rows["prompt"]),
@@ -205,7 +205,7 @@ def load_cpu_profile(*, reason: str = "profile 'cpu' requested") -> ProfileSetup
         reason=reason,
         model=model.to(policy.device),
         tokenizer=tokenizer,
-        policy=policy,
+        device_policy=policy,
         train_rows=train_rows,
         eval_rows=eval_rows,
         eval_prompts=[row["prompt"] for row in prompt_rows],
