@@ -194,13 +194,15 @@ def default_run(
     progress: bool = True,
     on_round: Callable[[int, Any], None] | None = None,
     shipped_round1: bool | None = None,
+    on_step: Callable[[int, dict, Any], None] | None = None,
 ) -> RoundsRun:
     """Train the lessons' default policy for ``method`` (a key of ``RECIPES``) with training seed ``seed``.
 
-    Starts from the shipped reference (or ``reference``/``tokenizer``: then round 1 is sampled from it, unless
-    ``shipped_round1``), runs ``rounds`` rounds (default: the recipe's) and returns every round's policy. ``on_round(r, model)`` is called after each round (for
-    example to evaluate it). Deterministic on one machine; another CPU rounds differently, which moves the
-    result as another seed would.
+        Starts from the shipped reference (or ``reference``/``tokenizer``: then round 1 is sampled from it, unless
+        ``shipped_round1``), runs ``rounds`` rounds (default: the recipe's) and returns every round's policy. ``on_round(r, model)`` is called after each round (for
+        example to evaluate it); ``on_step(r, row, model)`` after each optimizer step of round ``r`` (``row``: the
+    step's history row; the model is mid-training: restore its mode and the RNG states if you sample). Deterministic on one machine; another CPU rounds differently, which moves the
+        result as another seed would.
     """
     if recipe is None:
         if method not in RECIPES:
@@ -239,7 +241,15 @@ def default_run(
             ref_logps = precompute_reference_logps(
                 model, pairs, PreferenceCollator(tokenizer), 64, average=config.loss.length_normalize
             )
-        result = train(model, tokenizer, pairs, config, ref_logps=ref_logps, progress=False)
+        step_hook = None
+        if on_step is not None:
+
+            def step_hook(row: dict, _round: int = round_index) -> None:
+                on_step(_round, row, model)
+
+        result = train(
+            model, tokenizer, pairs, config, ref_logps=ref_logps, progress=False, on_step=step_hook
+        )
         snapshot = copy.deepcopy(model).eval()
         run.models.append(snapshot.merge_and_unload() if recipe.lora is not None else snapshot)
         run.rounds.append(

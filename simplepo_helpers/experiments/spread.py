@@ -1,7 +1,7 @@
 """The records behind the default recipe: the search on dev, the spread over seeds and reference builds, and
 the baselines (``make spread``; records in ``results/rounds.jsonl``).
 
-    python -m simplepo_helpers.evaluation.spread {baselines,search,spread} [--workers 2] [--out results]
+    python -m simplepo_helpers.experiments.spread {search,spread,family,overopt,report} [--workers 2] [--out results]
 
 - **baselines**: per reference build (the shipped one, ``ref_seed`` -1, and rebuilds with world-model seeds
   1 and 2 standing in for other hardware) and split: the reference's k = 8 samples per prompt, its expected
@@ -13,6 +13,11 @@ the baselines (``make spread``; records in ``results/rounds.jsonl``).
   mean dev score gain over the seeds.
 - **spread** (eval and held-out tasks): the default recipes over many training seeds and three reference
   builds: what the lessons' assertions are calibrated on.
+- **family** (issue 21): ORPO, R-DPO, cDPO and IPO searched on dev on the same grid (one seed), then each
+  member's dev-best recipe spread over seeds on eval and held-out tasks (``family_losses`` states the fixed
+  hyper-parameters). New records carry ``kl``: KL to the reference on the policy's own samples.
+- **overopt**: offline SimPO, DPO and SimPO + SFT term trained 480 steps, evaluated on dev every 60 (kind
+  ``"overopt"``, one record per evaluated step): the over-optimisation curve of notebook 08.
 
 Each evaluated round writes one JSON line: the run (kind, method, recipe, seed, reference build), the round,
 the split and the per-prompt expected scores (k = 4 samples, the policy's own sampling stream), so any
@@ -132,6 +137,20 @@ def _allowed_probes(model: Any, tokenizer: Any, prompts: list, forbidden: np.nda
     return {style: round(float(np.asarray(p)[allowed].mean()), 4) for style, p in styles.items()}
 
 
+def _kl(model: Any, reference: Any, tokenizer: Any, prompts: list, samples: Any) -> dict[str, float]:
+    """KL(policy || reference) on the policy's own evaluation samples: the mean over every sample of
+    log pi(y|x) - log pi_ref(y|x), summed over the response tokens (EOS included unless cut off), and its
+    standard error over samples. ``reference``: the model the run started from (the shipped one)."""
+    from ..evaluation.metrics import kl_to_reference
+
+    flat_prompts = [p for p, row in zip(prompts, samples.responses, strict=True) for _ in row]
+    flat = [response for row in samples.responses for response in row]
+    estimate = kl_to_reference(
+        model, reference, tokenizer, flat_prompts, flat, batch_size=64, max_new_tokens=MAX_NEW_TOKENS
+    )
+    return {"kl": round(estimate.mean, 4), "kl_stderr": round(estimate.stderr, 4)}
+
+
 def evaluate_run(
     kind: str, method: str, recipe: Recipe, seed: int, ref_seed: int, splits: Sequence[str]
 ) -> list[dict]:
@@ -156,6 +175,7 @@ def evaluate_run(
             )
             last = round_index == recipe.rounds
             probes = _allowed_probes(model, tokenizer, prompts[split], samples.forbidden) if last else None
+            kl = _kl(model, reference, tokenizer, prompts[split], samples)
             records.append(
                 {
                     "kind": kind,
@@ -169,6 +189,7 @@ def evaluate_run(
                     "expected": np.round(samples.expected, 4).tolist(),
                     "mean_length": float(samples.lengths.mean()),
                     "probes": probes,
+                    **kl,
                 }
             )
 
@@ -227,6 +248,230 @@ def spread_jobs(seeds: int = 16, rebuild_seeds: int = 4, others: int = 8) -> lis
     return jobs
 
 
+# ------------------------------------------------------------------------ the loss family (issue 21)
+
+# Each member's own hyper-parameter is fixed before the search (only the learning rate and the steps per round
+# are searched, SEARCH_GRID, as for SimPO and DPO); every member carries the chosen answers' NLL term with
+# weight 1, as the default SimPO and DPO recipes do (ORPO's loss has it built in):
+# - ORPO: lambda 0.1 (TRL's ORPOConfig.beta default; the paper's 0.1 for its 7B runs too).
+# - R-DPO: DPO's beta 0.5 and alpha = 0.5 / 6 per token: the rule "a typical length gap moves the logit by
+#   0.5", with 6 tokens the median |len(chosen) - len(rejected)| of round 1's shipped pairs.
+# - cDPO: DPO with label_smoothing 0.1, the offline annotator's flip rate in this world (the on-policy pairs are
+#   ranked by the exact judge: the prediction is that there is no noise for it to absorb).
+# - IPO: tau 0.1 (TRL's beta default for loss_type "ipo"), on summed log-ratios (the IPO paper's form): its
+#   target margin 1 / (2 tau) = 5 nats is where DPO's gradient weight at beta 0.5 has fallen to sigma(-2.5).
+# The search uses ONE seed (seed 0; SimPO's and DPO's used two) to fit the CPU budget; the spread then trains
+# each member's dev-best recipe with FAMILY_SPREAD_SEEDS seeds from the shipped reference.
+FAMILY_SEARCH_SEEDS = (0,)
+FAMILY_SPREAD_SEEDS = 4
+RDPO_ALPHA = 0.5 / 6
+IPO_TAU = 0.1
+CDPO_EPSILON = 0.1
+ORPO_LAMBDA = 0.1
+
+
+def family_losses() -> dict[str, Any]:
+    """The loss family's settings, fixed before the search (see the comment above)."""
+    from ..training import LossConfig
+    from .rounds import DPO_LOSS
+
+    dpo = replace(DPO_LOSS, sft_weight=1.0)  # the default DPO recipe's loss
+    return {
+        "orpo": LossConfig("orpo", beta=ORPO_LAMBDA),
+        "rdpo": LossConfig("rdpo", beta=dpo.beta, alpha=RDPO_ALPHA, sft_weight=1.0),
+        "cdpo": replace(dpo, label_smoothing=CDPO_EPSILON),
+        "ipo": replace(dpo, loss_type="ipo", beta=IPO_TAU),
+    }
+
+
+def family_search_jobs() -> list[tuple]:
+    """The family's dev search: each member on SEARCH_GRID, SEARCH_ROUNDS rounds, FAMILY_SEARCH_SEEDS."""
+    jobs = []
+    for seed in FAMILY_SEARCH_SEEDS:
+        for method, loss in family_losses().items():
+            for lr in SEARCH_GRID["learning_rate"]:
+                for steps in SEARCH_GRID["steps_per_round"]:
+                    recipe = Recipe(loss, learning_rate=lr, steps_per_round=steps, rounds=SEARCH_ROUNDS)
+                    jobs.append(("search", method, recipe, seed, SHIPPED, ("dev",)))
+    return jobs
+
+
+def dev_best(records: Sequence[dict], method: str) -> tuple[Recipe, float] | None:
+    """``method``'s dev-best recipe by the pre-stated criterion (as for the default search): the highest mean
+    dev score gain over the search seeds at any round; the recipe then runs that many rounds. None before the
+    search is recorded."""
+    from .rounds import recipe_settings
+
+    base = baselines(records)
+    loss = family_losses()[method]
+    cells: dict[tuple, list[float]] = {}
+    for r in records:
+        if r.get("kind") != "search" or r.get("method") != method:
+            continue
+        settings = r["recipe"]
+        recipe = Recipe(
+            loss,
+            learning_rate=settings["learning_rate"],
+            steps_per_round=settings["steps_per_round"],
+            rounds=SEARCH_ROUNDS,
+        )
+        if recipe_settings(recipe) != settings:  # a record of other settings under the same name
+            continue
+        reference = np.mean(base[(r["ref_seed"], r["split"])]["expected"])
+        key = (settings["learning_rate"], settings["steps_per_round"], r["round"])
+        cells.setdefault(key, []).append(float(np.mean(r["expected"]) - reference))
+    if not cells:
+        return None
+    means = {key: float(np.mean(v)) for key, v in sorted(cells.items())}
+    lr, steps, rounds = max(means, key=means.get)
+    recipe = Recipe(loss, learning_rate=lr, steps_per_round=steps, rounds=rounds)
+    return recipe, means[(lr, steps, rounds)]
+
+
+def family_spread_jobs(records: Sequence[dict], seeds: int = FAMILY_SPREAD_SEEDS) -> list[tuple]:
+    """Each member's dev-best recipe over ``seeds`` training seeds (shipped reference), eval and held-out."""
+    jobs = []
+    for method in family_losses():
+        best = dev_best(records, method)
+        if best is None:
+            raise ValueError(f"no search records of {method}: run the family search first")
+        jobs += [("spread", method, best[0], s, SHIPPED, ("eval", "heldout")) for s in range(seeds)]
+    return jobs
+
+
+# ------------------------------------------------------------------ over-optimisation (issue 21)
+
+# Offline runs (data/pairs_train.jsonl, the offline recipes) trained OVEROPT_STEPS steps with one cosine
+# schedule, evaluated on dev every OVEROPT_EVERY steps: the judge's expected score (k = 4), the reward accuracy
+# on the held-out offline pairs (data/pairs_dev.jsonl, a tie counts half) and on the training batches, KL to
+# the reference on the policy's samples. SimPO, DPO and SimPO with the SFT term (weight 1).
+OVEROPT_STEPS = 480
+OVEROPT_EVERY = 60
+OVEROPT_SEEDS = (0, 1)
+
+
+def overopt_recipes() -> dict[str, Recipe]:
+    simpo, dpo = RECIPES["simpo_offline"], RECIPES["dpo_offline"]
+    return {
+        "simpo": replace(simpo, steps_per_round=OVEROPT_STEPS),
+        "dpo": replace(dpo, steps_per_round=OVEROPT_STEPS),
+        "simpo_sft": replace(simpo, loss=replace(simpo.loss, sft_weight=1.0), steps_per_round=OVEROPT_STEPS),
+    }
+
+
+def overopt_jobs() -> list[tuple]:
+    return [
+        ("overopt", method, recipe, seed, SHIPPED, ("dev",))
+        for seed in OVEROPT_SEEDS
+        for method, recipe in overopt_recipes().items()
+    ]
+
+
+class _Stop(Exception):
+    """Raised from the step hook to end a run early (``overopt_point``)."""
+
+
+def overopt_run(
+    kind: str,
+    method: str,
+    recipe: Recipe,
+    seed: int,
+    ref_seed: int,
+    splits: Sequence[str] = ("dev",),
+    stop_at: int | None = None,
+) -> list[dict]:
+    """Train one offline run and evaluate it on dev every OVEROPT_EVERY steps (and at ``stop_at``, where the
+    run then stops: the same schedule, so the same model as the full run's at that step). The evaluation
+    saves and restores the RNG states and the model's mode: training goes on as if it had not been evaluated."""
+    import random
+
+    import torch
+
+    from ..batching import PreferenceCollator
+    from ..data import read_jsonl
+    from ..evaluation.metrics import preference_rewards
+    from ..evaluation.sampling import sample_k
+    from ..reference import precompute_reference_logps
+    from ..world import data_file
+    from .rounds import default_run, recipe_settings
+
+    if list(splits) != ["dev"]:
+        raise ValueError("the over-optimisation runs are evaluated on dev only")
+    reference, tokenizer = _reference(ref_seed)
+    prompts = _prompts("dev")
+    pairs, _ = read_jsonl(data_file("pairs_dev"))
+    loss = recipe.loss
+    ref_logps = None
+    if loss.needs_reference:
+        ref_logps = precompute_reference_logps(
+            reference, pairs, PreferenceCollator(tokenizer), 64, average=loss.length_normalize
+        )
+    records: list[dict] = []
+    train_accuracy: list[float] = []
+    started = time.perf_counter()
+
+    def on_step(round_index: int, row: dict, model: Any) -> None:
+        step = row["step"]
+        train_accuracy.append(float(row["rewards/accuracies"]))
+        if step % OVEROPT_EVERY and step != stop_at:
+            return
+        states = (torch.random.get_rng_state(), np.random.get_state(), random.getstate())
+        was_training = model.training
+        model.eval()
+        try:
+            samples = sample_k(
+                model, tokenizer, prompts, k=K_POLICY, stream=1000 + seed, max_new_tokens=MAX_NEW_TOKENS
+            )
+            rewards = preference_rewards(model, tokenizer, pairs, loss, ref_logps=ref_logps, batch_size=64)
+            records.append(
+                {
+                    "kind": kind,
+                    "id": run_id(kind, method, recipe, seed, ref_seed),
+                    "method": method,
+                    "recipe": recipe_settings(recipe),
+                    "seed": seed,
+                    "ref_seed": ref_seed,
+                    "round": round_index,
+                    "step": step,
+                    "split": "dev",
+                    "expected": np.round(samples.expected, 4).tolist(),
+                    "mean_length": float(samples.lengths.mean()),
+                    **_kl(model, reference, tokenizer, prompts, samples),
+                    "pairs_dev_reward_accuracy": round(rewards.reward_accuracy, 4),
+                    "train_reward_accuracy": round(float(np.mean(train_accuracy[-OVEROPT_EVERY:])), 4),
+                    "seconds": round(time.perf_counter() - started, 1),
+                }
+            )
+        finally:
+            model.train(was_training)
+            torch.random.set_rng_state(states[0])
+            np.random.set_state(states[1])
+            random.setstate(states[2])
+        if step == stop_at:
+            raise _Stop
+
+    try:
+        default_run(
+            method,
+            seed,
+            reference=reference,
+            tokenizer=tokenizer,
+            recipe=recipe,
+            progress=False,
+            on_step=on_step,
+        )
+    except _Stop:
+        pass
+    return records
+
+
+def overopt_point(method: str = "simpo", seed: int = 0, step: int = OVEROPT_EVERY) -> dict:
+    """Re-run one point of the over-optimisation record live: ``method``'s run (``overopt_recipes``) with
+    training seed ``seed`` up to ``step`` (the full run's schedule), evaluated as the record is."""
+    recipe = overopt_recipes()[method]
+    return overopt_run("overopt", method, recipe, seed, SHIPPED, ("dev",), stop_at=step)[-1]
+
+
 def _append(path: Path, records: Sequence[dict]) -> None:
     with open(path, "a") as handle:  # one write per run: a kill leaves at most one partial last line
         handle.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
@@ -247,7 +492,9 @@ def run_jobs(jobs: Sequence[tuple], out: Path, workers: int) -> None:
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
         for future in as_completed([pool.submit(baseline, *key) for key in needed]):
             _append(path, [future.result()])
-        futures = {pool.submit(evaluate_run, *job): job for job in todo}
+        futures = {
+            pool.submit(overopt_run if job[0] == "overopt" else evaluate_run, *job): job for job in todo
+        }
         for number, future in enumerate(as_completed(futures), 1):
             records = future.result()
             _append(path, records)
@@ -261,12 +508,15 @@ def run_jobs(jobs: Sequence[tuple], out: Path, workers: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("phase", choices=("search", "spread", "report"))
+    parser.add_argument("phase", choices=("search", "spread", "family", "overopt", "report"))
     parser.add_argument("--readme", type=Path, default=None, help="report: rewrite this file's spread block")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="default: the repository's results/")
     parser.add_argument(
         "--seeds", type=int, default=16, help="spread: default SimPO seeds, shipped reference"
+    )
+    parser.add_argument(
+        "--family-seeds", type=int, default=FAMILY_SPREAD_SEEDS, help="family: training seeds per member"
     )
     args = parser.parse_args(argv)
     if args.out is None:
@@ -286,7 +536,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.readme.write_text(head + start + text + end + rest.split(end, 1)[1])
         print(f"rewrote the spread block of {args.readme}")
         return
-    jobs = search_jobs() if args.phase == "search" else spread_jobs(args.seeds)
+    if args.phase == "family":  # the search first, then each member's dev-best recipe over seeds
+        run_jobs(family_search_jobs(), args.out, args.workers)
+        records = read_records(args.out / RECORDS)
+        run_jobs(family_spread_jobs(records, args.family_seeds), args.out, args.workers)
+        return
+    jobs = {"search": search_jobs, "overopt": overopt_jobs}.get(args.phase, lambda: spread_jobs(args.seeds))()
     run_jobs(jobs, args.out, args.workers)
 
 
