@@ -250,38 +250,18 @@ def spread_jobs(seeds: int = 16, rebuild_seeds: int = 4, others: int = 8) -> lis
 
 # ------------------------------------------------------------------------ the loss family (issue 21)
 
-# Each member's own hyper-parameter is fixed before the search (only the learning rate and the steps per round
-# are searched, SEARCH_GRID, as for SimPO and DPO); every member carries the chosen answers' NLL term with
-# weight 1, as the default SimPO and DPO recipes do (ORPO's loss has it built in):
-# - ORPO: lambda 0.1 (TRL's ORPOConfig.beta default; the paper's 0.1 for its 7B runs too).
-# - R-DPO: DPO's beta 0.5 and alpha = 0.5 / 6 per token: the rule "a typical length gap moves the logit by
-#   0.5", with 6 tokens the median |len(chosen) - len(rejected)| of round 1's shipped pairs.
-# - cDPO: DPO with label_smoothing 0.1, the offline annotator's flip rate in this world (the on-policy pairs are
-#   ranked by the exact judge: the prediction is that there is no noise for it to absorb).
-# - IPO: tau 0.1 (TRL's beta default for loss_type "ipo"), on summed log-ratios (the IPO paper's form): its
-#   target margin 1 / (2 tau) = 5 nats is where DPO's gradient weight at beta 0.5 has fallen to sigma(-2.5).
-# The search uses ONE seed (seed 0; SimPO's and DPO's used two) to fit the CPU budget; the spread then trains
-# each member's dev-best recipe with FAMILY_SPREAD_SEEDS seeds from the shipped reference.
+# The family's fixed settings and the reasons for them: rounds.FAMILY_LOSSES. The search uses ONE seed (seed 0;
+# SimPO's and DPO's used two) to fit the CPU budget; the spread then trains each member's dev-best recipe with
+# FAMILY_SPREAD_SEEDS seeds from the shipped reference.
 FAMILY_SEARCH_SEEDS = (0,)
 FAMILY_SPREAD_SEEDS = 4
-RDPO_ALPHA = 0.5 / 6
-IPO_TAU = 0.1
-CDPO_EPSILON = 0.1
-ORPO_LAMBDA = 0.1
 
 
 def family_losses() -> dict[str, Any]:
-    """The loss family's settings, fixed before the search (see the comment above)."""
-    from ..training import LossConfig
-    from .rounds import DPO_LOSS
+    """The loss family's settings, fixed before the search (``rounds.FAMILY_LOSSES``)."""
+    from .rounds import FAMILY_LOSSES
 
-    dpo = replace(DPO_LOSS, sft_weight=1.0)  # the default DPO recipe's loss
-    return {
-        "orpo": LossConfig("orpo", beta=ORPO_LAMBDA),
-        "rdpo": LossConfig("rdpo", beta=dpo.beta, alpha=RDPO_ALPHA, sft_weight=1.0),
-        "cdpo": replace(dpo, label_smoothing=CDPO_EPSILON),
-        "ipo": replace(dpo, loss_type="ipo", beta=IPO_TAU),
-    }
+    return dict(FAMILY_LOSSES)
 
 
 def family_search_jobs() -> list[tuple]:
@@ -750,6 +730,135 @@ def findings(records: Sequence[dict]) -> list[str]:
     return lines
 
 
+FAMILY_NAMES = {
+    "simpo": "SimPO + SFT term (the default)",
+    "dpo": "DPO + SFT term",
+    "orpo": "ORPO (lambda 0.1, its NLL term)",
+    "rdpo": "R-DPO (alpha 1/12 per token) + SFT term",
+    "cdpo": "cDPO (label smoothing 0.1) + SFT term",
+    "ipo": "IPO (tau 0.1) + SFT term",
+}
+DPO_VARIANTS = ("rdpo", "cdpo", "ipo")
+
+
+def family_table(records: Sequence[dict], split: str = "eval") -> list[dict]:
+    """The loss family on ``split`` at each run's last round (shipped reference): the gain pooled over seeds
+    and prompts, each member minus the default SimPO (and the DPO variants minus DPO) as a difference that
+    resamples each method's seeds and the prompts (paired by prompt), the mean length and the KL to the
+    reference on the policy's samples (None where the records did not measure it)."""
+    from ..evaluation.sampling import method_difference, seed_prompt_gain
+
+    base = baselines(records)
+    reference = np.array(base[(SHIPPED, split)]["expected"])
+    finals = {m: _final_expected(records, m, split) for m in FAMILY_NAMES}
+    rows = []
+    for method, name in FAMILY_NAMES.items():
+        runs = [r for r in _round_records(records, "spread", method, split) if r["ref_seed"] == SHIPPED]
+        if len(runs) < 2:
+            continue
+        expected = finals[method]
+        kls = [r.get("kl") for r in runs]
+        recipe = runs[0]["recipe"]
+        rows.append(
+            {
+                "method": method,
+                "name": name,
+                "seeds": len(runs),
+                "learning_rate": recipe["learning_rate"],
+                "steps_per_round": recipe["steps_per_round"],
+                "rounds": recipe["rounds"],
+                "gain": seed_prompt_gain(expected, reference).as_dict(),
+                "minus_simpo": None
+                if method == "simpo"
+                else method_difference(expected, finals["simpo"]).as_dict(),
+                "minus_dpo": method_difference(expected, finals["dpo"]).as_dict()
+                if method in DPO_VARIANTS and len(finals["dpo"]) >= 2
+                else None,
+                "mean_length": float(np.mean([r["mean_length"] for r in runs])),
+                "kl": None if any(k is None for k in kls) else float(np.mean(kls)),
+            }
+        )
+    return rows
+
+
+def overopt_summary(records: Sequence[dict]) -> dict[str, dict[str, Any]]:
+    """Per over-optimisation method: per evaluated step the mean over seeds of the dev score gain, the reward
+    accuracy on the held-out pairs and on the training batches, the KL and the length; the step with the
+    highest mean gain; and the last step minus that one, per prompt and seed (an interval that resamples
+    seeds and prompts; the best step is picked on the same data, so the drop is if anything overstated)."""
+    from ..evaluation.sampling import seed_prompt_gain
+
+    base = baselines(records)
+    out: dict[str, dict[str, Any]] = {}
+    chosen = [r for r in records if r.get("kind") == "overopt"]
+    for method in dict.fromkeys(r["method"] for r in chosen):
+        runs: dict[int, dict[int, dict]] = {}
+        for r in chosen:
+            if r["method"] == method:
+                runs.setdefault(r["seed"], {})[r["step"]] = r
+        steps = sorted(set.intersection(*(set(v) for v in runs.values())))
+        if not steps:
+            continue
+        reference = np.array(base[(SHIPPED, "dev")]["expected"])
+        seeds = sorted(runs)
+
+        def mean(field: str, step: int, runs: dict = runs, seeds: list = seeds) -> float:
+            return float(np.mean([runs[s][step][field] for s in seeds]))
+
+        gains = [float(np.mean([runs[s][t]["expected"] for s in seeds]) - reference.mean()) for t in steps]
+        best = steps[int(np.argmax(gains))]
+        drop = None
+        if len(seeds) >= 2 and best != steps[-1]:
+            last = np.array([runs[s][steps[-1]]["expected"] for s in seeds])
+            top = np.array([runs[s][best]["expected"] for s in seeds])
+            drop = seed_prompt_gain(last - top, np.zeros(last.shape[1])).as_dict()
+        out[method] = {
+            "seeds": seeds,
+            "steps": steps,
+            "gain": gains,
+            "gain_by_seed": {
+                s: [float(np.mean(runs[s][t]["expected"]) - reference.mean()) for t in steps] for s in seeds
+            },
+            "pairs_dev_reward_accuracy": [mean("pairs_dev_reward_accuracy", t) for t in steps],
+            "train_reward_accuracy": [mean("train_reward_accuracy", t) for t in steps],
+            "kl": [mean("kl", t) for t in steps],
+            "mean_length": [mean("mean_length", t) for t in steps],
+            "best_step": best,
+            "last_minus_best": drop,
+        }
+    return out
+
+
+def overopt_band(
+    records: Sequence[dict], method: str = "simpo", step: int = OVEROPT_EVERY, *, seeds=None, z: float = 3.0
+) -> tuple[float, float]:
+    """Where a live re-run of one over-optimisation point (``overopt_point``) should land: the recorded
+    seeds' dev gains at ``step`` (``seeds``: a subset), widened on each side by ``z`` standard errors of one
+    run's mean over the dev prompts (the largest of the recorded runs'). Another CPU or GPU trains another
+    trajectory, as another seed would; tests/test_family.py checks that a band built without one seed holds it."""
+    base = np.array(baselines(records)[(SHIPPED, "dev")]["expected"])
+    chosen = [
+        r
+        for r in records
+        if r.get("kind") == "overopt"
+        and r["method"] == method
+        and r["step"] == step
+        and (seeds is None or r["seed"] in seeds)
+    ]
+    if not chosen:
+        raise ValueError(f"no over-optimisation record of {method} at step {step}")
+    diffs = [np.asarray(r["expected"]) - base for r in chosen]
+    gains = [float(d.mean()) for d in diffs]
+    se = max(float(d.std(ddof=1) / np.sqrt(len(d))) for d in diffs)
+    return min(gains) - z * se, max(gains) + z * se
+
+
+def dev_gain(record: dict, records: Sequence[dict]) -> float:
+    """A dev record's mean expected score minus the shipped reference's on dev (its k = 8 baseline)."""
+    base = baselines(records)[(record["ref_seed"], record["split"])]
+    return float(np.mean(record["expected"]) - np.mean(base["expected"]))
+
+
 def lora_minus_full(records: Sequence[dict], split: str = "eval") -> list:
     """Per training seed recorded for both: LoRA's minus full fine-tuning's expected score on the same prompts
     (offline SimPO), an Interval over prompts (what notebook 06 computes for its one seed)."""
@@ -766,15 +875,16 @@ def lora_minus_full(records: Sequence[dict], split: str = "eval") -> list:
 def report_markdown(records: Sequence[dict]) -> str:
     """The README block: the dev search, the spread on eval and held-out tasks, and the baselines."""
     lines = [
-        "**Search on dev** (2 seeds per setting; mean dev score gain after each round, 8 samples per "
-        "training prompt per round, best vs worst):",
+        "**Search on dev** (mean dev score gain over the seeds after each round, 8 samples per "
+        "training prompt per round, best vs worst; SimPO, DPO and SFT 2 seeds per setting, the loss family 1):",
         "",
-        "| method | lr | steps/round | SFT term | gain after rounds 1, 2, 3, 4 | best: share of best-of-4 headroom |",
-        "| --- | ---: | ---: | ---: | --- | ---: |",
+        "| method | lr | steps/round | SFT term | seeds | gain after rounds 1, 2, 3, 4 | best: share of best-of-4 headroom |",
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
     for row in search_table(records):
         lines.append(
             f"| {row['method']} | {row['learning_rate']:g} | {row['steps_per_round']} | {row['sft_weight']:g} | "
+            f"{row['seeds']} | "
             + ", ".join(f"{g:+.3f}" for g in row["gain_by_round"])
             + f" | round {row['best_round']}: {row['best_share']:.0%} |"
         )
@@ -828,7 +938,70 @@ def report_markdown(records: Sequence[dict]) -> str:
         lines += ["", "What the record says (computed by `spread.findings`):", "", *findings(records)]
     except ValueError:  # the spread is not recorded yet (a search-only record)
         pass
+    lines += family_markdown(records)
     return "\n".join(lines) + "\n"
+
+
+def _cell(d: dict | None) -> str:
+    return "–" if d is None else _interval(d)
+
+
+def family_markdown(records: Sequence[dict]) -> list[str]:
+    """The loss family's rows (notebook 08) and the over-optimisation curve, from the records."""
+    lines: list[str] = []
+    rows = family_table(records)
+    if any(r["method"] in family_losses() for r in rows):
+        lines += [
+            "",
+            "**The loss family** (notebook 08; on-policy rounds from the shipped reference, each member's "
+            "learning rate, steps per round and rounds searched on dev on the grid above with ONE seed, its "
+            "own hyper-parameter fixed beforehand, `spread.family_losses`; eval, last round). [CI] resamples "
+            "training seeds and prompts; the differences resample each method's seeds and pair the prompts; "
+            "KL: log pi(y|x) - log pi_ref(y|x) summed over response tokens, mean over the policy's own samples "
+            "(– : not measured by the older records).",
+            "",
+            "| method | seeds | lr, steps/round, rounds | eval gain [CI] | minus SimPO [CI] | minus DPO [CI] | length (tokens) | KL (nats) |",
+            "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for r in rows:
+            kl = "–" if r["kl"] is None else f"{r['kl']:.2f}"
+            lines.append(
+                f"| {r['name']} | {r['seeds']} | {r['learning_rate']:g}, {r['steps_per_round']}, {r['rounds']} | "
+                f"{_interval(r['gain'])} | {_cell(r['minus_simpo'])} | {_cell(r['minus_dpo'])} | "
+                f"{r['mean_length']:.1f} | {kl} |"
+            )
+    curves = overopt_summary(records)
+    if curves:
+        lines += [
+            "",
+            "**Over-optimisation** (notebook 08; offline pairs, one cosine schedule of "
+            f"{OVEROPT_STEPS} steps evaluated on dev every {OVEROPT_EVERY}; mean over the seeds; accuracy: "
+            "the implicit reward's on the held-out offline pairs, a tie counts half):",
+            "",
+            "| method | seeds | step | dev gain | held-out pair accuracy | training accuracy | KL (nats) | length |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for method, c in curves.items():
+            for i, step in enumerate(c["steps"]):
+                mark = " (best)" if step == c["best_step"] else ""
+                lines.append(
+                    f"| {method} | {len(c['seeds'])} | {step}{mark} | {c['gain'][i]:+.3f} | "
+                    f"{c['pairs_dev_reward_accuracy'][i]:.3f} | {c['train_reward_accuracy'][i]:.3f} | "
+                    f"{c['kl'][i]:.2f} | {c['mean_length'][i]:.1f} |"
+                )
+        for method, c in curves.items():
+            drop = c["last_minus_best"]
+            lines.append(
+                f"\n- {method}: the dev gain peaks at step {c['best_step']}; "
+                + (
+                    "it is highest at the last step recorded (no over-optimisation within the run)."
+                    if drop is None and c["best_step"] == c["steps"][-1]
+                    else "the last step minus the peak: "
+                    + (_interval(drop) if drop else "– (one seed)")
+                    + "."
+                )
+            )
+    return lines
 
 
 if __name__ == "__main__":
