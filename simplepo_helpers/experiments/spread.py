@@ -264,15 +264,21 @@ def family_losses() -> dict[str, Any]:
     return dict(FAMILY_LOSSES)
 
 
+FAMILY_SEARCH_SPLITS = ("dev", "eval", "heldout")
+
+
 def family_search_jobs() -> list[tuple]:
-    """The family's dev search: each member on SEARCH_GRID, SEARCH_ROUNDS rounds, FAMILY_SEARCH_SEEDS."""
+    """The family's dev search: each member on SEARCH_GRID, SEARCH_ROUNDS rounds, FAMILY_SEARCH_SEEDS. The runs
+    also record eval and held-out (never read by the choice, ``dev_best``): the dev-best setting's search run is
+    then its seed-0 run on eval (the same training and sampling seeds as a spread run of that recipe, which
+    stops at the chosen round), which saves one run per member on this CPU budget."""
     jobs = []
     for seed in FAMILY_SEARCH_SEEDS:
         for method, loss in family_losses().items():
             for lr in SEARCH_GRID["learning_rate"]:
                 for steps in SEARCH_GRID["steps_per_round"]:
                     recipe = Recipe(loss, learning_rate=lr, steps_per_round=steps, rounds=SEARCH_ROUNDS)
-                    jobs.append(("search", method, recipe, seed, SHIPPED, ("dev",)))
+                    jobs.append(("search", method, recipe, seed, SHIPPED, FAMILY_SEARCH_SPLITS))
     return jobs
 
 
@@ -286,7 +292,7 @@ def dev_best(records: Sequence[dict], method: str) -> tuple[Recipe, float] | Non
     loss = family_losses()[method]
     cells: dict[tuple, list[float]] = {}
     for r in records:
-        if r.get("kind") != "search" or r.get("method") != method:
+        if r.get("kind") != "search" or r.get("method") != method or r["split"] != "dev":
             continue
         settings = r["recipe"]
         recipe = Recipe(
@@ -308,15 +314,108 @@ def dev_best(records: Sequence[dict], method: str) -> tuple[Recipe, float] | Non
     return recipe, means[(lr, steps, rounds)]
 
 
-def family_spread_jobs(records: Sequence[dict], seeds: int = FAMILY_SPREAD_SEEDS) -> list[tuple]:
-    """Each member's dev-best recipe over ``seeds`` training seeds (shipped reference), eval and held-out."""
+def family_final_records(records: Sequence[dict], method: str, split: str) -> list[dict]:
+    """A family member's runs of its dev-best recipe on ``split`` at their last round, shipped reference: its
+    spread runs, and the search run of the dev-best setting at the chosen round for a seed no spread run has."""
+    from .rounds import recipe_settings
+
+    best = dev_best(records, method)
+    if best is None:
+        return []
+    recipe = best[0]
+    settings = recipe_settings(recipe)
+    chosen = [
+        r
+        for r in records
+        if r.get("kind") == "spread"
+        and r["method"] == method
+        and r["split"] == split
+        and r["ref_seed"] == SHIPPED
+        and r["recipe"] == settings
+        and r["round"] == recipe.rounds
+    ]
+    seeds = {r["seed"] for r in chosen}
+    search = replace(recipe, rounds=SEARCH_ROUNDS)
+    chosen += [
+        r
+        for r in records
+        if r.get("kind") == "search"
+        and r["method"] == method
+        and r["split"] == split
+        and r["ref_seed"] == SHIPPED
+        and r["recipe"] == recipe_settings(search)
+        and r["round"] == recipe.rounds
+        and r["seed"] not in seeds
+    ]
+    return sorted(chosen, key=lambda r: r["seed"])
+
+
+def family_spread_jobs(
+    records: Sequence[dict], seeds: int = FAMILY_SPREAD_SEEDS, methods: Sequence[str] | None = None
+) -> list[tuple]:
+    """Each member's dev-best recipe over training seeds 0 .. ``seeds`` - 1 (shipped reference), eval and
+    held-out, less the seeds its search run already recorded there."""
     jobs = []
-    for method in family_losses():
+    for method in methods or family_losses():
         best = dev_best(records, method)
         if best is None:
             raise ValueError(f"no search records of {method}: run the family search first")
-        jobs += [("spread", method, best[0], s, SHIPPED, ("eval", "heldout")) for s in range(seeds)]
+        have = {r["seed"] for r in family_final_records(records, method, "eval")}
+        have &= {r["seed"] for r in family_final_records(records, method, "heldout")}
+        jobs += [
+            ("spread", method, best[0], s, SHIPPED, ("eval", "heldout"))
+            for s in range(seeds)
+            if s not in have
+        ]
     return jobs
+
+
+def run_family(out: Path, workers: int, seeds: int = FAMILY_SPREAD_SEEDS, overopt: bool = False) -> None:
+    """The family phase on a CPU budget, one job at a time per worker, chosen when a worker frees up: first a
+    second seed for each member whose search is complete, then the rest of the search, then more seeds up to
+    ``seeds``, then (``overopt``) the over-optimisation runs. Every finished run is appended at once."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    path = out / RECORDS
+    search = family_search_jobs()
+
+    def next_job(running: set[str]) -> tuple | None:
+        records = read_records(path)
+        done = {r["id"] for r in records if "id" in r} | running
+        complete = [
+            m for m in family_losses() if all(run_id(*j[:5]) in done - running for j in search if j[1] == m)
+        ]
+        queue = family_spread_jobs(records, 2, complete) if complete else []
+        queue += search
+        queue += family_spread_jobs(records, seeds, complete) if complete else []
+        queue += overopt_jobs() if overopt else []
+        return next((j for j in queue if run_id(*j[:5]) not in done), None)
+
+    context = multiprocessing.get_context("spawn")
+    started = time.perf_counter()
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
+        in_flight: dict[Any, tuple] = {}
+        number = 0
+        while True:
+            while len(in_flight) < workers:
+                job = next_job({run_id(*j[:5]) for j in in_flight.values()})
+                if job is None:
+                    break
+                in_flight[pool.submit(overopt_run if job[0] == "overopt" else evaluate_run, *job)] = job
+                print(f"started {job[0]} {job[1]} seed {job[3]} {run_id(*job[:5])}", flush=True)
+            if not in_flight:
+                break
+            finished, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+            for future in finished:
+                job = in_flight.pop(future)
+                records = future.result()
+                _append(path, records)
+                number += 1
+                print(
+                    f"[{number}] {job[0]} {job[1]} seed {job[3]}: {records[-1]['seconds']:.0f} s, "
+                    f"{time.perf_counter() - started:.0f} s so far",
+                    flush=True,
+                )
 
 
 # ------------------------------------------------------------------ over-optimisation (issue 21)
@@ -498,6 +597,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--family-seeds", type=int, default=FAMILY_SPREAD_SEEDS, help="family: training seeds per member"
     )
+    parser.add_argument("--with-overopt", action="store_true", help="family: then the overopt runs")
     args = parser.parse_args(argv)
     if args.out is None:
         from ..evaluation.results import repo_root
@@ -516,10 +616,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.readme.write_text(head + start + text + end + rest.split(end, 1)[1])
         print(f"rewrote the spread block of {args.readme}")
         return
-    if args.phase == "family":  # the search first, then each member's dev-best recipe over seeds
-        run_jobs(family_search_jobs(), args.out, args.workers)
-        records = read_records(args.out / RECORDS)
-        run_jobs(family_spread_jobs(records, args.family_seeds), args.out, args.workers)
+    if args.phase == "family":  # the search, and each member's dev-best recipe over seeds once searched
+        run_family(args.out, args.workers, args.family_seeds, overopt=args.with_overopt)
         return
     jobs = {"search": search_jobs, "overopt": overopt_jobs}.get(args.phase, lambda: spread_jobs(args.seeds))()
     run_jobs(jobs, args.out, args.workers)
@@ -595,7 +693,7 @@ def search_table(records: Sequence[dict]) -> list[dict]:
     base = baselines(records)
     cells: dict[tuple, list[float]] = {}
     for r in records:
-        if r.get("kind") != "search":
+        if r.get("kind") != "search" or r["split"] != "dev":  # the family's search runs also record eval
             continue
         recipe = r["recipe"]
         key = (r["method"], recipe["learning_rate"], recipe["steps_per_round"], recipe["loss"]["sft_weight"])
@@ -750,10 +848,17 @@ def family_table(records: Sequence[dict], split: str = "eval") -> list[dict]:
 
     base = baselines(records)
     reference = np.array(base[(SHIPPED, split)]["expected"])
-    finals = {m: _final_expected(records, m, split) for m in FAMILY_NAMES}
+    family = family_losses()
+    runs_of = {
+        m: family_final_records(records, m, split)
+        if m in family
+        else [r for r in _round_records(records, "spread", m, split) if r["ref_seed"] == SHIPPED]
+        for m in FAMILY_NAMES
+    }
+    finals = {m: np.array([r["expected"] for r in runs]) for m, runs in runs_of.items()}
     rows = []
     for method, name in FAMILY_NAMES.items():
-        runs = [r for r in _round_records(records, "spread", method, split) if r["ref_seed"] == SHIPPED]
+        runs = runs_of[method]
         if len(runs) < 2:
             continue
         expected = finals[method]
