@@ -88,7 +88,7 @@ def test_family_losses_hold_the_stated_fixed_settings():
 def test_family_search_is_the_default_grid_with_one_seed():
     jobs = family_search_jobs()
     assert len(jobs) == 4 * len(SEARCH_GRID["learning_rate"]) * len(SEARCH_GRID["steps_per_round"])
-    assert {j[3] for j in jobs} == {0} and {j[5] for j in jobs} == {("dev",)}
+    assert {j[3] for j in jobs} == {0} and {j[5] for j in jobs} == {("dev", "eval", "heldout")}
     for method in family_losses():
         grid = {(j[2].learning_rate, j[2].steps_per_round) for j in jobs if j[1] == method}
         assert grid == {
@@ -122,28 +122,42 @@ def test_dev_best_ignores_records_of_other_settings_under_the_same_name():
 
 
 def test_family_table_by_hand():
+    """ORPO's seed 0 is its dev-best search run (round 2 of 4), seed 1 a spread run of the dev-best recipe."""
     reference = [0.2, 0.4, 0.6]
-    records = [_baseline("eval", reference)]
+    records = [_baseline("dev", [0.5, 0.5, 0.5]), _baseline("eval", reference)]
+    for r, g in enumerate([0.1, 0.3, 0.2, 0.2], 1):  # dev-best: lr 5e-4, 60 steps, round 2
+        records.append(_search("orpo", 5e-4, 60, r, [0.5 + g] * 3))
     simpo = [[0.3, 0.5, 0.7], [0.4, 0.5, 0.6]]  # gains 0.1, 0.1, 0.1 and 0.2, 0.1, 0.0: mean 0.1
     orpo = [[0.2, 0.4, 0.9], [0.2, 0.6, 0.6]]  # gains 0, 0, 0.3 and 0, 0.2, 0: mean 0.0833
     for seed, e in enumerate(simpo):
         records.append(_spread("simpo", seed, e, length=8.0))
-    for seed, e in enumerate(orpo):
-        records.append(_spread("orpo", seed, e, kl=1.0 + seed, length=12.0))
+    search_eval = _search("orpo", 5e-4, 60, 2, orpo[0])
+    records.append({**search_eval, "split": "eval", "kl": 1.0, "mean_length": 12.0})
+    records.append(
+        {**_search("orpo", 5e-4, 60, 4, [0.0] * 3), "split": "eval", "kl": 9.0, "mean_length": 1.0}
+    )
+    best = Recipe(family_losses()["orpo"], learning_rate=5e-4, steps_per_round=60, rounds=2)
+    spread_run = _spread("orpo", 1, orpo[1], kl=2.0, length=12.0)
+    records.append({**spread_run, "recipe": recipe_settings(best)})
+    assert [r["seed"] for r in spread.family_final_records(records, "orpo", "eval")] == [0, 1]
+    assert [j[3] for j in spread.family_spread_jobs(records, 3, ["orpo"])] == [0, 1, 2]  # no held-out yet
+    held = [{**r, "split": "heldout"} for r in records if r.get("method") == "orpo" and r["split"] == "eval"]
+    assert [j[3] for j in spread.family_spread_jobs(records + held, 3, ["orpo"])] == [2]
     rows = {r["method"]: r for r in family_table(records)}
     assert set(rows) == {"simpo", "orpo"}
     assert rows["simpo"]["gain"]["mean"] == pytest.approx(0.1)
     assert rows["orpo"]["gain"]["mean"] == pytest.approx(0.25 / 3)
     assert rows["orpo"]["minus_simpo"]["mean"] == pytest.approx(0.25 / 3 - 0.1)
-    assert (
-        rows["orpo"]["minus_simpo"]["low"]
-        <= rows["orpo"]["minus_simpo"]["mean"]
-        <= rows["orpo"]["minus_simpo"]["high"]
-    )
+    low, high = rows["orpo"]["minus_simpo"]["low"], rows["orpo"]["minus_simpo"]["high"]
+    assert low <= rows["orpo"]["minus_simpo"]["mean"] <= high
     assert (
         rows["orpo"]["kl"] == pytest.approx(1.5) and rows["simpo"]["kl"] is None
     )  # old records: not measured
     assert rows["orpo"]["mean_length"] == 12.0 and rows["orpo"]["minus_dpo"] is None  # no DPO recorded here
+    assert rows["orpo"]["rounds"] == 2
+    # the search table and the choice read dev only
+    (row,) = spread.search_table(records)
+    assert row["gain_by_round"] == pytest.approx([0.1, 0.3, 0.2, 0.2])
 
 
 def _overopt(method, seed, step, expected, kl=0.0):
@@ -212,8 +226,8 @@ def test_recipes_hold_each_members_dev_best_and_the_spread_ran_it(records):
         best, _ = dev_best(records, method)
         assert recipe_settings(RECIPES[method]) == recipe_settings(best), method
         runs = [r for r in records if r.get("kind") == "spread" and r["method"] == method]
-        assert runs and all(r["recipe"] == recipe_settings(best) for r in runs), method
-        assert len({r["seed"] for r in runs}) >= 2
+        assert all(r["recipe"] == recipe_settings(best) for r in runs), method
+        assert len({r["seed"] for r in spread.family_final_records(records, method, "eval")}) >= 2
 
 
 def test_the_family_table_recomputes_from_the_raw_lines(records):

@@ -845,6 +845,7 @@ def family_table(records: Sequence[dict], split: str = "eval") -> list[dict]:
     resamples each method's seeds and the prompts (paired by prompt), the mean length and the KL to the
     reference on the policy's samples (None where the records did not measure it)."""
     from ..evaluation.sampling import method_difference, seed_prompt_gain
+    from .rounds import recipe_settings
 
     base = baselines(records)
     reference = np.array(base[(SHIPPED, split)]["expected"])
@@ -863,7 +864,7 @@ def family_table(records: Sequence[dict], split: str = "eval") -> list[dict]:
             continue
         expected = finals[method]
         kls = [r.get("kl") for r in runs]
-        recipe = runs[0]["recipe"]
+        recipe = recipe_settings(dev_best(records, method)[0]) if method in family else runs[0]["recipe"]
         rows.append(
             {
                 "method": method,
