@@ -372,8 +372,10 @@ def family_spread_jobs(
 
 def run_family(out: Path, workers: int, seeds: int = FAMILY_SPREAD_SEEDS, overopt: bool = False) -> None:
     """The family phase on a CPU budget, one job at a time per worker, chosen when a worker frees up: first a
-    second seed for each member whose search is complete, then the rest of the search, then more seeds up to
-    ``seeds``, then (``overopt``) the over-optimisation runs. Every finished run is appended at once."""
+    second seed for each member whose search is complete, then the first member's search, then (``overopt``)
+    the over-optimisation runs of the first seed, then the rest of the search, more seeds up to ``seeds`` and
+    the curve's other seeds. Every finished run is appended at once, so a stopped run loses only what was in
+    flight."""
     from concurrent.futures import FIRST_COMPLETED, wait
 
     path = out / RECORDS
@@ -385,10 +387,14 @@ def run_family(out: Path, workers: int, seeds: int = FAMILY_SPREAD_SEEDS, overop
         complete = [
             m for m in family_losses() if all(run_id(*j[:5]) in done - running for j in search if j[1] == m)
         ]
+        first = next(iter(family_losses()))
+        curve = overopt_jobs() if overopt else []
         queue = family_spread_jobs(records, 2, complete) if complete else []
-        queue += search
+        queue += [j for j in search if j[1] == first]  # one member completely first (ORPO)
+        queue += [j for j in curve if j[3] == OVEROPT_SEEDS[0]]  # then the curve with one seed
+        queue += [j for j in search if j[1] != first]
         queue += family_spread_jobs(records, seeds, complete) if complete else []
-        queue += overopt_jobs() if overopt else []
+        queue += [j for j in curve if j[3] != OVEROPT_SEEDS[0]]
         return next((j for j in queue if run_id(*j[:5]) not in done), None)
 
     context = multiprocessing.get_context("spawn")
