@@ -285,3 +285,26 @@ def test_new_records_keep_the_old_format_valid(records):
             r.get("kind") in ("search", "spread") and r["method"] in family_losses()
         ):
             assert isinstance(r["kl"], float) and isinstance(r["mean_length"], float)
+
+
+def test_the_family_schedule_puts_a_second_seed_and_the_curve_before_the_other_members():
+    records = [_baseline("dev", [0.5]), _baseline("eval", [0.5]), _baseline("heldout", [0.5])]
+    search = spread.family_search_jobs()
+    job = spread.family_next_job(records, set(), overopt=True)
+    assert job[:2] == ("search", "orpo")
+    running = {spread.run_id(*j[:5]) for j in search if j[1] == "orpo"}
+    job = spread.family_next_job(records, running, overopt=True)  # ORPO's search in flight: the curve next
+    assert job[0] == "overopt" and job[3] == 0
+    for j in search:
+        if j[1] == "orpo":
+            for split in j[5]:
+                records.append(
+                    {
+                        **_search("orpo", j[2].learning_rate, j[2].steps_per_round, 4, [0.6]),
+                        "split": split,
+                        "id": spread.run_id(*j[:5]),
+                    }
+                )
+    job = spread.family_next_job(records, set(), overopt=True)  # ORPO searched: its second seed first
+    assert job[:2] == ("spread", "orpo") and job[3] == 1
+    assert spread.family_next_job(records, {spread.run_id(*job[:5])}, overopt=True)[0] == "overopt"

@@ -370,6 +370,25 @@ def family_spread_jobs(
     return jobs
 
 
+def family_next_job(
+    records: Sequence[dict], running: set[str], seeds: int = FAMILY_SPREAD_SEEDS, overopt: bool = False
+) -> tuple | None:
+    """The job ``run_family`` starts next, given the records and the ids of the runs in flight."""
+    search = family_search_jobs()
+    done = {r["id"] for r in records if "id" in r} | running
+    finished = done - running
+    complete = [m for m in family_losses() if all(run_id(*j[:5]) in finished for j in search if j[1] == m)]
+    first = next(iter(family_losses()))
+    curve = overopt_jobs() if overopt else []
+    queue = family_spread_jobs(records, 2, complete) if complete else []
+    queue += [j for j in search if j[1] == first]  # one member completely first (ORPO)
+    queue += [j for j in curve if j[3] == OVEROPT_SEEDS[0]]  # then the curve with one seed
+    queue += [j for j in search if j[1] != first]
+    queue += family_spread_jobs(records, seeds, complete) if complete else []
+    queue += [j for j in curve if j[3] != OVEROPT_SEEDS[0]]
+    return next((j for j in queue if run_id(*j[:5]) not in done), None)
+
+
 def run_family(out: Path, workers: int, seeds: int = FAMILY_SPREAD_SEEDS, overopt: bool = False) -> None:
     """The family phase on a CPU budget, one job at a time per worker, chosen when a worker frees up: first a
     second seed for each member whose search is complete, then the first member's search, then (``overopt``)
@@ -379,23 +398,9 @@ def run_family(out: Path, workers: int, seeds: int = FAMILY_SPREAD_SEEDS, overop
     from concurrent.futures import FIRST_COMPLETED, wait
 
     path = out / RECORDS
-    search = family_search_jobs()
 
     def next_job(running: set[str]) -> tuple | None:
-        records = read_records(path)
-        done = {r["id"] for r in records if "id" in r} | running
-        complete = [
-            m for m in family_losses() if all(run_id(*j[:5]) in done - running for j in search if j[1] == m)
-        ]
-        first = next(iter(family_losses()))
-        curve = overopt_jobs() if overopt else []
-        queue = family_spread_jobs(records, 2, complete) if complete else []
-        queue += [j for j in search if j[1] == first]  # one member completely first (ORPO)
-        queue += [j for j in curve if j[3] == OVEROPT_SEEDS[0]]  # then the curve with one seed
-        queue += [j for j in search if j[1] != first]
-        queue += family_spread_jobs(records, seeds, complete) if complete else []
-        queue += [j for j in curve if j[3] != OVEROPT_SEEDS[0]]
-        return next((j for j in queue if run_id(*j[:5]) not in done), None)
+        return family_next_job(read_records(path), running, seeds, overopt)
 
     context = multiprocessing.get_context("spawn")
     started = time.perf_counter()
