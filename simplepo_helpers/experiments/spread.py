@@ -284,8 +284,8 @@ def family_search_jobs() -> list[tuple]:
 
 def dev_best(records: Sequence[dict], method: str) -> tuple[Recipe, float] | None:
     """``method``'s dev-best recipe by the pre-stated criterion (as for the default search): the highest mean
-    dev score gain over the search seeds at any round; the recipe then runs that many rounds. None before the
-    search is recorded."""
+    dev score gain over the search seeds at any round; the recipe then runs that many rounds. None until every
+    setting of the grid is recorded."""
     from .rounds import recipe_settings
 
     base = baselines(records)
@@ -306,7 +306,8 @@ def dev_best(records: Sequence[dict], method: str) -> tuple[Recipe, float] | Non
         reference = np.mean(base[(r["ref_seed"], r["split"])]["expected"])
         key = (settings["learning_rate"], settings["steps_per_round"], r["round"])
         cells.setdefault(key, []).append(float(np.mean(r["expected"]) - reference))
-    if not cells:
+    grid = {(lr, steps) for lr in SEARCH_GRID["learning_rate"] for steps in SEARCH_GRID["steps_per_round"]}
+    if {key[:2] for key in cells} != grid:  # the grid is not searched completely (yet): no choice
         return None
     means = {key: float(np.mean(v)) for key, v in sorted(cells.items())}
     lr, steps, rounds = max(means, key=means.get)
