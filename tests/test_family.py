@@ -319,3 +319,23 @@ def test_the_family_schedule_puts_a_second_seed_and_the_curve_before_the_other_m
     job = spread.family_next_job(records, set(), overopt=True)  # ORPO searched: its second seed first
     assert job[:2] == ("spread", "orpo") and job[3] == 1
     assert spread.family_next_job(records, {spread.run_id(*job[:5])}, overopt=True)[0] == "overopt"
+
+
+def test_the_live_band_built_from_one_seed_holds_every_other_recorded_seed(records):
+    """The band's width, checked where the record has many seeds: offline SimPO (notebook 03's recipe, 120
+    steps, eval). Built from any one seed, it holds every other seed's gain: one recorded seed is enough to
+    check a live run against, which is all the over-optimisation record has for some methods."""
+    base = np.array(spread.baselines(records)[(SHIPPED, "eval")]["expected"])
+    runs = [
+        r
+        for r in records
+        if r.get("kind") == "spread"
+        and r["method"] == "simpo_offline"
+        and r["split"] == "eval"
+        and r["ref_seed"] == SHIPPED
+    ]
+    assert len(runs) >= 8
+    diffs = [np.asarray(r["expected"]) - base for r in runs]
+    for i, d in enumerate(diffs):
+        low, high = spread.seed_band([d])
+        assert all(low <= other.mean() <= high for other in diffs), i

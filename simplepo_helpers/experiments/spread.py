@@ -965,9 +965,14 @@ def overopt_band(
     ]
     if not chosen:
         raise ValueError(f"no over-optimisation record of {method} at step {step}")
-    diffs = [np.asarray(r["expected"]) - base for r in chosen]
-    gains = [float(d.mean()) for d in diffs]
-    se = max(float(d.std(ddof=1) / np.sqrt(len(d))) for d in diffs)
+    return seed_band([np.asarray(r["expected"]) - base for r in chosen], z=z)
+
+
+def seed_band(differences: Sequence[np.ndarray], *, z: float = 3.0) -> tuple[float, float]:
+    """The range of the recorded runs' mean gains (``differences``: per run, per-prompt policy minus
+    reference), widened on each side by ``z`` standard errors of one run's mean over the prompts (the largest)."""
+    gains = [float(np.mean(d)) for d in differences]
+    se = max(float(np.std(d, ddof=1) / np.sqrt(len(d))) for d in differences)
     return min(gains) - z * se, max(gains) + z * se
 
 
