@@ -843,17 +843,17 @@ def findings(records: Sequence[dict]) -> list[str]:
 FAMILY_NAMES = {
     "simpo": "SimPO + SFT term (the default)",
     "dpo": "DPO + SFT term",
+    "sft": "SFT on the chosen answers (the baseline)",
     "orpo": "ORPO (lambda 0.1, its NLL term)",
     "rdpo": "R-DPO (alpha 1/12 per token) + SFT term",
     "cdpo": "cDPO (label smoothing 0.1) + SFT term",
     "ipo": "IPO (tau 0.1) + SFT term",
 }
-DPO_VARIANTS = ("rdpo", "cdpo", "ipo")
 
 
 def family_table(records: Sequence[dict], split: str = "eval") -> list[dict]:
     """The loss family on ``split`` at each run's last round (shipped reference): the gain pooled over seeds
-    and prompts, each member minus the default SimPO (and the DPO variants minus DPO) as a difference that
+    and prompts, each member minus the default SimPO (and minus the default DPO) as a difference that
     resamples each method's seeds and the prompts (paired by prompt), the mean length and the KL to the
     reference on the policy's samples (None where the records did not measure it)."""
     from ..evaluation.sampling import method_difference, seed_prompt_gain
@@ -890,7 +890,7 @@ def family_table(records: Sequence[dict], split: str = "eval") -> list[dict]:
                 if method == "simpo"
                 else method_difference(expected, finals["simpo"]).as_dict(),
                 "minus_dpo": method_difference(expected, finals["dpo"]).as_dict()
-                if method in DPO_VARIANTS and len(finals["dpo"]) >= 2
+                if method in family and len(finals["dpo"]) >= 2
                 else None,
                 "mean_length": float(np.mean([r["mean_length"] for r in runs])),
                 "kl": None if any(k is None for k in kls) else float(np.mean(kls)),
@@ -903,8 +903,9 @@ def overopt_summary(records: Sequence[dict]) -> dict[str, dict[str, Any]]:
     """Per over-optimisation method: per evaluated step the mean over seeds of the dev score gain, the reward
     accuracy on the held-out pairs and on the training batches, the KL and the length; the step with the
     highest mean gain; and the last step minus that one, per prompt and seed (an interval that resamples
-    seeds and prompts; the best step is picked on the same data, so the drop is if anything overstated)."""
-    from ..evaluation.sampling import seed_prompt_gain
+    seeds and prompts, or the prompts alone for one seed; the best step is picked on the same data, so the
+    drop is if anything overstated)."""
+    from ..evaluation.sampling import score_gain, seed_prompt_gain
 
     base = baselines(records)
     out: dict[str, dict[str, Any]] = {}
@@ -926,10 +927,13 @@ def overopt_summary(records: Sequence[dict]) -> dict[str, dict[str, Any]]:
         gains = [float(np.mean([runs[s][t]["expected"] for s in seeds]) - reference.mean()) for t in steps]
         best = steps[int(np.argmax(gains))]
         drop = None
-        if len(seeds) >= 2 and best != steps[-1]:
+        if best != steps[-1]:
             last = np.array([runs[s][steps[-1]]["expected"] for s in seeds])
             top = np.array([runs[s][best]["expected"] for s in seeds])
-            drop = seed_prompt_gain(last - top, np.zeros(last.shape[1])).as_dict()
+            if len(seeds) >= 2:
+                drop = seed_prompt_gain(last - top, np.zeros(last.shape[1])).as_dict()
+            else:  # one seed: the prompts alone are resampled
+                drop = score_gain(last[0], top[0]).as_dict()
         out[method] = {
             "seeds": seeds,
             "steps": steps,
@@ -1120,8 +1124,12 @@ def family_markdown(records: Sequence[dict]) -> list[str]:
                     "it is highest at the last step recorded (no over-optimisation within the run)."
                     if drop is None and c["best_step"] == c["steps"][-1]
                     else "the last step minus the peak: "
-                    + (_interval(drop) if drop else "– (one seed)")
-                    + "."
+                    + _interval(drop)
+                    + (
+                        " (seeds and prompts resampled)."
+                        if len(c["seeds"]) > 1
+                        else " (one seed: prompts resampled)."
+                    )
                 )
             )
     return lines
