@@ -101,7 +101,7 @@ SFT_LOSS = LossConfig("sft")
 # The loss family (notebook 08, issue 21). Each member's own hyper-parameter is fixed before its search (only
 # the learning rate and the steps per round are searched, on the grid SimPO and DPO had); every member carries
 # the chosen answers' NLL term with weight 1, as the default SimPO and DPO recipes do (ORPO's loss has it built in):
-# - ORPO: lambda 0.1 (TRL's ORPOConfig.beta default; the ORPO paper's setting for its 7B runs too).
+# - ORPO: lambda 0.1 (TRL's ORPOConfig.beta default).
 # - R-DPO: DPO's beta 0.5 and alpha = 0.5 / 6 per token: the rule "a typical length gap moves the logit by
 #   0.5", with 6 tokens the median |len(chosen) - len(rejected)| of round 1's shipped pairs.
 # - cDPO: DPO with label_smoothing 0.1, the offline annotator's flip rate in this world (the on-policy pairs are
