@@ -17,7 +17,8 @@ DPO step away from the last policy, as in those papers); SimPO needs no referenc
 baseline: the same rounds, supervised fine-tuning on each round's chosen answers, no preference term), and
 ``"simpo_offline"`` / ``"dpo_offline"`` (one round on the offline annotator's pairs, ``data/pairs_train.jsonl``,
 for comparison: most real preference data is offline) with ``"simpo_offline_lora"`` (notebook 06: the same with
-LoRA adapters), and the loss family's members whose dev search has finished (``"orpo"``, ``"rdpo"``; notebook 08,
+LoRA adapters), and the loss family's members whose dev search has finished (``"orpo"``, ``"rdpo"``, ``"cdpo"``;
+notebook 08,
 ``FAMILY_LOSSES``). Each setting is stated once, here or in ``PROFILE_DEFAULTS``.
 """
 
@@ -143,6 +144,7 @@ RECIPES: dict[str, Recipe] = {
 # are the recorded choice and that the spread trained them. A member whose search has not finished has none.
 RECIPES["orpo"] = Recipe(FAMILY_LOSSES["orpo"], learning_rate=1e-3, steps_per_round=120, rounds=4)
 RECIPES["rdpo"] = Recipe(FAMILY_LOSSES["rdpo"], learning_rate=5e-4, steps_per_round=120, rounds=4)
+RECIPES["cdpo"] = Recipe(FAMILY_LOSSES["cdpo"], learning_rate=5e-4, steps_per_round=120, rounds=4)
 
 
 @dataclass
