@@ -17,7 +17,9 @@ DPO step away from the last policy, as in those papers); SimPO needs no referenc
 baseline: the same rounds, supervised fine-tuning on each round's chosen answers, no preference term), and
 ``"simpo_offline"`` / ``"dpo_offline"`` (one round on the offline annotator's pairs, ``data/pairs_train.jsonl``,
 for comparison: most real preference data is offline) with ``"simpo_offline_lora"`` (notebook 06: the same with
-LoRA adapters). Each setting is stated once, here or in ``PROFILE_DEFAULTS``.
+LoRA adapters), and the loss family's members whose dev search has finished (``"orpo"``, ``"rdpo"``, ``"cdpo"``;
+notebook 08,
+``FAMILY_LOSSES``). Each setting is stated once, here or in ``PROFILE_DEFAULTS``.
 """
 
 from __future__ import annotations
@@ -97,6 +99,24 @@ class Recipe:
 SIMPO_LOSS = LossConfig("simpo", beta=5.0, gamma=2.75)
 DPO_LOSS = LossConfig("dpo", beta=0.5)
 SFT_LOSS = LossConfig("sft")
+# The loss family (notebook 08, issue 21). Each member's own hyper-parameter is fixed before its search (only
+# the learning rate and the steps per round are searched, on the grid SimPO and DPO had); every member carries
+# the chosen answers' NLL term with weight 1, as the default SimPO and DPO recipes do (ORPO's loss has it built in):
+# - ORPO: lambda 0.1 (TRL's ORPOConfig.beta default).
+# - R-DPO: DPO's beta 0.5 and alpha = 0.5 / 6 per token: the rule "a typical length gap moves the logit by
+#   0.5", with 6 tokens the median |len(chosen) - len(rejected)| of round 1's shipped pairs.
+# - cDPO: DPO with label_smoothing 0.1, the offline annotator's flip rate in this world (the on-policy pairs are
+#   ranked by the exact judge: the prediction is that there is no noise for it to absorb).
+# - IPO: tau 0.1 (TRL's beta default for loss_type "ipo"), on summed log-ratios (the IPO paper's form): its
+#   target margin 1 / (2 tau) = 5 nats is where DPO's gradient weight at beta 0.5 has fallen to sigma(-2.5).
+ORPO_LAMBDA, RDPO_ALPHA, CDPO_EPSILON, IPO_TAU = 0.1, 0.5 / 6, 0.1, 0.1
+_DPO_SFT = replace(DPO_LOSS, sft_weight=1.0)  # the default DPO recipe's loss
+FAMILY_LOSSES: dict[str, LossConfig] = {
+    "orpo": LossConfig("orpo", beta=ORPO_LAMBDA),
+    "rdpo": LossConfig("rdpo", beta=_DPO_SFT.beta, alpha=RDPO_ALPHA, sft_weight=1.0),
+    "cdpo": replace(_DPO_SFT, label_smoothing=CDPO_EPSILON),
+    "ipo": replace(_DPO_SFT, loss_type="ipo", beta=IPO_TAU),
+}
 _CPU = PROFILE_DEFAULTS["cpu"]
 _OFFLINE_SIMPO = LossConfig("simpo", beta=_CPU["beta"], gamma=_CPU["gamma"])
 _OFFLINE = {
@@ -118,6 +138,13 @@ RECIPES: dict[str, Recipe] = {
         _OFFLINE_SIMPO, learning_rate=1e-3, lora=LoraOptions(r=8, alpha=16.0, dropout=0.0), **_OFFLINE
     ),
 }
+
+# The loss family's dev-best recipes (notebook 08): `spread.dev_best` on the family search in
+# results/rounds.jsonl (one seed; the highest mean dev gain at any round). tests/test_family.py checks that these
+# are the recorded choice and that the spread trained them. A member whose search has not finished has none.
+RECIPES["orpo"] = Recipe(FAMILY_LOSSES["orpo"], learning_rate=1e-3, steps_per_round=120, rounds=4)
+RECIPES["rdpo"] = Recipe(FAMILY_LOSSES["rdpo"], learning_rate=5e-4, steps_per_round=120, rounds=4)
+RECIPES["cdpo"] = Recipe(FAMILY_LOSSES["cdpo"], learning_rate=5e-4, steps_per_round=120, rounds=4)
 
 
 @dataclass
@@ -194,13 +221,15 @@ def default_run(
     progress: bool = True,
     on_round: Callable[[int, Any], None] | None = None,
     shipped_round1: bool | None = None,
+    on_step: Callable[[int, dict, Any], None] | None = None,
 ) -> RoundsRun:
     """Train the lessons' default policy for ``method`` (a key of ``RECIPES``) with training seed ``seed``.
 
-    Starts from the shipped reference (or ``reference``/``tokenizer``: then round 1 is sampled from it, unless
-    ``shipped_round1``), runs ``rounds`` rounds (default: the recipe's) and returns every round's policy. ``on_round(r, model)`` is called after each round (for
-    example to evaluate it). Deterministic on one machine; another CPU rounds differently, which moves the
-    result as another seed would.
+        Starts from the shipped reference (or ``reference``/``tokenizer``: then round 1 is sampled from it, unless
+        ``shipped_round1``), runs ``rounds`` rounds (default: the recipe's) and returns every round's policy. ``on_round(r, model)`` is called after each round (for
+        example to evaluate it); ``on_step(r, row, model)`` after each optimizer step of round ``r`` (``row``: the
+    step's history row; the model is mid-training: restore its mode and the RNG states if you sample). Deterministic on one machine; another CPU rounds differently, which moves the
+        result as another seed would.
     """
     if recipe is None:
         if method not in RECIPES:
@@ -239,7 +268,15 @@ def default_run(
             ref_logps = precompute_reference_logps(
                 model, pairs, PreferenceCollator(tokenizer), 64, length_normalize=config.loss.length_normalize
             )
-        result = train(model, tokenizer, pairs, config, ref_logps=ref_logps, progress=False)
+        step_hook = None
+        if on_step is not None:
+
+            def step_hook(row: dict, _round: int = round_index) -> None:
+                on_step(_round, row, model)
+
+        result = train(
+            model, tokenizer, pairs, config, ref_logps=ref_logps, progress=False, on_step=step_hook
+        )
         snapshot = copy.deepcopy(model).eval()
         run.models.append(snapshot.merge_and_unload() if recipe.lora is not None else snapshot)
         run.rounds.append(
