@@ -92,7 +92,7 @@ def trl_problem() -> str | None:
 def notebook03(kind: str, policy: Any, steps: int, smoke: bool) -> dict[str, Any]:
     """Notebook 03's gpu profile on stand-ins for ``steps`` optimizer steps: the load, then ``train()``."""
     from simplepo_helpers import TrainConfig, train
-    from simplepo_helpers.scale.profiles import PROFILE_DEFAULTS, STANDIN_HUB
+    from simplepo_helpers.lessons.profiles import PROFILE_DEFAULTS, STANDIN_HUB
     from simplepo_helpers.training import LossConfig
 
     started = time.perf_counter()
@@ -100,7 +100,7 @@ def notebook03(kind: str, policy: Any, steps: int, smoke: bool) -> dict[str, Any
     try:
         import datasets  # noqa: F401
 
-        from simplepo_helpers.scale.profiles import load_standin_profile
+        from simplepo_helpers.lessons.profiles import load_standin_profile
 
         setup = load_standin_profile(kind, device_policy=policy, reason="bench_gpu")
         model, tokenizer, rows = setup.model, setup.tokenizer, setup.train_rows

@@ -7,9 +7,9 @@ reference log-probs). Every speed trick (the packed, prefix-shared layout train(
 fused LM head) lives behind one door in ``fast``, proven equal to the plain path by the tests.
 The rest lives in subpackages named for their job: ``inputs`` (JSONL reading, TRL's implicit prompt, the
 validation report), ``runtime`` (device, checkpoints, optimizer, batch order, memory), ``world`` (the self-made preference world), ``evaluation`` (measuring; it never trains),
-``experiments`` (the runs that train and record: sweeps, the spread, the default run), ``scale`` (entry
-point, configs, LoRA, Hub models and the cpu/gpu profiles the lessons load) and ``course`` (exercise checks,
-widgets, the notebook runner).
+``lessons`` (the cpu/gpu profiles every notebook loads first, with their tuned values), ``experiments`` (the
+runs that train and record: sweeps, the spread, the default run), ``scale`` (entry point, configs, LoRA, Hub
+models) and ``course`` (exercise checks, widgets, the notebook runner).
 ``docs/architecture.md`` states which may import which; ``tests/test_architecture.py`` enforces it.
 
 Names are imported lazily (``from simplepo_helpers import simpo_loss`` loads only the module that defines
@@ -101,8 +101,8 @@ _EXPORTS: dict[str, str] = {
     "style_probabilities": "evaluation.probes",
     "probe_table": "evaluation.probes",
     # scale-out and real models
-    "load_profile": "scale.profiles",
-    "PROFILE_DEFAULTS": "scale.profiles",
+    "load_profile": "lessons.profiles",
+    "PROFILE_DEFAULTS": "lessons.profiles",
     "apply_lora": "scale.lora",
     "adapter_disabled_reference": "scale.lora",
     "LoraOptions": "scale.lora",
@@ -152,6 +152,7 @@ if TYPE_CHECKING:  # generated from _EXPORTS; tests/test_packaging.py checks tha
     from .fast import describe_layout, pack_preference_batch
     from .inputs.jsonl import read_jsonl
     from .inputs.report import PreferenceDataError, ValidationReport
+    from .lessons.profiles import PROFILE_DEFAULTS, load_profile
     from .logps import sequence_logps, token_logps
     from .losses import dpo_loss, kl_penalty, sft_nll_loss, simpo_loss
     from .reference import precompute_reference_logps
@@ -159,7 +160,6 @@ if TYPE_CHECKING:  # generated from _EXPORTS; tests/test_packaging.py checks tha
     from .runtime.batches import PreferenceBatches
     from .runtime.result import TrainResult
     from .scale.lora import LoraOptions, adapter_disabled_reference, apply_lora
-    from .scale.profiles import PROFILE_DEFAULTS, load_profile
     from .training import LossConfig, TrainConfig, concatenated_forward, preference_loss, train, training_step
     from .world.judge import judge
     from .world.reference import load_reference_model
@@ -178,7 +178,7 @@ _MOVED: dict[str, str] = {
         "spread": "spread",
         "sweeps": "sweeps",
     }.items()
-}
+} | {"scale.profiles": "lessons.profiles"}
 
 
 class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):

@@ -11,7 +11,8 @@ Layers, each allowed to import the ones listed (and itself):
 - ``world``: core, runtime;
 - ``evaluation`` (measures, never trains): core except ``training``, runtime, world;
 - ``experiments`` (the runs that train and record: sweeps, spread, rounds, ...): core, runtime, world, scale,
-  evaluation;
+  lessons, evaluation;
+- ``lessons`` (the profiles every notebook loads first): core, runtime, world, scale, evaluation;
 - ``scale``: core, runtime, world, evaluation;
 - ``course``: anything. Nothing outside ``course`` imports it.
 
@@ -40,9 +41,21 @@ ALLOWED: dict[str, set[str]] = {
     "fast": {"fast", "core", "inputs", "runtime"},
     "world": {"world", "core", "inputs", "runtime"},
     "evaluation": {"evaluation", "world", "core", "inputs", "runtime"},
-    "experiments": {"experiments", "scale", "evaluation", "world", "core", "inputs", "runtime"},
+    "experiments": {"experiments", "lessons", "scale", "evaluation", "world", "core", "inputs", "runtime"},
+    "lessons": {"lessons", "scale", "evaluation", "world", "core", "inputs", "runtime"},
     "scale": {"scale", "evaluation", "world", "core", "inputs", "runtime"},
-    "course": {"course", "scale", "experiments", "evaluation", "world", "core", "fast", "inputs", "runtime"},
+    "course": {
+        "course",
+        "lessons",
+        "scale",
+        "experiments",
+        "evaluation",
+        "world",
+        "core",
+        "fast",
+        "inputs",
+        "runtime",
+    },
 }
 # the core modules that may import ``fast``: the door, and the alias kept for ``simplepo_helpers.packing``
 FAST_DOORS = {"training", "packing"}
@@ -294,3 +307,11 @@ def test_moved_modules_keep_their_old_import_paths():
     for old_name, new_name in simplepo_helpers._MOVED.items():
         assert not (PACKAGE_ROOT / (old_name.replace(".", "/") + ".py")).exists(), old_name
         assert (PACKAGE_ROOT / (new_name.replace(".", "/") + ".py")).is_file(), new_name
+
+
+def test_the_profiles_old_module_path_still_imports():
+    """``scale.profiles`` moved to ``lessons.profiles``: the old path gives the very same module."""
+    import simplepo_helpers.lessons.profiles as new
+    import simplepo_helpers.scale.profiles as old
+
+    assert old is new and old.load_profile is new.load_profile

@@ -21,7 +21,7 @@ import torch
 from simplepo_helpers import check, sequence_logps, sft_nll_loss, simpo_loss
 from simplepo_helpers.course.check import EXERCISES, FAILED, NOT_ATTEMPTED, PASSED, TIERS, exercises
 from simplepo_helpers.evaluation.experiments import RunSpec, comparison_specs
-from simplepo_helpers.scale.profiles import PROFILE_DEFAULTS
+from simplepo_helpers.lessons.profiles import PROFILE_DEFAULTS
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 SOLUTIONS = NOTEBOOKS / "solutions"

@@ -124,7 +124,7 @@ def test_notebook_runs_the_gpu_profile_on_standins(workspace, key):
 
 
 def test_the_hook_reads_the_environment(monkeypatch):
-    from simplepo_helpers.scale.profiles import STANDINS_ENV, standins_requested
+    from simplepo_helpers.lessons.profiles import STANDINS_ENV, standins_requested
 
     for value, kind in [("", None), ("0", None), ("1", "tiny"), ("tiny", "tiny"), ("SmolLM2", "smollm2")]:
         monkeypatch.setenv(STANDINS_ENV, value)

@@ -13,10 +13,10 @@ from conftest import build_test_model
 from trl import extract_prompt
 
 from simplepo_helpers import LossConfig, PreferenceCollator, preference_loss
+from simplepo_helpers.lessons import profiles
+from simplepo_helpers.lessons.profiles import load_gpu_profile, load_profile, resolve_profile
 from simplepo_helpers.runtime.device import DevicePolicy
-from simplepo_helpers.scale import profiles
 from simplepo_helpers.scale.hub import HubConfig, ultrafeedback_to_preference
-from simplepo_helpers.scale.profiles import load_gpu_profile, load_profile, resolve_profile
 
 CPU = DevicePolicy(torch.device("cpu"), torch.float32, None, False, "tests")
 

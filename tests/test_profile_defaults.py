@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from simplepo_helpers.evaluation.sweeps import DEFAULT_RATIO
-from simplepo_helpers.scale.profiles import PROFILE_DEFAULTS
+from simplepo_helpers.lessons.profiles import PROFILE_DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = PROFILE_DEFAULTS["cpu"]

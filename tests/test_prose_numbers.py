@@ -39,7 +39,7 @@ from pathlib import Path
 
 import pytest
 
-from simplepo_helpers.scale.profiles import PROFILE_DEFAULTS
+from simplepo_helpers.lessons.profiles import PROFILE_DEFAULTS
 from simplepo_helpers.world.dataset import WorldConfig
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -35,9 +35,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..lessons.profiles import PROFILE_DEFAULTS
 from ..runtime.files import write_text_atomic
 from ..scale.lora import LoraOptions
-from ..scale.profiles import PROFILE_DEFAULTS
 from ..training import LossConfig, TrainConfig, train
 from ..world.responses import MAX_NEW_TOKENS
 from .onpolicy import OnPolicyConfig, sample_training_pairs

@@ -1,7 +1,7 @@
 """Stand-ins for the ``gpu`` profile's downloads, made offline by the kit itself (``docs/standins.md``).
 
 The ``gpu`` profile loads SmolLM2-135M-Instruct, ``trl-lib/ultrafeedback_binarized`` and a reward model
-from the Hub. With ``SIMPLEPO_STANDINS`` set (``scale.profiles.load_profile`` reads it), it loads these
+from the Hub. With ``SIMPLEPO_STANDINS`` set (``lessons.profiles.load_profile`` reads it), it loads these
 instead, through the same loaders (``scale.hub.load_hub_model``, ``load_hub_preferences``,
 ``evaluation.reward_model.RewardModelJudge``), so every line a Colab learner runs after loading runs here:
 

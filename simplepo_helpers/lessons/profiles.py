@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..runtime.device import DevicePolicy, select_device
-from .hub import HubConfig, load_hub_model, load_hub_preferences
+from ..scale.hub import HubConfig, load_hub_model, load_hub_preferences
 
 if TYPE_CHECKING:
     from datasets import Dataset
