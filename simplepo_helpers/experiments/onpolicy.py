@@ -82,8 +82,11 @@ def build_onpolicy_pairs(
     tokenizer: Any,
     prompts: Sequence[list[dict]],
     config: OnPolicyConfig = OnPolicyConfig(),
+    *,
+    progress: bool | None = None,
 ) -> tuple[list[dict], dict[str, Any]]:
-    """(pairs, report): ``config.samples_per_prompt`` samples per distinct prompt, judged, best vs worst."""
+    """(pairs, report): ``config.samples_per_prompt`` samples per distinct prompt, judged, best vs worst.
+    ``progress``: a bar per sampling pass (None: on for long work, as ``generate_responses`` decides)."""
     from ..evaluation.generation import generate_responses
     from ..evaluation.sampling import sample_seeds
     from ..world.judge import judge
@@ -96,6 +99,7 @@ def build_onpolicy_pairs(
             max_new_tokens=config.max_new_tokens,
             seed=seed,
             batch_size=config.batch_size,
+            progress=progress,
         )
         for seed in sample_seeds(10_000 + config.seed, config.samples_per_prompt)
     ]  # [k][N]
@@ -153,7 +157,7 @@ def onpolicy_path(config: OnPolicyConfig = OnPolicyConfig()) -> Path:
 
 
 def sample_training_pairs(
-    model: Any, tokenizer: Any, config: OnPolicyConfig = OnPolicyConfig()
+    model: Any, tokenizer: Any, config: OnPolicyConfig = OnPolicyConfig(), *, progress: bool | None = None
 ) -> tuple[list[dict], dict[str, Any]]:
     """``build_onpolicy_pairs`` on the distinct prompts of ``data/pairs_train.jsonl``, one torch thread (the
     tiny model's matrices gain nothing from more)."""
@@ -166,7 +170,7 @@ def sample_training_pairs(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return build_onpolicy_pairs(model, tokenizer, training_prompts(train_rows), config)
+        return build_onpolicy_pairs(model, tokenizer, training_prompts(train_rows), config, progress=progress)
     finally:
         torch.set_num_threads(threads)
 

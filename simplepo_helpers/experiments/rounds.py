@@ -193,7 +193,14 @@ def load_round1_pairs() -> list[dict]:
 
 
 def round_pairs(
-    recipe: Recipe, model: Any, tokenizer: Any, seed: int, round_index: int, *, shipped_round1: bool = True
+    recipe: Recipe,
+    model: Any,
+    tokenizer: Any,
+    seed: int,
+    round_index: int,
+    *,
+    shipped_round1: bool = True,
+    progress: bool | None = None,
 ) -> tuple[list, dict]:
     """The pairs round ``round_index`` trains on: offline pairs, round 1's shipped pairs (``shipped_round1``:
     the run starts from the shipped reference), or live samples of ``model``."""
@@ -206,7 +213,9 @@ def round_pairs(
     if round_index == 1 and shipped_round1:
         rows = load_round1_pairs()
         return rows, {"pairs": len(rows), "source": f"{ROUND1_FILE}.jsonl (shipped)"}
-    pairs, report = sample_training_pairs(model, tokenizer, recipe.sampling(seed, round_index))
+    pairs, report = sample_training_pairs(
+        model, tokenizer, recipe.sampling(seed, round_index), progress=progress
+    )
     return pairs, {**report, "source": "sampled from the policy"}
 
 
@@ -256,8 +265,14 @@ def default_run(
     run = RoundsRun(method, seed, recipe, [])
     for round_index in tqdm(range(1, recipe.rounds + 1), desc=f"{method} seed {seed}", disable=not progress):
         started = time.perf_counter()
-        pairs, report = round_pairs(
-            recipe, model, tokenizer, seed, round_index, shipped_round1=shipped_round1
+        pairs, report = round_pairs(  # a quiet run (a worker, a test) shows no sampling bars either
+            recipe,
+            model,
+            tokenizer,
+            seed,
+            round_index,
+            shipped_round1=shipped_round1,
+            progress=None if progress else False,
         )
         config = recipe.train_config(seed, round_index)
         ref_logps = None
