@@ -64,8 +64,8 @@ _EXPORTS: dict[str, str] = {
     "train": "training",
     "precompute_reference_logps": "reference",
     # runtime plumbing
-    "TrainResult": "runtime.result",
-    "PreferenceBatches": "runtime.batches",
+    "TrainResult": "runtime.train_result",
+    "PreferenceBatches": "runtime.batch_order",
     # the self-made preference world
     "judge": "world.judge",
     "load_reference_model": "world.reference",
@@ -157,8 +157,8 @@ if TYPE_CHECKING:  # generated from _EXPORTS; tests/test_packaging.py checks tha
     from .losses import dpo_loss, kl_penalty, sft_nll_loss, simpo_loss
     from .reference import precompute_reference_logps
     from .rows import row_format, row_problem
-    from .runtime.batches import PreferenceBatches
-    from .runtime.result import TrainResult
+    from .runtime.batch_order import PreferenceBatches
+    from .runtime.train_result import TrainResult
     from .scale.lora import LoraOptions, adapter_disabled_reference, apply_lora
     from .training import LossConfig, TrainConfig, concatenated_forward, preference_loss, train, training_step
     from .world.judge import judge
@@ -178,7 +178,11 @@ _MOVED: dict[str, str] = {
         "spread": "spread",
         "sweeps": "sweeps",
     }.items()
-} | {"scale.profiles": "lessons.profiles"}
+} | {
+    "scale.profiles": "lessons.profiles",
+    "runtime.result": "runtime.train_result",  # beside evaluation.results and experiments.report: renamed
+    "runtime.batches": "runtime.batch_order",  # beside the core's batching.py: renamed for what it holds
+}
 
 
 class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .batching import PreferenceCollator
-from .runtime.batches import collate_examples
+from .runtime.batch_order import collate_examples
 from .runtime.device import DevicePolicy
 from .training import concatenated_forward
 

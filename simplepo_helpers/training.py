@@ -21,13 +21,13 @@ from . import fast  # the door to the fast path: concatenated_forward(layout="pa
 from .batching import PreferenceCollator, check_preference_batch, response_token_count
 from .logps import require_response_tokens, token_logps
 from .losses import dpo_loss, kl_penalty, orpo_odds_ratio_loss, rdpo_loss, simpo_loss, token_weighted_nll
-from .runtime.batches import MicroBatches, PreferenceBatches
+from .runtime.batch_order import MicroBatches, PreferenceBatches
 from .runtime.checkpoint import checkpoint_path, resume_state, save_checkpoint
 from .runtime.device import DevicePolicy, select_device
 from .runtime.fields import check_field_types
 from .runtime.optim import Optimization
-from .runtime.result import NonFiniteLossError, TrainResult
 from .runtime.trackers import MetricsReporter
+from .runtime.train_result import NonFiniteLossError, TrainResult
 
 if TYPE_CHECKING:
     from datasets import Dataset

@@ -315,3 +315,15 @@ def test_the_profiles_old_module_path_still_imports():
     import simplepo_helpers.scale.profiles as old
 
     assert old is new and old.load_profile is new.load_profile
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [("runtime.result", "runtime.train_result"), ("runtime.batches", "runtime.batch_order")],
+)
+def test_renamed_runtime_modules_still_import_by_their_old_names(old, new):
+    import importlib
+
+    assert importlib.import_module(f"simplepo_helpers.{old}") is importlib.import_module(
+        f"simplepo_helpers.{new}"
+    )

@@ -23,7 +23,7 @@ from simplepo_helpers import (
     train,
     training_step,
 )
-from simplepo_helpers.runtime.batches import ShuffledStream
+from simplepo_helpers.runtime.batch_order import ShuffledStream
 from simplepo_helpers.runtime.device import DevicePolicy
 from simplepo_helpers.runtime.optim import build_optimizer
 from simplepo_helpers.training import NonFiniteLossError

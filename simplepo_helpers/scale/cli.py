@@ -39,7 +39,7 @@ import torch
 
 from ..batching import PreferenceCollator
 from ..reference import precompute_reference_logps
-from ..runtime.batches import PreferenceBatches, collate_examples
+from ..runtime.batch_order import PreferenceBatches, collate_examples
 from ..runtime.checkpoint import (
     MODEL_CARD_NAME,
     STATE_NAME,
@@ -53,8 +53,8 @@ from ..runtime.checkpoint import (
     state_file,
 )
 from ..runtime.device import DevicePolicy, select_device
-from ..runtime.result import TrainResult
 from ..runtime.trackers import MetricsReporter
+from ..runtime.train_result import TrainResult
 from ..training import TrainConfig, preference_loss, train
 from .config import (
     WORLD_DATA_PREFIX,
