@@ -114,3 +114,18 @@ def test_code_fingerprint_follows_the_source(tmp_path, monkeypatch):
     finally:
         fingerprint.code_fingerprint.cache_clear()
     assert file_fingerprint(tmp_path / "a.py") == __import__("hashlib").sha256(b"x = 2\n").hexdigest()[:16]
+
+
+def test_run_fields_rebuild_a_committed_records_identity():
+    """The fields every run record starts with, rebuilt from the recipe, equal a committed record's (an ORPO
+    record: written after LossConfig gained R-DPO's ``alpha``, which changed every recipe's fingerprint)."""
+    from simplepo_helpers.evaluation.results import repo_root
+    from simplepo_helpers.experiments.rounds import RECIPES
+    from simplepo_helpers.experiments.spread import SHIPPED, _run_fields, read_records
+
+    records = read_records(repo_root() / "results" / "rounds.jsonl")
+    record = next(
+        r for r in records if r["kind"] == "spread" and r["method"] == "orpo" and r["ref_seed"] == SHIPPED
+    )
+    fields = _run_fields("spread", "orpo", RECIPES["orpo"], record["seed"], SHIPPED, record["round"])
+    assert fields == {key: record[key] for key in fields}

@@ -158,12 +158,32 @@ def _kl(model: Any, reference: Any, tokenizer: Any, prompts: list, samples: Any)
     return {"kl": round(estimate.mean, 4), "kl_stderr": round(estimate.stderr, 4)}
 
 
+def _run_fields(kind: str, method: str, recipe: Recipe, seed: int, ref_seed: int, round_index: int) -> dict:
+    """What every record of a run starts with: which run (its id, method, recipe, seeds) and which round."""
+    from .rounds import recipe_settings
+
+    return {
+        "kind": kind,
+        "id": run_id(kind, method, recipe, seed, ref_seed),
+        "method": method,
+        "recipe": recipe_settings(recipe),
+        "seed": seed,
+        "ref_seed": ref_seed,
+        "round": round_index,
+    }
+
+
+def _sample_fields(samples: Any) -> dict:
+    """The per-prompt expected scores (k samples each) and the mean response length of one evaluation."""
+    return {"expected": np.round(samples.expected, 4).tolist(), "mean_length": float(samples.lengths.mean())}
+
+
 def evaluate_run(
     kind: str, method: str, recipe: Recipe, seed: int, ref_seed: int, splits: Sequence[str]
 ) -> list[dict]:
     """Train one default-recipe run and evaluate every round on ``splits``: one record per (round, split)."""
     from ..evaluation.sampling import sample_k
-    from .rounds import default_run, recipe_settings
+    from .rounds import default_run
 
     reference, tokenizer = _reference(ref_seed)
     prompts = {split: _prompts(split) for split in splits}
@@ -185,16 +205,9 @@ def evaluate_run(
             kl = _kl(model, reference, tokenizer, prompts[split], samples)
             records.append(
                 {
-                    "kind": kind,
-                    "id": run_id(kind, method, recipe, seed, ref_seed),
-                    "method": method,
-                    "recipe": recipe_settings(recipe),
-                    "seed": seed,
-                    "ref_seed": ref_seed,
-                    "round": round_index,
+                    **_run_fields(kind, method, recipe, seed, ref_seed, round_index),
                     "split": split,
-                    "expected": np.round(samples.expected, 4).tolist(),
-                    "mean_length": float(samples.lengths.mean()),
+                    **_sample_fields(samples),
                     "probes": probes,
                     **kl,
                 }
@@ -491,7 +504,7 @@ def overopt_run(
     from ..evaluation.sampling import sample_k
     from ..reference import precompute_reference_logps
     from ..world import data_file
-    from .rounds import default_run, recipe_settings
+    from .rounds import default_run
 
     if list(splits) != ["dev"]:
         raise ValueError("the over-optimisation runs are evaluated on dev only")
@@ -523,17 +536,10 @@ def overopt_run(
             rewards = preference_rewards(model, tokenizer, pairs, loss, ref_logps=ref_logps, batch_size=64)
             records.append(
                 {
-                    "kind": kind,
-                    "id": run_id(kind, method, recipe, seed, ref_seed),
-                    "method": method,
-                    "recipe": recipe_settings(recipe),
-                    "seed": seed,
-                    "ref_seed": ref_seed,
-                    "round": round_index,
+                    **_run_fields(kind, method, recipe, seed, ref_seed, round_index),
                     "step": step,
                     "split": "dev",
-                    "expected": np.round(samples.expected, 4).tolist(),
-                    "mean_length": float(samples.lengths.mean()),
+                    **_sample_fields(samples),
                     **_kl(model, reference, tokenizer, prompts, samples),
                     "pairs_dev_reward_accuracy": round(rewards.reward_accuracy, 4),
                     "train_reward_accuracy": round(float(np.mean(train_accuracy[-OVEROPT_EVERY:])), 4),
