@@ -116,16 +116,29 @@ def test_code_fingerprint_follows_the_source(tmp_path, monkeypatch):
     assert file_fingerprint(tmp_path / "a.py") == __import__("hashlib").sha256(b"x = 2\n").hexdigest()[:16]
 
 
-def test_run_fields_rebuild_a_committed_records_identity():
-    """The fields every run record starts with, rebuilt from the recipe, equal a committed record's (an ORPO
-    record: written after LossConfig gained R-DPO's ``alpha``, which changed every recipe's fingerprint)."""
+@pytest.mark.parametrize("method", ["simpo", "orpo"])
+def test_run_fields_rebuild_a_committed_records_identity(method):
+    """The fields every run record starts with, rebuilt from today's recipe, equal a committed record's: the
+    default SimPO run's (recorded before R-DPO's ``alpha`` existed) and ORPO's (recorded after)."""
     from simplepo_helpers.evaluation.results import repo_root
     from simplepo_helpers.experiments.rounds import RECIPES
     from simplepo_helpers.experiments.spread import SHIPPED, _run_fields, read_records
 
     records = read_records(repo_root() / "results" / "rounds.jsonl")
     record = next(
-        r for r in records if r["kind"] == "spread" and r["method"] == "orpo" and r["ref_seed"] == SHIPPED
+        r for r in records if r["kind"] == "spread" and r["method"] == method and r["ref_seed"] == SHIPPED
     )
-    fields = _run_fields("spread", "orpo", RECIPES["orpo"], record["seed"], SHIPPED, record["round"])
+    fields = _run_fields("spread", method, RECIPES[method], record["seed"], SHIPPED, record["round"])
     assert fields == {key: record[key] for key in fields}
+
+
+def test_every_records_id_carries_the_fingerprint_of_its_recipe():
+    """A run is found done by its id: the id's fingerprint is that of the recipe the record states."""
+    from simplepo_helpers.evaluation.results import repo_root
+    from simplepo_helpers.experiments.rounds import settings_fingerprint
+    from simplepo_helpers.experiments.spread import read_records
+
+    runs = [r for r in read_records(repo_root() / "results" / "rounds.jsonl") if "id" in r]
+    assert len(runs) > 500
+    for record in runs:
+        assert record["id"].split(":")[2] == settings_fingerprint(record["recipe"]), record["id"]

@@ -404,18 +404,33 @@ def default_runs(
     return runs
 
 
+# Settings added after records were written, left out at the value that means "not used" so that every
+# earlier recipe keeps its settings and fingerprint: LoRA (full fine-tuning) and R-DPO's length term.
+_ADDED_LATER = {("lora",): None, ("loss", "alpha"): 0.0}
+
+
 def recipe_settings(recipe: Recipe) -> dict[str, Any]:
-    """A recipe's settings as a dict (``lora`` only when set, so full fine-tuning keys stay as they were)."""
+    """A recipe's settings as a dict, without the later settings at their "not used" value."""
     settings = asdict(recipe)
-    if settings["lora"] is None:
-        del settings["lora"]
+    for path, unused in _ADDED_LATER.items():
+        *parents, key = path
+        holder = settings
+        for parent in parents:
+            holder = holder[parent]
+        if holder.get(key, unused) == unused:
+            holder.pop(key, None)
     return settings
+
+
+def settings_fingerprint(settings: dict[str, Any]) -> str:
+    """16 hex digits of a recipe's settings dict (for record keys)."""
+    payload = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def recipe_fingerprint(recipe: Recipe) -> str:
     """16 hex digits of a recipe's settings (for record keys)."""
-    payload = json.dumps(recipe_settings(recipe), sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return settings_fingerprint(recipe_settings(recipe))
 
 
 def write_round1_pairs(progress: bool = True) -> Path:
