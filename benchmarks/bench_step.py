@@ -74,7 +74,7 @@ def _count(mask: torch.Tensor) -> int:
 def _kit_row(name: str, workload: Workload, settings: Settings) -> PreparedRow:
     from simplepo_helpers.batching import IGNORE_INDEX, PreferenceCollator
     from simplepo_helpers.fast import describe_layout
-    from simplepo_helpers.reference import precompute_reference_logps
+    from simplepo_helpers.precompute import precompute_reference_logps
     from simplepo_helpers.runtime.device import DevicePolicy
     from simplepo_helpers.runtime.optim import (
         Optimization,  # train()'s optimizer (fused AdamW where torch has it)

@@ -62,7 +62,7 @@ _EXPORTS: dict[str, str] = {
     "preference_loss": "training",
     "training_step": "training",
     "train": "training",
-    "precompute_reference_logps": "reference",
+    "precompute_reference_logps": "precompute",
     # runtime plumbing
     "TrainResult": "runtime.train_result",
     "PreferenceBatches": "runtime.batch_order",
@@ -155,7 +155,7 @@ if TYPE_CHECKING:  # generated from _EXPORTS; tests/test_packaging.py checks tha
     from .lessons.profiles import PROFILE_DEFAULTS, load_profile
     from .logps import sequence_logps, token_logps
     from .losses import dpo_loss, kl_penalty, sft_nll_loss, simpo_loss
-    from .reference import precompute_reference_logps
+    from .precompute import precompute_reference_logps
     from .rows import row_format, row_problem
     from .runtime.batch_order import PreferenceBatches
     from .runtime.train_result import TrainResult
@@ -182,6 +182,7 @@ _MOVED: dict[str, str] = {
     "scale.profiles": "lessons.profiles",
     "runtime.result": "runtime.train_result",  # beside evaluation.results and experiments.report: renamed
     "runtime.batches": "runtime.batch_order",  # beside the core's batching.py: renamed for what it holds
+    "reference": "precompute",  # "reference" names the reference model only; this module precomputes log-probs
 }
 
 

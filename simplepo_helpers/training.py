@@ -104,9 +104,7 @@ class LossConfig:
     def check_reference(self, ref_model: torch.nn.Module | None, has_ref_logps: bool) -> None:
         """Raise when this loss needs a reference that was not given."""
         if self.needs_reference_model and ref_model is None:
-            raise ValueError(
-                "kl_weight > 0 needs ref_model (the KL term compares full next-token distributions)"
-            )
+            raise ValueError("kl_weight > 0 needs ref_model (the KL term compares whole distributions)")
         if self.needs_reference and ref_model is None and not has_ref_logps:
             raise ValueError(
                 "DPO needs a reference: pass ref_model=... or ref_logps=precompute_reference_logps(...)"
@@ -188,13 +186,10 @@ class TrainConfig:
             raise TypeError(
                 f"TrainConfig.loss must be a LossConfig, got {self.loss!r}: use LossConfig({self.loss!r})"
             )
-        check_field_types(
-            self
-        )  # a wrong type fails by name, e.g. learning_rate="1e-5" (no string is a number)
+        # a wrong type fails by name, e.g. learning_rate="1e-5" (no string is a number)
+        check_field_types(self)
         for name in ("max_steps", "batch_size", "grad_accum_steps", "log_every", "save_every"):
-            if (
-                getattr(self, name) is not None and getattr(self, name) < 1
-            ):  # save_every None: only at the end
+            if getattr(self, name) is not None and getattr(self, name) < 1:  # None: save at the end only
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
@@ -232,9 +227,8 @@ def concatenated_forward(
     """
     num_pairs = check_preference_batch(batch)
     packed = _packed_row(layout, batch, model)
-    return _forward(
-        model, batch, num_pairs, packed, length_normalize=length_normalize, keep_logits=keep_logits
-    )
+    options = {"length_normalize": length_normalize, "keep_logits": keep_logits}
+    return _forward(model, batch, num_pairs, packed, **options)
 
 
 def _packed_row(
@@ -310,11 +304,8 @@ def preference_loss(
     ref_forward = loss_config.reference_forward(ref_model, has_ref_logps)  # raises when one is missing
     live = [ref_model] if ref_forward and ref_model is not None else []
     packed = _packed_row(layout, batch, model, *live)  # one packed row for the policy and a live reference
-    # the KL term compares whole next-token distributions: keep the logits
-    options = {
-        "length_normalize": bool(loss_config.length_normalize),
-        "keep_logits": loss_config.kl_weight > 0,
-    }
+    keep = loss_config.kl_weight > 0  # the KL term compares whole next-token distributions: keep the logits
+    options = {"length_normalize": bool(loss_config.length_normalize), "keep_logits": keep}
     out = _forward(model, batch, num_pairs, packed, **options)
     ref = None
     if ref_forward and ref_model is not None:  # reference_forward is True only with a ref_model

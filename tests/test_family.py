@@ -162,6 +162,11 @@ def test_family_table_by_hand():
     )  # old records: not measured
     assert rows["orpo"]["mean_length"] == 12.0 and rows["orpo"]["minus_dpo"] is None  # no DPO recorded here
     assert rows["orpo"]["rounds"] == 2
+    # SimPO's KL comes from its KL reruns (kind "kl"), at their last round, once they are recorded
+    reruns = [{**_spread("simpo", s, simpo[s], kl=k), "kind": "kl"} for s, k in ((0, 3.0), (1, 5.0))]
+    reruns.append({**_spread("simpo", 0, [0.0] * 3, kl=99.0), "kind": "kl", "round": 1})  # not the last round
+    rows = {r["method"]: r for r in family_table(records + reruns)}
+    assert rows["simpo"]["kl"] == pytest.approx(4.0) and rows["simpo"]["gain"]["mean"] == pytest.approx(0.1)
     # the search table and the choice read dev only
     (row,) = [
         r for r in spread.search_table(records) if r["learning_rate"] == 5e-4 and r["steps_per_round"] == 60
@@ -353,3 +358,15 @@ def test_the_live_band_built_from_one_seed_holds_every_other_recorded_seed(recor
     for i, d in enumerate(diffs):
         low, high = spread.seed_band([d])
         assert all(low <= other.mean() <= high for other in diffs), i
+
+
+def test_kl_reruns_are_the_default_recipes_on_eval_and_are_compared_with_the_record():
+    jobs = spread.kl_jobs()
+    assert {(j[0], j[1], j[3], j[4], j[5]) for j in jobs} == {
+        ("kl", m, s, SHIPPED, ("eval",)) for m in ("simpo", "dpo") for s in spread.KL_SEEDS
+    }
+    assert all(j[2] == RECIPES[j[1]] for j in jobs)
+    recorded = [_spread("simpo", 0, [0.5, 0.25]), _spread("simpo", 1, [0.5, 0.5])]
+    reruns = [{**_spread("simpo", 0, [0.5, 0.375]), "kind": "kl"}, {**_spread("dpo", 7, [1.0]), "kind": "kl"}]
+    assert spread.kl_reruns_reproduce(recorded + reruns) == {"compared": 1, "max_abs_difference": 0.125}
+    assert spread.kl_reruns_reproduce(recorded) == {"compared": 0, "max_abs_difference": None}

@@ -13,6 +13,7 @@ from simplepo_helpers import LossConfig
 from simplepo_helpers.batching import PreferenceCollator
 from simplepo_helpers.evaluation import sampling
 from simplepo_helpers.evaluation.generation import LONG_WORK, generate_responses, show_progress
+from simplepo_helpers.precompute import precompute_reference_logps
 from simplepo_helpers.scale import cli
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -62,6 +63,22 @@ def test_the_reference_precompute_in_chunks_gives_the_same_log_probs(
     assert "reference log-probs" in capfd.readouterr().err
     for key in cli.REF_KEYS:
         assert torch.equal(whole[key], chunked[key]) and whole[key].shape == (9,)
+
+
+def test_the_cores_reference_precompute_shows_a_bar_over_the_pairs_and_the_same_log_probs(
+    tokenizer, tiny_model, capfd
+):
+    """The precompute the notebooks' DPO runs call (not only the entry point's chunked one)."""
+    rows = Dataset.from_list([{"prompt": p, "chosen": " yes, gladly", "rejected": " no"} for p in PROMPTS])
+    args = (tiny_model, rows, PreferenceCollator(tokenizer), 2)
+    capfd.readouterr()
+    quiet = precompute_reference_logps(*args)
+    assert capfd.readouterr().err == ""  # under pytest: no bar by default
+    shown = precompute_reference_logps(*args, progress=True)
+    err = capfd.readouterr().err
+    assert "log-probs of the pairs" in err and "0/3" in err
+    for key in ("ref_chosen_logps", "ref_rejected_logps"):
+        assert torch.equal(quiet[key], shown[key]) and quiet[key].shape == (3,)
 
 
 def test_the_entry_points_evaluation_shows_a_bar_and_the_same_metrics(tokenizer, tiny_model, capfd):

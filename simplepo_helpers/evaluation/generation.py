@@ -7,26 +7,13 @@ every row ends where generation starts, and only the newly generated tokens are 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import torch
-from tqdm.auto import tqdm
+
+from ..runtime.progress import LONG_WORK, progress_bar, show_progress  # noqa: F401 (re-exported)
 
 Prompt = str | Sequence[dict]
-LONG_WORK = 256  # items (prompts, samples, pairs) from which a progress bar is shown by default
-
-
-def show_progress(progress: bool | None, items: int) -> bool:
-    """``progress`` when given; by default (None) on for ``LONG_WORK`` items or more, off under pytest."""
-    if progress is not None:
-        return progress
-    return items >= LONG_WORK and "PYTEST_CURRENT_TEST" not in os.environ
-
-
-def progress_bar(total: int, progress: bool | None, desc: str) -> tqdm:
-    """A tqdm bar (``tqdm.auto``: a widget in notebooks) that disappears when done, keeping outputs clean."""
-    return tqdm(total=total, desc=desc, disable=not show_progress(progress, total), leave=False)
 
 
 def _as_messages(prompt: Prompt, index: int) -> list[dict]:

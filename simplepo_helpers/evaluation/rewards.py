@@ -47,7 +47,7 @@ class RewardReport:
 def _pair_logps(
     model, examples, collator, batch_size: int, length_normalize: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    from ..reference import pair_logps
+    from ..precompute import pair_logps
 
     chosen, rejected = pair_logps(model, examples, collator, batch_size, length_normalize=length_normalize)
     return chosen.double(), rejected.double()  # [N] each

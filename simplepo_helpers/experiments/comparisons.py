@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ..batching import PreferenceCollator
 from ..evaluation.generation import generate_responses
 from ..evaluation.metrics import response_lengths
-from ..reference import precompute_reference_logps
+from ..precompute import precompute_reference_logps
 from ..runtime.checkpoint import load_checkpoint
 from ..runtime.files import check_safe_name, publish_folder
 from ..runtime.fingerprint import code_fingerprint

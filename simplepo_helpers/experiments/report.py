@@ -1,4 +1,4 @@
-"""Tables from the committed sweep records (``results/sweeps.jsonl``, ``results/reference.json``).
+"""Tables from the committed sweep records (``results/sweeps.jsonl``, ``results/sweeps_reference.json``).
 
     python -m simplepo_helpers.evaluation.report [--readme README.md]
 
@@ -57,7 +57,7 @@ def read_records(folder: Path) -> tuple[list[dict], dict[str, Any]]:
         record = json.loads(line)
         if "metrics" in record:
             records[record["key"]] = record
-    return list(records.values()), json.loads((folder / "reference.json").read_text())
+    return list(records.values()), json.loads((folder / "sweeps_reference.json").read_text())
 
 
 def select(records: Iterable[dict], **where: Any) -> list[dict]:

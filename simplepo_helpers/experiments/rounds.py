@@ -278,7 +278,7 @@ def default_run(
         ref_logps = None
         if config.loss.needs_reference:  # DPO: the policy at the start of this round is its reference
             from ..batching import PreferenceCollator
-            from ..reference import precompute_reference_logps
+            from ..precompute import precompute_reference_logps
 
             ref_logps = precompute_reference_logps(
                 model, pairs, PreferenceCollator(tokenizer), 64, length_normalize=config.loss.length_normalize

@@ -1,7 +1,7 @@
 """The records behind the default recipe: the search on dev, the spread over seeds and reference builds, and
 the baselines (``make spread``; records in ``results/rounds.jsonl``).
 
-    python -m simplepo_helpers.experiments.spread {search,spread,family,overopt,report} [--workers 2] [--out results]
+    python -m simplepo_helpers.experiments.spread {search,spread,family,overopt,kl,report} [--workers 2] [--out results]
 
 - **baselines**: per reference build (the shipped one, ``ref_seed`` -1, and rebuilds with world-model seeds
   1 and 2 standing in for other hardware) and split: the reference's k = 8 samples per prompt, its expected
@@ -16,6 +16,8 @@ the baselines (``make spread``; records in ``results/rounds.jsonl``).
 - **family** (issue 21): ORPO, R-DPO, cDPO and IPO searched on dev on the same grid (one seed), then each
   member's dev-best recipe spread over seeds on eval and held-out tasks (``family_losses`` states the fixed
   hyper-parameters). New records carry ``kl``: KL to the reference on the policy's own samples.
+- **kl**: the default SimPO and DPO recipes trained again on a few seeds to measure their KL to the reference
+  (their spread runs predate it); a rerun reproduces the recorded scores.
 - **overopt**: offline SimPO, DPO and SimPO + SFT term trained 480 steps, evaluated on dev every 60 (kind
   ``"overopt"``, one record per evaluated step): the over-optimisation curve of notebook 08.
 
@@ -270,6 +272,34 @@ def spread_jobs(seeds: int = 16, rebuild_seeds: int = 4, others: int = 8) -> lis
 
 # ------------------------------------------------------------------------ the loss family (issue 21)
 
+# The spread runs of the default SimPO and DPO recipes were recorded before the KL was measured. KL_SEEDS of
+# them are trained again (kind "kl", eval only) to measure it: the family table's KL column for SimPO and DPO.
+# Training and sampling are seeded, so a rerun reproduces the recorded scores (``kl_reruns_reproduce``).
+KL_SEEDS = (0, 1, 2, 3)
+
+
+def kl_jobs() -> list[tuple]:
+    """The default SimPO and DPO recipes trained again on ``KL_SEEDS`` (shipped reference), eval split."""
+    return [("kl", m, RECIPES[m], s, SHIPPED, ("eval",)) for m in ("simpo", "dpo") for s in KL_SEEDS]
+
+
+def kl_reruns_reproduce(records: Sequence[dict]) -> dict[str, Any]:
+    """How closely the KL reruns reproduce the spread record: the largest absolute difference between a rerun's
+    per-prompt expected score and the recorded run's (same method, seed, round and split), over all pairs."""
+    recorded = {
+        (r["method"], r["seed"], r["round"], r["split"]): r["expected"]
+        for r in records
+        if r.get("kind") == "spread" and r["ref_seed"] == SHIPPED
+    }
+    pairs = [
+        (np.array(r["expected"]), np.array(recorded[key]))
+        for r in records
+        if r.get("kind") == "kl" and (key := (r["method"], r["seed"], r["round"], r["split"])) in recorded
+    ]
+    worst = max((float(np.abs(a - b).max()) for a, b in pairs), default=None)
+    return {"compared": len(pairs), "max_abs_difference": worst}
+
+
 # The family's fixed settings and the reasons for them: rounds.FAMILY_LOSSES. The search uses ONE seed (seed 0;
 # SimPO's and DPO's used two) to fit the CPU budget; the spread then trains each member's dev-best recipe with
 # FAMILY_SPREAD_SEEDS seeds from the shipped reference.
@@ -502,7 +532,7 @@ def overopt_run(
     from ..data import read_jsonl
     from ..evaluation.metrics import preference_rewards
     from ..evaluation.sampling import sample_k
-    from ..reference import precompute_reference_logps
+    from ..precompute import precompute_reference_logps
     from ..world import data_file
     from .rounds import default_run
 
@@ -612,7 +642,7 @@ def run_jobs(jobs: Sequence[tuple], out: Path, workers: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("phase", choices=("search", "spread", "family", "overopt", "report"))
+    parser.add_argument("phase", choices=("search", "spread", "family", "overopt", "kl", "report"))
     parser.add_argument("--readme", type=Path, default=None, help="report: rewrite this file's spread block")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="default: the repository's results/")
@@ -644,7 +674,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.phase == "family":  # the search, and each member's dev-best recipe over seeds once searched
         run_family(args.out, args.workers, args.family_seeds, overopt=args.with_overopt)
         return
-    jobs = {"search": search_jobs, "overopt": overopt_jobs}.get(args.phase, lambda: spread_jobs(args.seeds))()
+    phases = {"search": search_jobs, "overopt": overopt_jobs, "kl": kl_jobs}
+    jobs = phases.get(args.phase, lambda: spread_jobs(args.seeds))()
     run_jobs(jobs, args.out, args.workers)
 
 
@@ -892,6 +923,8 @@ def family_table(records: Sequence[dict], split: str = "eval") -> list[dict]:
             continue
         expected = finals[method]
         kls = [r.get("kl") for r in runs]
+        if method not in family:  # the default recipes: their KL reruns (KL_SEEDS), where recorded
+            kls = [r["kl"] for r in _round_records(records, "kl", method, split)] or [None]
         recipe = recipe_settings(dev_best(records, method)[0]) if method in family else runs[0]["recipe"]
         rows.append(
             {

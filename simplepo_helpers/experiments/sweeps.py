@@ -507,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     sweep.run(question_points(tuned["simpo"], tuned["dpo"], tuned["simpo_no_ln"]))
     _init_worker()
     references = {split: reference_record(split) for split in ("dev", "eval")}
-    (out / "reference.json").write_text(json.dumps(references, separators=(",", ":")) + "\n")
+    (out / "sweeps_reference.json").write_text(json.dumps(references, separators=(",", ":")) + "\n")
     meta = {
         "command": "make experiments (python -m simplepo_helpers.evaluation.sweeps --workers "
         f"{args.workers})",

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from ..batching import PreferenceCollator
-from ..reference import precompute_reference_logps
+from ..precompute import precompute_reference_logps
 from ..runtime.batch_order import PreferenceBatches, collate_examples
 from ..runtime.checkpoint import (
     MODEL_CARD_NAME,
