@@ -446,6 +446,9 @@ def test_the_publishing_checklist_is_linked_and_in_order():
     positions = [text.index(step) for step in steps]
     assert positions == sorted(positions)
     assert "GIT_TERMINAL_PROMPT=0" in text and "--check" in text
+    # the cell it quotes is the one make colab-links writes (for its placeholder repository and tag)
+    quoted = colab.ColabTarget("OWNER/NAME", "vX.Y.Z").setup_cell("notebooks/01_data_inspection.ipynb")
+    assert f"```python\n{quoted}\n```" in text
     assert "(docs/publishing.md)" in (REPO / "README.md").read_text()
     target = colab.read_target(REPO / "colab.toml")
     assert "docs/publishing.md" in colab.clone_failed_message(target.repository, target.tag)
