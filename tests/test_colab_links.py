@@ -236,6 +236,7 @@ def run_in_ipython(
         **os.environ,
         "PATH": f"{published.bin}:{os.environ['PATH']}",
         "FAKE_GIT": "refuse" if refuse else "",
+        "IPYTHONDIR": str(published.tmp / "ipython"),  # its history and profile stay in tmp_path
     }
     done = subprocess.run(
         [sys.executable, "-c", IPYTHON_DRIVER, json.dumps(config)],
