@@ -1,13 +1,17 @@
 """Colab links from colab.toml: the notebooks agree with it, and the rewriter (make colab-links) is right.
 
-The first test checks the real notebooks; it fails until ``make colab-links`` has been run after colab.toml
-or a notebook's setup cell changed. The others run the rewriter on a copy in tmp_path, and execute the setup
-cell with Colab faked (subprocess, versions and google.colab.output stand-ins): what it would run there.
+The first test checks the real notebooks (and each notebook folder's colab_setup.ipy); it fails until
+``make colab-links`` has been run after colab.toml or the setup cell's template changed. The others run the
+rewriter on a copy in tmp_path, and execute the setup cell in a real IPython shell (its own process, so its
+``!`` line runs through /bin/sh and sets ``_exit_code``, and its ``%run`` is IPython's) with Colab faked:
+a google.colab stand-in, a git on PATH, pip and package versions.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -58,7 +62,10 @@ def test_rewriter_points_every_notebook_at_the_configured_repository_and_tag(tmp
         assert (
             "at tag v9.8.7" in setup.source and "https://github.com/a-course/simplepo-fork at" in setup.source
         )
-        assert f'setup_colab("{Path(relative).parent.as_posix()}")' in setup.source
+        folder = Path(relative).parent.as_posix()
+        assert setup.source.endswith(f"\n    %run /content/simplepo/{folder}/{colab.SETUP_SCRIPT}")
+        script = (root / folder / colab.SETUP_SCRIPT).read_text()
+        assert f'setup_colab("{folder}", clone="/content/simplepo")' in script
         assert "simplepo/simplepo" not in text
         assert all(not c.get("outputs") for c in notebook.cells if c.cell_type == "code")  # still stripped
         # every other cell is left as it was
@@ -81,20 +88,21 @@ def test_check_mode_reports_without_writing(tmp_path, capsys):
 
 
 def test_the_rewritten_setup_cells_pass_the_linter(tmp_path):
-    """Each written setup cell, for a long repository name and tag, is ruff-formatted and lint-clean."""
+    """The rewritten notebooks, for a long repository name and tag, are ruff-formatted and lint-clean as
+    notebooks (ruff reads the cell's ``!`` and ``%run`` lines as IPython), and the cell stays short."""
     root = copy_repo(
         tmp_path, "a-very-long-organisation-name/a-rather-long-repository-name", "v12.34.56-rc.1"
     )
     colab.rewrite_all(root)
-    cells = tmp_path / "cells"
-    cells.mkdir()
-    for k, path in enumerate(colab.notebook_paths(root)):
+    for path in colab.notebook_paths(root):
         (setup,) = setup_cells(colab.read_notebook(path))
-        (cells / f"setup_{k}.py").write_text(setup.source + "\n")
+        assert len(nonblank(setup.source)) <= MAX_SETUP_LINES, path.name
     config = ["--config", str(REPO / "pyproject.toml")]
     ruff = [sys.executable, "-m", "ruff"]
     for command in (["format", "--check"], ["check"]):
-        done = subprocess.run([*ruff, *command, *config, str(cells)], capture_output=True, text=True)
+        done = subprocess.run(
+            [*ruff, *command, *config, str(root / "notebooks")], capture_output=True, text=True
+        )
         assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -108,7 +116,7 @@ def test_bad_colab_toml_values_are_refused(repository, tag):
 
 # ------------------------------------------------------------- the setup cell, run with Colab faked
 
-MAX_SETUP_LINES = 12  # see test_the_setup_cell_is_short
+MAX_SETUP_LINES = 6  # see test_the_setup_cell_is_short
 
 
 def nonblank(source: str) -> list[str]:
@@ -118,10 +126,8 @@ def nonblank(source: str) -> list[str]:
 def test_the_setup_cell_is_short_clone_first_then_one_call_into_the_kit():
     """What a learner sees: a header, the clone (with its one-sentence failure), then one call into the kit.
 
-    12 non-blank lines, not the 6 the issue hoped for: the clone's failure must be explained by the cell
-    itself (the kit is not there before the clone), and ruff's formatting keeps one import per line and
-    wraps the long sentence; everything else (torch floor, pip, restart notice, widgets, folder) is
-    `colab.setup_colab`, tested below.
+    Everything else (torch floor, pip, restart notice, widgets, folder) is `colab.setup_colab`, which the
+    ``%run`` of the folder's colab_setup.ipy calls, tested below.
     """
     for path in colab.notebook_paths(REPO):
         (setup,) = setup_cells(colab.read_notebook(path))
@@ -129,35 +135,122 @@ def test_the_setup_cell_is_short_clone_first_then_one_call_into_the_kit():
         assert len(lines) <= MAX_SETUP_LINES, (path.name, len(lines))
         code = [line.strip() for line in lines if not line.lstrip().startswith("#")]
         clone = next(i for i, line in enumerate(code) if "git clone" in line)
-        call = next(i for i, line in enumerate(code) if line.startswith("setup_colab("))
-        assert clone < call == len(code) - 1  # the clone first, the kit's one call last
-        assert sum("setup_colab(" in line for line in code) == 1 and "pip" not in setup.source
+        assert code[clone].startswith("!test -d /content/simplepo || GIT_TERMINAL_PROMPT=0 git clone ")
+        assert code[clone + 1].startswith("assert _exit_code == 0, ")  # the clone's failure, right after it
+        folder = path.parent.relative_to(REPO).as_posix()
+        assert code[-1] == f"%run /content/simplepo/{folder}/{colab.SETUP_SCRIPT}"  # the kit's one call last
+        assert clone < len(code) - 1 and sum("%run" in line for line in code) == 1
+        assert "pip" not in setup.source and "setup_colab" not in setup.source
 
 
-def colab_faked(monkeypatch, *, git_returncode: int = 0):
-    """A fake google.colab and subprocess.run; returns the commands run and the kit calls made."""
-    calls, kit_calls = [], []
-    output = types.SimpleNamespace(enable_custom_widget_manager=lambda: calls.append("widget manager"))
-    google = types.ModuleType("google")
-    google_colab = types.ModuleType("google.colab")
-    google_colab.output = output
-    monkeypatch.setitem(sys.modules, "google", google)
-    monkeypatch.setitem(sys.modules, "google.colab", google_colab)
-    monkeypatch.setitem(sys.modules, "google.colab.output", output)
+# The setup cell in a real IPython shell, in a process of its own: google.colab faked (a module whose
+# output.enable_custom_widget_manager records the call), pip faked (subprocess.run, as setup_colab calls it)
+# and the package versions pip would see faked; `!` and `%run` are IPython's own. Colab's shell replaces
+# IPython's `system` with its own, which also sets `_exit_code` in the user namespace
+# (google/colab/_system_commands.py, `_system_compat`), so IPython's is a faithful stand-in.
+IPYTHON_DRIVER = """
+import importlib.metadata, json, os, subprocess, sys, types
 
-    def fake_run(command, **kwargs):
-        calls.append(command)
-        return subprocess.CompletedProcess(command, git_returncode, "", "")
-
-    monkeypatch.setattr(subprocess, "run", fake_run)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    monkeypatch.setattr(colab, "setup_colab", lambda folder: kit_calls.append(folder))
-    return calls, kit_calls
+config = json.loads(sys.argv[1])
+state = {"widget manager": False, "pip": []}
+if config["colab"]:
+    output = types.ModuleType("google.colab.output")
+    output.enable_custom_widget_manager = lambda: state.update({"widget manager": True})
+    google, google_colab = types.ModuleType("google"), types.ModuleType("google.colab")
+    google.colab, google_colab.output = google_colab, output
+    sys.modules.update({"google": google, "google.colab": google_colab, "google.colab.output": output})
+real_run, real_version = subprocess.run, importlib.metadata.version
 
 
-def run_cell(notebook: str) -> None:
-    source = colab.read_target(REPO / "colab.toml").setup_cell(notebook)
-    exec(compile(source, "setup_cell", "exec"), {})
+def fake_run(command, *args, **kwargs):
+    if isinstance(command, list) and command[1:3] == ["-m", "pip"]:
+        state["pip"].append(command)
+        return subprocess.CompletedProcess(command, 0, "", "")
+    return real_run(command, *args, **kwargs)
+
+
+subprocess.run = fake_run
+importlib.metadata.version = lambda name: config["versions"].get(name) or real_version(name)
+from IPython.core.interactiveshell import InteractiveShell
+
+shell = InteractiveShell.instance()
+results = [shell.run_cell(config["cell"]) for _ in range(config["runs"])]
+errors = [r.error_before_exec or r.error_in_exec for r in results]
+state.update(
+    success=[r.success for r in results],
+    errors=[type(e).__name__ if e else None for e in errors],
+    messages=[str(e) if e else None for e in errors],
+    exit_code=shell.user_ns.get("_exit_code"),
+    cwd=os.getcwd(),
+    path=sys.path[:3],
+)
+with open(config["report"], "w") as handle:
+    json.dump(state, handle)
+"""
+
+
+@pytest.fixture
+def published(tmp_path):
+    """A stand-in for the published repository (what `git clone` brings: the kit, pyproject.toml and each
+    notebook folder's colab_setup.ipy, written for a clone into tmp_path/clone) and a git on PATH that
+    records how it was called and then clones it (``FAKE_GIT=refuse``: fails as GitHub does for a missing
+    repository or tag when git may not prompt)."""
+    clone = tmp_path / "clone"
+    remote = tmp_path / "remote"
+    for folder in ("notebooks", "notebooks/solutions"):
+        (remote / folder).mkdir(parents=True)
+        (remote / folder / colab.SETUP_SCRIPT).write_text(colab.setup_script(folder, clone=str(clone)))
+    shutil.copy(REPO / "pyproject.toml", remote / "pyproject.toml")
+    (remote / "simplepo_helpers").symlink_to(REPO / "simplepo_helpers")
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    record = tmp_path / "git-calls"
+    (fake_bin / "git").write_text(
+        "#!/bin/sh\n"
+        f'echo "prompt=$GIT_TERMINAL_PROMPT args=$*" >> {record}\n'
+        'if [ "$FAKE_GIT" = refuse ]; then\n'
+        "  echo \"fatal: could not read Username for 'https://github.com': terminal prompts disabled\" >&2\n"
+        "  exit 128\n"
+        "fi\n"
+        "for destination; do :; done\n"
+        f'cp -R {remote} "$destination"\n'
+    )
+    (fake_bin / "git").chmod(0o755)
+    return types.SimpleNamespace(clone=clone, bin=fake_bin, record=record, tmp=tmp_path)
+
+
+def run_in_ipython(
+    published, notebook: str, *, colab_here=True, refuse=False, torch="2.11.0+cu126", runs=1
+) -> dict:
+    """Run ``notebook``'s setup cell (cloning into ``published.clone``) in a fresh IPython shell."""
+    target = colab.read_target(REPO / "colab.toml")
+    report = published.tmp / "report.json"
+    config = {
+        "cell": target.setup_cell(notebook, clone=str(published.clone)),
+        "colab": colab_here,
+        "versions": {"torch": torch, "ipywidgets": "7.7.1"},
+        "runs": runs,
+        "report": str(report),
+    }
+    env = {
+        **os.environ,
+        "PATH": f"{published.bin}:{os.environ['PATH']}",
+        "FAKE_GIT": "refuse" if refuse else "",
+        "IPYTHONDIR": str(published.tmp / "ipython"),  # its history and profile stay in tmp_path
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", IPYTHON_DRIVER, json.dumps(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=published.tmp,
+        timeout=120,
+    )
+    assert done.returncode == 0 and report.is_file(), done.stdout + done.stderr
+    state = json.loads(report.read_text())
+    state["output"] = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + done.stderr)  # colours off
+    state["git"] = published.record.read_text().splitlines() if published.record.exists() else []
+    return state
 
 
 @pytest.mark.parametrize(
@@ -168,37 +261,57 @@ def run_cell(notebook: str) -> None:
     ],
 )
 def test_setup_cell_on_colab_clones_the_tag_without_prompting_then_calls_the_kit_once(
-    monkeypatch, notebook, folder
+    published, notebook, folder
 ):
     target = colab.read_target(REPO / "colab.toml")
-    calls, kit_calls = colab_faked(monkeypatch)
-    run_cell(notebook)
-    (git,) = calls
-    assert git.startswith("test -d /content/simplepo || GIT_TERMINAL_PROMPT=0 git clone ")
-    assert f"--branch {target.tag} https://github.com/{target.repository} /content/simplepo" in git
-    assert kit_calls == [folder] and sys.path[0] == "/content/simplepo"
+    state = run_in_ipython(published, notebook, runs=2)
+    assert state["success"] == [True, True] and state["exit_code"] == 0, state["output"]
+    clone = str(published.clone)
+    # cloned once, at the tag, with git's prompt off; the second run finds the clone and goes on
+    assert state["git"] == [
+        f"prompt=0 args=clone -q --depth 1 --branch {target.tag} https://github.com/{target.repository} {clone}"
+    ]
+    # setup_colab ran in the kernel's process: pip (keeping Colab's torch), sys.path, the notebook's folder
+    assert state["pip"][0][-3:] == ["-e", f"{clone}[learn]", "torch==2.11.0+cu126"] and len(state["pip"]) == 2
+    assert state["path"][0] == clone and state["path"].count(clone) == 1
+    assert state["cwd"] == f"{clone}/{folder}"
+    assert state["widget manager"] is False  # Colab's own ipywidgets 7 renders without it
 
 
-def test_setup_cell_says_in_one_sentence_when_the_repository_or_tag_is_not_reachable(monkeypatch):
+def test_setup_cell_says_in_one_sentence_when_the_repository_or_tag_is_not_reachable(published):
+    """Through a real /bin/sh, a git that fails as GitHub does for a missing repository or tag (told not
+    to prompt): the cell stops with the one sentence, and nothing of the kit runs."""
     target = colab.read_target(REPO / "colab.toml")
-    calls, kit_calls = colab_faked(monkeypatch, git_returncode=128)
-    with pytest.raises(RuntimeError) as raised:
-        run_cell("notebooks/01_data_inspection.ipynb")
-    message = str(raised.value)
+    state = run_in_ipython(published, "notebooks/03_simpo_training.ipynb", refuse=True)
+    assert state["success"] == [False] and state["errors"] == ["AssertionError"]
+    (message,) = state["messages"]
     assert message == colab.clone_failed_message(target.repository, target.tag)
     assert f"https://github.com/{target.repository} at tag {target.tag}" in message
     assert "may not be published yet" in message and "open the notebook from the badge" in message
     assert "\n" not in message and message.count(". ") == 0  # one sentence
-    assert kit_calls == []  # nothing after the failed clone
+    assert f"AssertionError: {message}" in state["output"]
+    assert state["exit_code"] == 128 and state["git"][0].startswith(
+        f"prompt=0 args=clone -q --depth 1 --branch {target.tag} "
+    )
+    assert state["pip"] == [] and not published.clone.exists()  # nothing after the failed clone
+    assert state["cwd"] == str(published.tmp)
 
 
-def test_setup_cell_does_nothing_outside_colab(monkeypatch):
-    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
-    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("ran a command outside Colab"))
-    path = list(sys.path)
-    cwd = Path.cwd()
-    run_cell("notebooks/01_data_inspection.ipynb")
-    assert Path.cwd() == cwd and sys.path == path
+def test_setup_cell_stops_with_the_kits_sentence_when_colabs_torch_is_below_the_floor(published):
+    """The kit's failures reach the cell: %run re-raises the .ipy's error, so the cell (and Run all) stops."""
+    state = run_in_ipython(published, "notebooks/01_data_inspection.ipynb", torch="2.10.0+cu121")
+    assert state["success"] == [False] and state["errors"] == ["ColabSetupError"], state["output"]
+    (message,) = state["messages"]
+    assert message.startswith("Colab's torch 2.10.0+cu121 is older than the kit's floor (torch>=2.11): ")
+    assert "\n" not in message and f"ColabSetupError: {message}" in state["output"]
+    assert state["pip"] == [] and state["cwd"] == str(published.tmp)  # before pip, and stayed put
+
+
+def test_setup_cell_does_nothing_outside_colab(published):
+    state = run_in_ipython(published, "notebooks/01_data_inspection.ipynb", colab_here=False)
+    assert state["success"] == [True] and state["exit_code"] is None, state["output"]
+    assert state["git"] == [] and state["pip"] == [] and state["cwd"] == str(published.tmp)
+    assert str(published.clone) not in state["path"]
 
 
 # ----------------------------------------------------------------- colab.setup_colab, with Colab faked
@@ -334,31 +447,9 @@ def test_the_publishing_checklist_is_linked_and_in_order():
     positions = [text.index(step) for step in steps]
     assert positions == sorted(positions)
     assert "GIT_TERMINAL_PROMPT=0" in text and "--check" in text
+    # the cell it quotes is the one make colab-links writes (for its placeholder repository and tag)
+    quoted = colab.ColabTarget("OWNER/NAME", "vX.Y.Z").setup_cell("notebooks/01_data_inspection.ipynb")
+    assert f"```python\n{quoted}\n```" in text
     assert "(docs/publishing.md)" in (REPO / "README.md").read_text()
     target = colab.read_target(REPO / "colab.toml")
     assert "docs/publishing.md" in colab.clone_failed_message(target.repository, target.tag)
-
-
-@pytest.mark.skipif(Path("/content/simplepo").exists(), reason="a real Colab clone is here")
-def test_setup_cell_through_a_real_shell_with_git_refusing_to_prompt(monkeypatch, tmp_path):
-    """The cell's command through /bin/sh, with a git on PATH that fails as GitHub does for a missing
-    repository or tag (and records whether it was told not to prompt): one sentence, no kit call."""
-    fake_bin = tmp_path / "bin"
-    fake_bin.mkdir()
-    record = tmp_path / "git-env"
-    (fake_bin / "git").write_text(
-        f'#!/bin/sh\necho "prompt=$GIT_TERMINAL_PROMPT args=$*" > {record}\n'
-        "echo \"fatal: could not read Username for 'https://github.com': terminal prompts disabled\" >&2\n"
-        "exit 128\n"
-    )
-    (fake_bin / "git").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
-    google_colab = types.ModuleType("google.colab")
-    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
-    monkeypatch.setitem(sys.modules, "google.colab", google_colab)
-    monkeypatch.setattr(colab, "setup_colab", lambda folder: pytest.fail("the kit was called"))
-    target = colab.read_target(REPO / "colab.toml")
-    with pytest.raises(RuntimeError, match="may not be published yet") as raised:
-        run_cell("notebooks/03_simpo_training.ipynb")
-    assert str(raised.value) == colab.clone_failed_message(target.repository, target.tag)
-    assert record.read_text().startswith(f"prompt=0 args=clone -q --depth 1 --branch {target.tag} ")

@@ -4,15 +4,22 @@
     python -m simplepo_helpers.course.colab --check    # exit 1 and list what disagrees
 
 Each notebook gets an "Open In Colab" badge pointing at its own path at the tag, and one setup cell (the
-first code cell, ``SETUP_MARKER`` first) that clones the repository at the tag (one sentence saying what to
-do when the repository or the tag cannot be reached) and hands over to `setup_colab`: it checks Colab's
-torch against the kit's floor, installs the clone with its ``learn`` extra keeping Colab's torch (and
-Colab's ipywidgets 7.x, which the kit accepts), says when pip replaced a module the process had already
-imported (restart the runtime then), turns on Colab's custom widget manager when ipywidgets 8 is installed
-(Colab renders 8.x widgets only through it) and changes to the notebook's folder. Outside Colab the cell
-does nothing. nbformat is imported only by the rewriter, so the setup path needs nothing beyond the
-standard library.
-Solutions notebooks without a setup cell or a badge get them. Only cells that change are touched.
+first code cell, ``SETUP_MARKER`` first) of at most 6 lines. On Colab it clones the repository at the tag
+with IPython's ``!`` (git's password prompt off, so a missing repository or tag fails at once), stops with
+one sentence when the clone failed (``!`` leaves the command's exit status in ``_exit_code``, IPython's and
+Colab's alike), then makes one call into the kit: ``%run`` of ``colab_setup.ipy`` in the notebook's folder
+of the clone (written here too, ``SETUP_SCRIPT_TEMPLATE``), which puts the clone on ``sys.path`` and calls
+`setup_colab`: it checks Colab's torch against the kit's floor, installs the clone with its ``learn``
+extra keeping Colab's torch (and Colab's ipywidgets 7.x, which the kit accepts), says when pip replaced a
+module the process had already imported (restart the runtime then), turns on Colab's custom widget manager
+when ipywidgets 8 is installed (Colab renders 8.x widgets only through it) and changes to the notebook's
+folder. The script is a ``.ipy``, not a ``.py``: ``%run`` re-raises an error of a ``.ipy`` (so the cell
+stops and Run all stops with it) but only prints one of a ``.py`` (ipython/ipython#12291); IPython then
+shows the error twice, for the script and for the cell, both ending in the same sentence. Outside Colab
+the cell does nothing. nbformat is imported only by the rewriter, so the setup path needs nothing beyond
+the standard library.
+Solutions notebooks without a setup cell or a badge get them. Only cells and scripts that change are
+touched.
 """
 
 from __future__ import annotations
@@ -43,21 +50,33 @@ BADGE_PATTERN = re.compile(
 REPOSITORY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+$")
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 
+SETUP_SCRIPT = "colab_setup.ipy"  # in each notebook folder; what the setup cell runs after the clone
+
 SETUP_TEMPLATE = """\
 # Colab only: clone the kit at its release tag, then one call installs it and checks the rest (no-op elsewhere).
-import subprocess
 import sys
 
 if "google.colab" in sys.modules:
-    git = "test -d __CLONE__ || GIT_TERMINAL_PROMPT=0 git clone -q --depth 1 --branch __TAG__ https://github.com/__REPOSITORY__ __CLONE__"
-    if subprocess.run(git, shell=True).returncode:
-        raise RuntimeError(
-            __CLONE_FAILED__
-        )
-    sys.path.insert(0, "__CLONE__")
-    from simplepo_helpers.course.colab import setup_colab
+    !test -d __CLONE__ || GIT_TERMINAL_PROMPT=0 git clone -q --depth 1 --branch __TAG__ https://github.com/__REPOSITORY__ __CLONE__
+    assert _exit_code == 0, __CLONE_FAILED__  # noqa: F821  # fmt: skip
+    %run __CLONE__/__FOLDER__/__SCRIPT__
+"""
+# `_exit_code`: the exit status of the `!` line before it (IPython's `system`, and Colab's, set it in the
+# user namespace); `# fmt: skip` keeps the sentence on one line whatever the repository's and tag's length.
 
-    setup_colab("__FOLDER__")
+SETUP_SCRIPT_TEMPLATE = """\
+# The Colab setup cell of the notebooks in this folder runs this (%run) once it has cloned the kit: with the
+# clone on sys.path, setup_colab checks Colab's torch against the kit's floor, installs the kit with its learn
+# extra, turns on Colab's widget manager for ipywidgets 8 and moves into this folder. Written by
+# `make colab-links` (simplepo_helpers/course/colab.py). A .ipy, not a .py: %run re-raises an error of a .ipy,
+# so the setup cell stops with its one sentence, where it would only print one of a .py and Run all go on.
+import sys
+
+if "__CLONE__" not in sys.path:
+    sys.path.insert(0, "__CLONE__")
+from simplepo_helpers.course.colab import setup_colab
+
+setup_colab("__FOLDER__", clone="__CLONE__")
 """
 
 
@@ -88,19 +107,26 @@ class ColabTarget:
         url = f"https://colab.research.google.com/github/{self.repository}/blob/{self.tag}/{notebook}"
         return f"[![Open In Colab]({BADGE_IMAGE})]({url})"
 
-    def setup_cell(self, notebook: str) -> str:
-        """The setup cell's source for ``notebook``: clone at the tag, install, chdir to its folder."""
+    def setup_cell(self, notebook: str, *, clone: str = CLONE_DIR) -> str:
+        """The setup cell's source for ``notebook``: clone at the tag into ``clone``, then %run its folder's
+        setup script (install, checks, chdir to the folder)."""
         folder = str(Path(notebook).parent.as_posix())
         return (
             SETUP_TEMPLATE.replace(
                 "__CLONE_FAILED__", json.dumps(clone_failed_message(self.repository, self.tag))
             )
-            .replace("__CLONE__", CLONE_DIR)
+            .replace("__CLONE__", clone)
             .replace("__TAG__", self.tag)
             .replace("__REPOSITORY__", self.repository)
             .replace("__FOLDER__", folder)
+            .replace("__SCRIPT__", SETUP_SCRIPT)
             .rstrip("\n")
         )
+
+
+def setup_script(folder: str, *, clone: str = CLONE_DIR) -> str:
+    """The text of ``folder``'s ``colab_setup.ipy`` (``folder`` from the repository root, e.g. notebooks)."""
+    return SETUP_SCRIPT_TEMPLATE.replace("__CLONE__", clone).replace("__FOLDER__", folder)
 
 
 def read_target(path: str | Path = CONFIG) -> ColabTarget:
@@ -164,10 +190,20 @@ def rewrite_notebook(notebook, relative: str, target: ColabTarget) -> list[str]:
 
 
 def rewrite_all(root: str | Path = ROOT, target: ColabTarget | None = None, *, write: bool = True) -> dict:
-    """Rewrite (or, ``write=False``, only check) every notebook under ``root``; ``{relative path: changes}``."""
+    """Rewrite (or, ``write=False``, only check) every notebook under ``root`` and the setup script of each
+    notebook folder; ``{relative path: changes}``."""
     root = Path(root)
     target = target or read_target(root / "colab.toml")
     report = {}
+    for folder in sorted({path.parent for path in notebook_paths(root)}):
+        script = folder / SETUP_SCRIPT
+        text = setup_script(folder.relative_to(root).as_posix())
+        if not script.is_file() or script.read_text(encoding="utf-8") != text:
+            report[script.relative_to(root).as_posix()] = [
+                "setup script" if script.is_file() else "setup script added"
+            ]
+            if write:
+                script.write_text(text, encoding="utf-8")
     for path in notebook_paths(root):
         relative = path.relative_to(root).as_posix()
         notebook = read_notebook(path)
@@ -237,6 +273,8 @@ def _last_error_line(text: str) -> str:
 def setup_colab(folder: str = "notebooks", *, clone: str = CLONE_DIR) -> list[str]:
     """Finish the Colab setup after the setup cell cloned the kit into ``clone``; nothing outside Colab.
 
+    The setup cell calls it through its folder's ``colab_setup.ipy`` (``%run``), in the kernel's process.
+
     Checks that Colab's torch meets the kit's floor (before pip runs, so pip never reports an impossible
     resolution), installs the clone with its ``learn`` extra keeping Colab's torch (its CUDA build),
     raises when pip replaced a module this process had already imported (restart the runtime then), turns
@@ -293,8 +331,13 @@ def setup_colab(folder: str = "notebooks", *, clone: str = CLONE_DIR) -> list[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Point every notebook's Colab badge and clone at colab.toml")
-    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a notebook disagrees")
+    parser = argparse.ArgumentParser(
+        description="Point every notebook's Colab badge and clone at colab.toml (and write each notebook "
+        f"folder's {SETUP_SCRIPT}, which the setup cell runs)"
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 if a notebook or setup script disagrees"
+    )
     parser.add_argument("--root", default=str(ROOT), help="the repository root (default: this checkout)")
     args = parser.parse_args(argv)
     root = Path(args.root)
@@ -303,7 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     for relative, changes in report.items():
         print(f"{relative}: {', '.join(changes)}")
     verb = "disagree with" if args.check else "rewritten from"
-    print(f"{len(report)} notebook(s) {verb} colab.toml ({target.repository} @ {target.tag})")
+    print(
+        f"{len(report)} notebook(s) or setup script(s) {verb} colab.toml ({target.repository} @ {target.tag})"
+    )
     return 1 if (args.check and report) else 0
 
 
