@@ -182,6 +182,7 @@ _MOVED: dict[str, str] = {
     "scale.profiles": "lessons.profiles",
     "runtime.result": "runtime.train_result",  # beside evaluation.results and experiments.report: renamed
     "runtime.batches": "runtime.batch_order",  # beside the core's batching.py: renamed for what it holds
+    "fast.fused": "fast.packing",  # the fused head and log-softmax: now with the packed row they score
 }
 
 
