@@ -6,10 +6,10 @@ layout puts all pairs of a micro-batch in **one row** without padding, each pair
 
     [prompt (P) | chosen (C) | rejected (R)]      position ids 0..P-1 | P..P+C-1 | P..P+R-1
 
-so each prompt is computed once. How the row attends (its sequences kept apart) is ``attention.py``'s;
-the first token of each response is scored from the prompt's
-last position. Only architectures whose attention is tested against the padded path use it
-(``PACKED_ARCHITECTURES``); everything else keeps the padded layout (:func:`packed_support` says why).
+so each prompt is computed once, and the first token of each response is scored from the prompt's last
+position. How the row attends (its sequences kept apart, per segment or with one masked call per layer) is
+``attention.py``'s. Only architectures whose attention is tested against the padded path use the packed
+layout (``PACKED_ARCHITECTURES``); everything else keeps the padded one (:func:`packed_support` says why).
 
 The log-probs are computed without the full logits, and proven equal to the core's
 :func:`simplepo_helpers.logps.token_logps` (a plain ``gather - logsumexp``) by ``tests/test_fast.py``:
@@ -35,10 +35,22 @@ from torch.autograd.function import once_differentiable
 
 from ..batching import IGNORE_INDEX
 from ..logps import compute_dtype_for, resolve_chunk_tokens, shifted_targets
-from .attention import ATTENTION_NAME, causal_lm, segment_attention, segment_attention_on
+from .attention import (
+    ATTENTION_ENV,
+    ATTENTION_MODES,
+    ATTENTION_NAME,
+    MASKED_ATTENTION_NAME,
+    PackedRowMask,
+    attention_mode,
+    causal_lm,
+    packed_attention_on,
+    segment_attention,
+    segment_attention_on,
+)
 
 __all__ = [
     "ATTENTION_NAME",
+    "MASKED_ATTENTION_NAME",
     "PACKED_ARCHITECTURES",
     "PackedBatch",
     "can_fuse_head",
@@ -191,32 +203,51 @@ def packed_support(model: torch.nn.Module) -> str | None:
 def describe_layout(model: torch.nn.Module) -> str:
     """One line saying which layout ``train()`` uses for ``model`` and why."""
     reason = packed_support(model)
-    if reason is None:
-        return "packed (prefix-shared, padding-free, LM head at response positions only)"
-    return f"padded [2B, T] ({reason})"
+    if reason is not None:
+        return f"padded [2B, T] ({reason})"
+    device = next(causal_lm(model).parameters()).device
+    attention = {
+        "segments": "causal SDPA per segment, 2 calls per pair per layer",
+        "masked": "one masked SDPA per layer",
+    }[attention_mode(device)]
+    return (
+        "packed (prefix-shared, padding-free, LM head at response positions only; "
+        f"attention on {device.type}: {attention}, ${ATTENTION_ENV} = segments | masked overrides)"
+    )
 
 
 def packed_forward(
-    model: torch.nn.Module, packed: PackedBatch, *, logits_to_keep: torch.Tensor
+    model: torch.nn.Module, packed: PackedBatch, *, logits_to_keep: torch.Tensor, attention: str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``model`` on the packed row: (logits [1, K, V] at the K row positions ``logits_to_keep``, final
     hidden states [1, S, d]).
 
     Calls the model itself, so DDP, PEFT and forward hooks see the forward; ``logits_to_keep`` empty applies
-    the LM head to no position. The hidden states are caught from the decoder's output.
+    the LM head to no position. The hidden states are caught from the decoder's output. ``attention``:
+    ``"segments"`` or ``"masked"`` (``attention.py``); None: :func:`attention.attention_mode` of the
+    model's device (one masked call per layer on CUDA, per segment elsewhere).
     """
+    mode = attention or attention_mode(next(causal_lm(model).parameters()).device)
+    if mode not in ATTENTION_MODES:
+        raise ValueError(f"attention must be one of {sorted(ATTENTION_MODES)} or None, got {mode!r}")
+    # masked: the row's mask is built once (on first use, in the query's dtype) and shared by the layers
+    row: dict[str, Any] = (
+        {"simplepo_mask": PackedRowMask(packed.pairs, packed.input_ids.shape[1])}
+        if mode == "masked"
+        else {"simplepo_pairs": packed.pairs}
+    )
     caught = []
     hook = causal_lm(model).model.register_forward_hook(
         lambda module, args, output: caught.append(output.last_hidden_state)
     )
     try:
-        with segment_attention_on(model):
+        with packed_attention_on(model, mode):
             logits = model(
                 input_ids=packed.input_ids,
                 position_ids=packed.position_ids,
                 use_cache=False,
                 logits_to_keep=logits_to_keep,
-                simplepo_pairs=packed.pairs,
+                **row,
             ).logits
     finally:
         hook.remove()
@@ -224,7 +255,7 @@ def packed_forward(
 
 
 def packed_sequence_logps(
-    model: torch.nn.Module, packed: PackedBatch, *, keep_logits: bool = False
+    model: torch.nn.Module, packed: PackedBatch, *, keep_logits: bool = False, attention: str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """(summed response log-probs [2B], response token counts [2B], logits, labels) of a packed batch
     (:func:`pack_preference_batch`).
@@ -232,6 +263,7 @@ def packed_sequence_logps(
     The LM head runs on the N scored positions only, fused with the log-softmax (no logits kept) unless
     ``keep_logits`` or the head cannot be fused; then logits [1, N + 1, V] and labels [1, N + 1] hold just the
     scored positions (label t + 1 is scored at position t, as everywhere in the kit), else both are None.
+    ``attention``: how the row attends (:func:`packed_forward`).
     """
     packed = packed.to(next(model.parameters()).device)
     num_sequences = 2 * packed.num_pairs
@@ -240,11 +272,13 @@ def packed_sequence_logps(
     if keep_logits or not can_fuse_head(head):  # the model's head on the N scored positions
         # the positions' logits plus one more row, so that label t + 1 is scored at position t
         keep = torch.cat([packed.positions, packed.positions[-1:]])  # [N + 1]
-        logits, _ = packed_forward(model, packed, logits_to_keep=keep)  # [1, N + 1, V]
+        logits, _ = packed_forward(model, packed, logits_to_keep=keep, attention=attention)  # [1, N + 1, V]
         labels = torch.cat([packed.targets.new_full((1,), IGNORE_INDEX), packed.targets])[None]  # [1, N + 1]
         per_token = chunked_token_logps(logits, labels)[0][0]  # [N]
     else:  # the head fused with the log-softmax: no logits kept
-        _, hidden = packed_forward(model, packed, logits_to_keep=packed.positions[:0])  # [1, S, d]
+        _, hidden = packed_forward(
+            model, packed, logits_to_keep=packed.positions[:0], attention=attention
+        )  # [1, S, d]
         per_token = head_token_logps(hidden[0].index_select(0, packed.positions), head, packed.targets)  # [N]
     sums = per_token.new_zeros(num_sequences).index_add(0, packed.sequence, per_token)  # [2B]
     counts = torch.bincount(packed.sequence, minlength=num_sequences)  # [2B]
