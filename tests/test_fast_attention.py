@@ -243,3 +243,12 @@ def test_the_default_on_cpu_is_the_per_segment_path_bit_for_bit(tokenizer, batch
     packed = pack_preference_batch(batch)
     default = packed_sequence_logps(model, packed)[0]
     assert torch.equal(default, packed_sequence_logps(model, packed, attention="segments")[0])
+
+
+def test_the_attention_benchmark_runs_both_paths():
+    """``benchmarks/bench_attention.py``'s attention case, once (its numbers are reported, not checked)."""
+    from benchmarks.bench_attention import attention_case
+
+    row = attention_case("uf2", repeats=1)
+    assert row["pairs"] == 2 and row["segments_s"] > 0 and row["masked_s"] > 0
+    assert row["masked_over_segments"] == pytest.approx(row["masked_s"] / row["segments_s"], rel=1e-2)
