@@ -183,6 +183,7 @@ _MOVED: dict[str, str] = {
     "runtime.result": "runtime.train_result",  # beside evaluation.results and experiments.report: renamed
     "runtime.batches": "runtime.batch_order",  # beside the core's batching.py: renamed for what it holds
     "reference": "precompute",  # "reference" names the reference model only; this module precomputes log-probs
+    "fast.fused": "fast.packing",  # the fused head and log-softmax: now with the packed row they score
 }
 
 

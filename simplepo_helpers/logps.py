@@ -3,7 +3,7 @@
 ``labels`` are *not* shifted: ``input_ids`` on response tokens, ``IGNORE_INDEX`` on prompt and padding; the
 logits at t predict the label at t+1. ``log_softmax(logits)[label]`` is computed as ``logits[label] -
 logsumexp(logits)``: the same number without a second ``[B, T, V]`` tensor. The chunked version with a
-hand-written backward lives behind the ``fast`` door (``fast/fused.py``), tested equal to this one.
+hand-written backward lives behind the ``fast`` door (``fast/packing.py``), tested equal to this one.
 """
 
 from __future__ import annotations

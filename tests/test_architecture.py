@@ -327,3 +327,13 @@ def test_renamed_runtime_modules_still_import_by_their_old_names(old, new):
     assert importlib.import_module(f"simplepo_helpers.{old}") is importlib.import_module(
         f"simplepo_helpers.{new}"
     )
+
+
+def test_the_fused_module_still_imports_by_its_old_name():
+    """``fast/fused.py`` (the chunked log-softmax and the fused head) joined ``fast/packing.py``: the old path
+    gives the very same module, its private autograd functions included."""
+    from simplepo_helpers.fast import fused, packing
+    from simplepo_helpers.fast.fused import _HeadLabelLogps, chunked_token_logps
+
+    assert fused is packing and _HeadLabelLogps is packing._HeadLabelLogps
+    assert chunked_token_logps is packing.chunked_token_logps

@@ -1,4 +1,4 @@
-"""The fast path's log-probs (``fast/fused.py``) against the plain ones (``logps.py``).
+"""The fast path's log-probs (``fast/packing.py``, formerly ``fast/fused.py``) against the plain ones (``logps.py``).
 
 ``chunked_token_logps`` is the core's ``token_logps`` chunked over positions with a hand-written backward:
 bit for bit the same forward, the same gradients up to float rounding, and less memory. ``head_token_logps``
@@ -16,7 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 import simplepo_helpers.logps as logps_module
-from simplepo_helpers.fast import fused as fused_module
+from simplepo_helpers.fast import packing as fused_module
 from simplepo_helpers.logps import token_logps
 
 

@@ -1,4 +1,4 @@
-"""The packed, prefix-shared layout of a preference batch, and the attention that keeps its sequences apart.
+"""The packed, prefix-shared row of a preference batch, and its log-probs.
 
 A padded ``[2B, T]`` batch computes every prompt twice (once before the chosen, once before the rejected
 response), every padding position, and the LM head on positions whose logits are thrown away. The packed
@@ -6,37 +6,59 @@ layout puts all pairs of a micro-batch in **one row** without padding, each pair
 
     [prompt (P) | chosen (C) | rejected (R)]      position ids 0..P-1 | P..P+C-1 | P..P+R-1
 
-so each prompt is computed once. Attention is confined by :func:`segment_attention`, registered with
-transformers as ``"simplepo_segments"``: per pair, one causal call on ``[prompt; chosen]`` and one on
-``[prompt; rejected]`` that reuses the prompt's keys and values (its prompt-query outputs are dropped), so
-no token sees another pair, and the rejected response never sees the chosen one. The first token of each
-response is scored from the prompt's last position. No dense mask is built.
+so each prompt is computed once, and the first token of each response is scored from the prompt's last
+position. How the row attends (its sequences kept apart, per segment or with one masked call per layer) is
+``attention.py``'s. Only architectures whose attention is tested against the padded path use the packed
+layout (``PACKED_ARCHITECTURES``); everything else keeps the padded one (:func:`packed_support` says why).
 
-Only architectures whose attention is tested against the padded path use it (``PACKED_ARCHITECTURES``);
-everything else keeps the padded layout (:func:`packed_support` says why).
+The log-probs are computed without the full logits, and proven equal to the core's
+:func:`simplepo_helpers.logps.token_logps` (a plain ``gather - logsumexp``) by ``tests/test_fast.py``:
+
+- :func:`chunked_token_logps`: ``logit[label] - logsumexp(logits)`` over chunks of ``chunk_tokens`` positions
+  (default: about ``CHUNK_ELEMENTS`` float32 values, e.g. 85 positions at vocabulary 49152), forward *and*
+  backward. A custom autograd function writes the gradient ``onehot(label) - softmax(logits)`` chunk by
+  chunk straight into the logits' gradient, so the only vocabulary-sized tensor it adds is that gradient.
+  bf16/fp16 logits are upcast to float32 one chunk at a time.
+- :func:`head_token_logps`: log-probs straight from the final hidden states at the scored positions, the LM
+  head and the log-softmax fused, so not even those positions' logits are kept.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import AttentionInterface
+from torch.autograd.function import once_differentiable
 
 from ..batching import IGNORE_INDEX
-from .fused import can_fuse_head, chunked_token_logps, head_token_logps
+from ..logps import compute_dtype_for, resolve_chunk_tokens, shifted_targets
+from .attention import (
+    ATTENTION_ENV,
+    ATTENTION_MODES,
+    ATTENTION_NAME,
+    MASKED_ATTENTION_NAME,
+    PackedRowMask,
+    attention_mode,
+    causal_lm,
+    packed_attention_on,
+    segment_attention,
+    segment_attention_on,
+)
 
 __all__ = [
     "ATTENTION_NAME",
+    "MASKED_ATTENTION_NAME",
     "PACKED_ARCHITECTURES",
     "PackedBatch",
+    "can_fuse_head",
     "causal_lm",
     "choose_layout",
+    "chunked_token_logps",
     "describe_layout",
+    "head_token_logps",
     "pack_preference_batch",
     "packed_forward",
     "packed_sequence_logps",
@@ -46,7 +68,6 @@ __all__ = [
     "segment_attention_on",
 ]
 
-ATTENTION_NAME = "simplepo_segments"
 # causal-LM classes whose decoder passes extra forward kwargs to the attention function, tested for exactness
 PACKED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM")
 
@@ -163,22 +184,6 @@ def pack_preference_batch(batch: Mapping[str, torch.Tensor]) -> PackedBatch:
     )
 
 
-def causal_lm(model: torch.nn.Module) -> Any:
-    """The transformers causal LM inside DDP and PEFT wrappers (the model itself otherwise).
-
-    Also unwraps a module that forwards to a ``policy`` it holds outside its module tree (LoRA's
-    adapter-disabled reference, ``scale.lora``).
-    """
-    lm: Any = model  # a transformers PreTrainedModel in the end
-    if not list(lm.children()) and isinstance(getattr(lm, "policy", None), torch.nn.Module):
-        lm = lm.policy
-    if isinstance(lm, torch.nn.parallel.DistributedDataParallel):
-        lm = lm.module
-    if hasattr(lm, "get_base_model"):  # peft.PeftModel
-        lm = lm.get_base_model()
-    return lm
-
-
 def packed_support(model: torch.nn.Module) -> str | None:
     """None when ``model`` can run the packed layout; otherwise the reason it keeps the padded one."""
     lm = causal_lm(model)
@@ -198,84 +203,51 @@ def packed_support(model: torch.nn.Module) -> str | None:
 def describe_layout(model: torch.nn.Module) -> str:
     """One line saying which layout ``train()`` uses for ``model`` and why."""
     reason = packed_support(model)
-    if reason is None:
-        return "packed (prefix-shared, padding-free, LM head at response positions only)"
-    return f"padded [2B, T] ({reason})"
-
-
-def segment_attention(
-    module: torch.nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    dropout: float = 0.0,
-    scaling: float | None = None,
-    simplepo_pairs: tuple[tuple[int, int, int, int], ...] | None = None,
-    **kwargs,
-) -> tuple[torch.Tensor, None]:
-    """Causal SDPA confined to each pair of a packed row (query [1, H, S, D], key/value [1, Hkv, S, D]).
-
-    Per pair ``(start, P, C, R)``: queries of [prompt; chosen] attend causally within it; queries of the
-    rejected response attend to the prompt and causally to the rejected tokens (one causal call over
-    [prompt; rejected], whose prompt-query outputs are dropped). Returns ``([1, S, H, D], None)`` as
-    transformers' attention functions do.
-    """
-    if simplepo_pairs is None or attention_mask is not None or query.shape[0] != 1:
-        raise ValueError(
-            f"the {ATTENTION_NAME!r} attention runs only on a packed row from fast.packed_sequence_logps "
-            "(it needs the pairs' layout and no attention mask)"
-        )
-    gqa = {"enable_gqa": True} if key.shape[1] != query.shape[1] else {}
-    common: dict[str, Any] = {"dropout_p": dropout, "scale": scaling, "is_causal": True, **gqa}
-    outputs = []
-    for start, p, c, r in simplepo_pairs:
-        first = slice(start, start + p + c)  # [prompt; chosen]
-        outputs.append(
-            F.scaled_dot_product_attention(query[:, :, first], key[:, :, first], value[:, :, first], **common)
-        )
-        prompt, rejected = slice(start, start + p), slice(start + p + c, start + p + c + r)
-        q, k, v = (torch.cat([t[:, :, prompt], t[:, :, rejected]], dim=2) for t in (query, key, value))
-        outputs.append(F.scaled_dot_product_attention(q, k, v, **common)[:, :, p:])  # [1, H, R, D]
-    return torch.cat(outputs, dim=2).transpose(1, 2).contiguous(), None  # [1, S, H, D]
-
-
-AttentionInterface.register(ATTENTION_NAME, segment_attention)
-
-
-@contextlib.contextmanager
-def segment_attention_on(model: torch.nn.Module):
-    """Run ``model``'s attention through :func:`segment_attention` inside the block (restored after)."""
-    config = causal_lm(model).config
-    before = config._attn_implementation
-    config._attn_implementation = ATTENTION_NAME
-    try:
-        yield
-    finally:
-        config._attn_implementation = before
+    if reason is not None:
+        return f"padded [2B, T] ({reason})"
+    device = next(causal_lm(model).parameters()).device
+    attention = {
+        "segments": "causal SDPA per segment, 2 calls per pair per layer",
+        "masked": "one masked SDPA per layer",
+    }[attention_mode(device)]
+    return (
+        "packed (prefix-shared, padding-free, LM head at response positions only; "
+        f"attention on {device.type}: {attention}, ${ATTENTION_ENV} = segments | masked overrides)"
+    )
 
 
 def packed_forward(
-    model: torch.nn.Module, packed: PackedBatch, *, logits_to_keep: torch.Tensor
+    model: torch.nn.Module, packed: PackedBatch, *, logits_to_keep: torch.Tensor, attention: str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``model`` on the packed row: (logits [1, K, V] at the K row positions ``logits_to_keep``, final
     hidden states [1, S, d]).
 
     Calls the model itself, so DDP, PEFT and forward hooks see the forward; ``logits_to_keep`` empty applies
-    the LM head to no position. The hidden states are caught from the decoder's output.
+    the LM head to no position. The hidden states are caught from the decoder's output. ``attention``:
+    ``"segments"`` or ``"masked"`` (``attention.py``); None: :func:`attention.attention_mode` of the
+    model's device (one masked call per layer on CUDA, per segment elsewhere).
     """
+    mode = attention or attention_mode(next(causal_lm(model).parameters()).device)
+    if mode not in ATTENTION_MODES:
+        raise ValueError(f"attention must be one of {sorted(ATTENTION_MODES)} or None, got {mode!r}")
+    # masked: the row's mask is built once (on first use, in the query's dtype) and shared by the layers
+    row: dict[str, Any] = (
+        {"simplepo_mask": PackedRowMask(packed.pairs, packed.input_ids.shape[1])}
+        if mode == "masked"
+        else {"simplepo_pairs": packed.pairs}
+    )
     caught = []
     hook = causal_lm(model).model.register_forward_hook(
         lambda module, args, output: caught.append(output.last_hidden_state)
     )
     try:
-        with segment_attention_on(model):
+        with packed_attention_on(model, mode):
             logits = model(
                 input_ids=packed.input_ids,
                 position_ids=packed.position_ids,
                 use_cache=False,
                 logits_to_keep=logits_to_keep,
-                simplepo_pairs=packed.pairs,
+                **row,
             ).logits
     finally:
         hook.remove()
@@ -283,7 +255,7 @@ def packed_forward(
 
 
 def packed_sequence_logps(
-    model: torch.nn.Module, packed: PackedBatch, *, keep_logits: bool = False
+    model: torch.nn.Module, packed: PackedBatch, *, keep_logits: bool = False, attention: str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """(summed response log-probs [2B], response token counts [2B], logits, labels) of a packed batch
     (:func:`pack_preference_batch`).
@@ -291,6 +263,7 @@ def packed_sequence_logps(
     The LM head runs on the N scored positions only, fused with the log-softmax (no logits kept) unless
     ``keep_logits`` or the head cannot be fused; then logits [1, N + 1, V] and labels [1, N + 1] hold just the
     scored positions (label t + 1 is scored at position t, as everywhere in the kit), else both are None.
+    ``attention``: how the row attends (:func:`packed_forward`).
     """
     packed = packed.to(next(model.parameters()).device)
     num_sequences = 2 * packed.num_pairs
@@ -299,11 +272,13 @@ def packed_sequence_logps(
     if keep_logits or not can_fuse_head(head):  # the model's head on the N scored positions
         # the positions' logits plus one more row, so that label t + 1 is scored at position t
         keep = torch.cat([packed.positions, packed.positions[-1:]])  # [N + 1]
-        logits, _ = packed_forward(model, packed, logits_to_keep=keep)  # [1, N + 1, V]
+        logits, _ = packed_forward(model, packed, logits_to_keep=keep, attention=attention)  # [1, N + 1, V]
         labels = torch.cat([packed.targets.new_full((1,), IGNORE_INDEX), packed.targets])[None]  # [1, N + 1]
         per_token = chunked_token_logps(logits, labels)[0][0]  # [N]
     else:  # the head fused with the log-softmax: no logits kept
-        _, hidden = packed_forward(model, packed, logits_to_keep=packed.positions[:0])  # [1, S, d]
+        _, hidden = packed_forward(
+            model, packed, logits_to_keep=packed.positions[:0], attention=attention
+        )  # [1, S, d]
         per_token = head_token_logps(hidden[0].index_select(0, packed.positions), head, packed.targets)  # [N]
     sums = per_token.new_zeros(num_sequences).index_add(0, packed.sequence, per_token)  # [2B]
     counts = torch.bincount(packed.sequence, minlength=num_sequences)  # [2B]
@@ -316,3 +291,205 @@ def choose_layout(*models: torch.nn.Module, batch: Mapping[str, torch.Tensor] | 
     if not all(packed_support(model) is None for model in models):
         return "padded"
     return "packed" if batch is None or packing_problem(batch) is None else "padded"
+
+
+# The log-probs of the scored positions: the chunked log-softmax, and the LM head fused with it.
+
+
+class _LabelLogps(torch.autograd.Function):
+    """log p(target) for N positions, chunk by chunk: logits [N, V], targets [N] -> [N] in ``dtype``.
+
+    Backward: d log p(y) / d logits = onehot(y) - softmax(logits), written one chunk at a time into the
+    gradient buffer, so no [N, V] temporary besides the gradient itself is allocated.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, chunk_tokens: int, dtype: torch.dtype):
+        out = logits.new_empty(logits.shape[0], dtype=dtype)  # [N]
+        lse = logits.new_empty(logits.shape[0], dtype=dtype)  # [N]: logsumexp per position, kept for backward
+        for start in range(0, logits.shape[0], chunk_tokens):
+            rows = slice(start, start + chunk_tokens)
+            chunk = logits[rows].to(dtype)  # [n, V]; a copy only when upcasting bf16/fp16
+            lse[rows] = torch.logsumexp(chunk, dim=-1)
+            out[rows] = chunk.gather(-1, targets[rows].unsqueeze(-1)).squeeze(-1) - lse[rows]
+        ctx.save_for_backward(logits, targets, lse)
+        ctx.chunk_tokens, ctx.dtype = chunk_tokens, dtype
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        logits, targets, lse = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        grad_out = grad_out.to(ctx.dtype)  # [N]
+        grad_logits = torch.empty_like(logits)  # [N, V], the logits' dtype
+        in_place = logits.dtype == ctx.dtype  # float32/64: compute straight into the gradient buffer
+        for start in range(0, logits.shape[0], ctx.chunk_tokens):
+            rows = slice(start, start + ctx.chunk_tokens)
+            scale = grad_out[rows].unsqueeze(-1)  # [n, 1]
+            # -g * softmax(x) = -g * exp(x - lse), then + g at the label
+            chunk = grad_logits[rows] if in_place else None
+            chunk = torch.sub(logits[rows].to(ctx.dtype), lse[rows].unsqueeze(-1), out=chunk)  # [n, V]
+            chunk.exp_().mul_(-scale).scatter_add_(-1, targets[rows].unsqueeze(-1), scale)
+            if not in_place:
+                grad_logits[rows] = chunk  # downcast to the logits' dtype
+        return grad_logits, None, None, None
+
+
+def chunked_token_logps(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    ignore_index: int = IGNORE_INDEX,
+    chunk_tokens: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`simplepo_helpers.logps.token_logps`, chunked over positions with a hand-written backward.
+
+    Args:
+        logits: ``[B, T, V]``; position t predicts ``labels[:, t + 1]``.
+        labels: ``[B, T]`` token ids, ``ignore_index`` on prompt and padding.
+        chunk_tokens: positions scored at once; default ``logps.default_chunk_tokens`` of the vocabulary.
+
+    Returns:
+        ``(logps [B, T-1] with 0 where masked, mask [B, T-1] bool)``, logps in at least float32.
+    """
+    targets, mask = shifted_targets(logits, labels, ignore_index=ignore_index)
+    batch, length, vocab = logits.shape
+    dtype = compute_dtype_for(logits)
+    chunk_tokens = resolve_chunk_tokens(chunk_tokens, vocab)
+    if batch * length == 0:  # empty batch or T == 0
+        return logits.new_zeros((batch, max(length - 1, 0)), dtype=dtype), mask
+    # Score all B*T positions of the flat (view, no copy) logits; the last position of each row gets a dummy
+    # target 0 and is dropped below. This keeps the chunks plain views of the logits.
+    flat_logits = logits.reshape(batch * length, vocab)  # [B*T, V]
+    flat_targets = F.pad(targets.masked_fill(~mask, 0), (0, 1)).reshape(-1)  # [B*T]
+    per_token = _LabelLogps.apply(flat_logits, flat_targets, chunk_tokens, dtype).view(batch, length)[:, :-1]
+    return per_token.masked_fill(~mask, 0.0), mask  # [B, T-1] x2
+
+
+def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype active for ``device``'s type, or None."""
+    return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+
+
+class _HeadLabelLogps(torch.autograd.Function):
+    """log p(target) straight from hidden states: hidden [N, d], head weight [V, d], targets [N] -> [N].
+
+    The LM head and the log-softmax are fused, chunk by chunk: no logits tensor beyond a ``[n, V]`` chunk is
+    built. For backward, the gradient direction ``onehot - softmax`` at the N positions is kept ([N, V], the
+    size of those positions' logits) when ``keep``, or else the chunk's logits are recomputed (no [N, V]
+    tensor at all, a third more head FLOPs). Backward: with ``D = onehot - softmax`` and the upstream ``g``,
+    ``grad_hidden = g * (D @ W)`` and ``grad_W = D^T @ (g * hidden)`` (two whole matmuls), or the same chunk by
+    chunk from recomputed logits. Under autocast the head's matmuls run in
+    the autocast dtype, as the model's own head would.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk_tokens: int, dtype: torch.dtype, keep: bool):
+        matmul_dtype = _autocast_dtype(hidden.device) or torch.promote_types(hidden.dtype, weight.dtype)
+        out = hidden.new_empty(hidden.shape[0], dtype=dtype)  # [N]
+        lse = hidden.new_empty(hidden.shape[0], dtype=dtype)  # [N]
+        direction: Any = hidden.new_empty((hidden.shape[0], weight.shape[0]), dtype=dtype) if keep else None
+        with torch.autocast(hidden.device.type, enabled=False):
+            w = weight.to(matmul_dtype)  # [V, d]
+            whole = keep and matmul_dtype == dtype  # all logits in one matmul, written into the kept buffer
+            if whole:
+                torch.mm(hidden.to(matmul_dtype), w.T, out=direction)  # [N, V]
+            for start in range(0, hidden.shape[0], chunk_tokens):
+                rows = slice(start, start + chunk_tokens)
+                logits = (
+                    direction[rows] if whole else (hidden[rows].to(matmul_dtype) @ w.T).to(dtype)
+                )  # [n, V]
+                lse[rows] = torch.logsumexp(logits, dim=-1)
+                out[rows] = logits.gather(-1, targets[rows].unsqueeze(-1)).squeeze(-1) - lse[rows]
+                if keep:  # onehot - softmax, in place in the kept buffer
+                    chunk = torch.sub(logits, lse[rows].unsqueeze(-1), out=direction[rows]).exp_().neg_()
+                    chunk.scatter_add_(-1, targets[rows].unsqueeze(-1), torch.ones_like(chunk[:, :1]))
+        ctx.save_for_backward(hidden, weight, targets, lse, direction)
+        ctx.chunk_tokens, ctx.dtype, ctx.matmul_dtype = chunk_tokens, dtype, matmul_dtype
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        hidden, weight, targets, lse, direction = ctx.saved_tensors
+        grad_out = grad_out.to(ctx.dtype)  # [N]
+        grad_hidden = grad_weight = None
+        with torch.autocast(hidden.device.type, enabled=False):
+            w = weight.to(ctx.matmul_dtype)  # [V, d]
+            if direction is not None:  # g * (onehot - softmax) = diag(g) D: two whole matmuls, no [N, V] copy
+                d = direction.to(ctx.matmul_dtype)  # [N, V]
+                if ctx.needs_input_grad[0]:
+                    grad_hidden = ((d @ w).to(ctx.dtype) * grad_out.unsqueeze(-1)).to(hidden.dtype)  # [N, d]
+                if ctx.needs_input_grad[1]:
+                    scaled_hidden = (hidden.to(ctx.dtype) * grad_out.unsqueeze(-1)).to(
+                        ctx.matmul_dtype
+                    )  # [N, d]
+                    grad_weight = (d.T @ scaled_hidden).to(weight.dtype)  # [V, d]
+                return grad_hidden, grad_weight, None, None, None, None
+            grad_hidden = torch.zeros_like(hidden) if ctx.needs_input_grad[0] else None  # [N, d]
+            grad_weight = (
+                torch.zeros_like(weight, dtype=ctx.dtype) if ctx.needs_input_grad[1] else None
+            )  # [V, d]
+            for start in range(
+                0, hidden.shape[0], ctx.chunk_tokens
+            ):  # recompute: -g * softmax, + g at the label
+                rows = slice(start, start + ctx.chunk_tokens)
+                h = hidden[rows].to(ctx.matmul_dtype)  # [n, d]
+                scale = grad_out[rows].unsqueeze(-1)  # [n, 1]
+                grad_logits = (h @ w.T).to(ctx.dtype).sub_(lse[rows].unsqueeze(-1)).exp_()  # [n, V]
+                grad_logits.mul_(-scale).scatter_add_(-1, targets[rows].unsqueeze(-1), scale)
+                grad_logits = grad_logits.to(ctx.matmul_dtype)
+                if grad_hidden is not None:
+                    grad_hidden[rows] = grad_logits @ w  # [n, d]
+                if grad_weight is not None:
+                    grad_weight.addmm_(grad_logits.T.to(ctx.dtype), h.to(ctx.dtype))  # [V, d]
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
+        return grad_hidden, grad_weight, None, None, None, None
+
+
+def can_fuse_head(head: torch.nn.Module) -> bool:
+    """A plain ``nn.Linear`` without bias or forward hooks (hooks must see the head's output)."""
+    hooked = bool(head._forward_hooks or head._forward_pre_hooks)
+    return type(head) is torch.nn.Linear and head.bias is None and not hooked
+
+
+def head_token_logps(
+    hidden: torch.Tensor,
+    head: torch.nn.Module,
+    targets: torch.Tensor,
+    *,
+    chunk_tokens: int | None = None,
+    recompute: bool = False,
+) -> torch.Tensor:
+    """log p(target) at the positions whose final hidden states are ``hidden`` [N, d]: [N], at least float32.
+
+    Logits only where scored: the LM head ``head`` runs on these N positions alone. A head that
+    :func:`can_fuse_head` (Llama's and Qwen2's, tied or not) is fused with the log-softmax
+    (:class:`_HeadLabelLogps`), so not even the N positions' logits are kept; any other head (a LoRA-wrapped
+    one, one with hooks) is applied to the N positions and scored by ``_LabelLogps``.
+    ``recompute``: recompute the logits in backward instead of keeping an [N, V] gradient direction.
+    """
+    if hidden.dim() != 2 or targets.shape != hidden.shape[:1]:
+        raise ValueError(
+            f"hidden must be [N, d] and targets [N], got {tuple(hidden.shape)}, {tuple(targets.shape)}"
+        )
+    weight: Any = head.weight  # [V, d]
+    vocab = weight.shape[0]
+    bad = (targets < 0) | (targets >= vocab)
+    if bad.any():
+        index = int(bad.nonzero()[0])
+        raise ValueError(
+            f"target {int(targets[index])} at scored position {index} is not a token id in [0, {vocab})"
+        )
+    dtype = torch.promote_types(_autocast_dtype(hidden.device) or hidden.dtype, torch.float32)
+    chunk_tokens = resolve_chunk_tokens(chunk_tokens, vocab)
+    if can_fuse_head(head):
+        keep = (
+            torch.is_grad_enabled() and (hidden.requires_grad or head.weight.requires_grad) and not recompute
+        )
+        return _HeadLabelLogps.apply(hidden, head.weight, targets, chunk_tokens, dtype, keep)
+    logits = head(hidden)  # [N, V]
+    return _LabelLogps.apply(logits, targets, chunk_tokens, compute_dtype_for(logits))
