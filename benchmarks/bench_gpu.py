@@ -195,7 +195,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     parser.add_argument("--smoke", action="store_true", help="a tiny shape, few steps: checks the script")
     parser.add_argument("--shapes", nargs="+", choices=SHAPES_GPU, default=list(SHAPES_GPU))
-    parser.add_argument("--rounds", type=int, default=None, help="timed steps per row (default 6; smoke 2)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="timed steps per row, rounded up to whole passes over the batches (default 6; smoke 2)",
+    )
     parser.add_argument("--notebook-steps", type=int, default=None, help="default 5; smoke 2")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     started = time.perf_counter()
@@ -252,8 +257,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if not group:
                 continue
             try:
+                # a run_rows round steps through every batch of the workload: about `rounds` steps per row
+                passes = -(-rounds // len(workload.batches))
                 result = run_rows(
-                    group, workload, settings, warmup=2, rounds=rounds, memory=PeakMemory(device)
+                    group, workload, settings, warmup=2, rounds=passes, memory=PeakMemory(device)
                 )
             except Exception as error:
                 report["errors"].append({"part": f"{shape}/{'+'.join(group)}", "error": f"{type(error).__name__}: {error}",

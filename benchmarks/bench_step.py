@@ -1,7 +1,8 @@
 """One benchmark row: build the model, the optimizer and the collated batches, then time training steps.
 
 Run as a worker: ``python -m benchmarks.bench_step --shape smollm2 --rows kit_simpo,trl_cpo_simpo`` builds the
-rows in one process, then alternates their timed steps and prints one JSON line. ``benchmarks.run`` uses a
+rows in one process, then runs rounds over the workload's fixed set of timing batches (every row on every
+batch, in the same order, the rows' order alternating) and prints one JSON line. ``benchmarks.run`` uses a
 process holding one row for its peak memory, and processes holding the rows compared with each other for
 the times (steps seconds apart, so a busy shared CPU slows both sides alike).
 
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .measure import PeakMemory, return_freed_memory_promptly, timed, train_step_flops
+from .measure import PeakMemory, return_freed_memory_promptly, split_parameters, step_flops, timed
 from .workloads import SHAPES, DataSize, Workload, build_workload, expected_counts
 
 KIT_ROWS = ("kit_simpo", "kit_dpo", "kit_dpo_precomputed_ref")
@@ -39,6 +40,9 @@ TRL_ROWS = ("trl_cpo_simpo", "trl_dpo", "trl_dpo_precomputed_ref")
 ROWS = KIT_ROWS + TRL_ROWS
 TRL_COUNTERPART = dict(zip(KIT_ROWS, TRL_ROWS, strict=True))
 REFERENCE_FORWARDS = {"kit_dpo": 1, "trl_dpo": 1}  # rows that run a live no-grad reference forward per step
+MIN_ROUNDS = (
+    2  # a timing process always runs this many rounds over its batches (fewer only if asked for fewer)
+)
 
 # the same hyper-parameters on both sides (their values do not change the cost of a step)
 LEARNING_RATE = 1e-6
@@ -56,8 +60,9 @@ class Settings:
 
 @dataclass
 class PreparedRow:
-    """A ready-to-time row: ``step(k)`` runs optimizer step k on batch k; ``counts(k)`` are its tokens;
-    ``warm_up()`` runs one step on the workload's short warm-up batch."""
+    """A ready-to-time row: ``step(k)`` runs one optimizer step on batch k; ``counts(k)`` are its tokens;
+    ``executed(k)`` the positions and attention products its layout computes on batch k
+    (:func:`packed_work`, :func:`padded_work`); ``warm_up()`` runs one step on the workload's short warm-up batch."""
 
     step: Callable[[int], None]
     counts: Callable[[int], dict[str, int]]
@@ -65,6 +70,31 @@ class PreparedRow:
     optimizer: str
     model: torch.nn.Module
     layout: str = "padded [2B, T]"
+    executed: Callable[[int], dict[str, int]] | None = None
+
+
+def packed_work(rows: list[dict[str, list[int]]]) -> dict[str, int]:
+    """What the kit's packed, prefix-shared layout computes for these token rows (``fast/packing.py``): every
+    pair's prompt, chosen and rejected tokens once through the transformer; the LM head at the response
+    positions only; attention as one causal call on [prompt; chosen] and one on [prompt; rejected] (whose
+    prompt queries are computed and dropped), each counted as queries x keys."""
+    body = head = attention = 0
+    for row in rows:
+        p, c, r = (len(row[key]) for key in ("prompt_ids", "chosen_ids", "rejected_ids"))
+        body, head, attention = body + p + c + r, head + c + r, attention + (p + c) ** 2 + (p + r) ** 2
+    return {"body_positions": body, "head_positions": head, "attention_products": attention}
+
+
+def padded_work(sequences: int, length: int, *, head_length: int | None = None) -> dict[str, int]:
+    """What a padded ``[sequences, length]`` batch computes: every position (padding and prompts included)
+    through the transformer and, by default, through the LM head (``head_length`` per sequence where the head
+    skips a position), attention over the whole ``length x length`` square per sequence."""
+    head = length if head_length is None else head_length
+    return {
+        "body_positions": sequences * length,
+        "head_positions": sequences * head,
+        "attention_products": sequences * length**2,
+    }
 
 
 def _count(mask: torch.Tensor) -> int:
@@ -134,13 +164,21 @@ def _kit_row(name: str, workload: Workload, settings: Settings) -> PreparedRow:
             "response_tokens": _count(batch["labels"] != IGNORE_INDEX),
         }
 
+    layout = describe_layout(model)
+
+    def executed(k: int) -> dict[str, int]:
+        if layout.startswith("packed"):
+            return packed_work(workload.batch_rows(k))
+        return padded_work(*batches[k % len(batches)]["input_ids"].shape)  # [2B, T], the head everywhere
+
     return PreparedRow(
         step,
         counts,
         lambda: step(-1, warmup_batch),
         f"torch AdamW {optimization.impl}",
         model,
-        describe_layout(model),
+        layout,
+        executed,
     )
 
 
@@ -165,6 +203,16 @@ def _trl_args(config_class, settings: Settings, workload: Workload, output_dir: 
         disable_dropout=True,
         **extra,
     )
+
+
+def trl_head_compacts(device: str) -> bool:
+    """Whether TRL's fused DPO head scores only the labelled positions on ``device`` (Triton there) rather
+    than every position of the padded batch (CPU)."""
+    try:
+        from trl.kernels.chunked_logprob import _use_triton
+    except ImportError:  # another TRL layout: assume the CPU behaviour measured with TRL 1.16
+        return False
+    return bool(_use_triton(torch.device(device)))
 
 
 def _cpo_features(row: dict[str, list[int]]) -> dict[str, list[int]]:
@@ -213,6 +261,12 @@ def _trl_row(name: str, workload: Workload, settings: Settings, output_dir: str)
                     _count(batch[f"{side}_labels"] != -100) for side in ("chosen", "rejected")
                 ),
             }
+
+        def executed(k: int) -> dict[str, int]:
+            # CPOTrainer.concatenated_inputs pads chosen and rejected to one length; the full logits are computed
+            batch = batches[k % len(batches)]
+            length = max(batch[f"{side}_input_ids"].shape[1] for side in ("chosen", "rejected"))
+            return padded_work(2 * batch["chosen_input_ids"].shape[0], length)
     else:
         from trl import DPOConfig, DPOTrainer
 
@@ -250,6 +304,16 @@ def _trl_row(name: str, workload: Workload, settings: Settings, output_dir: str)
                 "response_tokens": _count(batch["completion_mask"]),
             }
 
+        def executed(k: int) -> dict[str, int]:
+            # TRL's fused LM head (trainer/utils.py, add_fused_lm_head) compacts to the labelled positions only
+            # where Triton runs (CUDA, XPU); on CPU it scores every position but the last of the [2B, T] batch
+            batch = batches[k % len(batches)]
+            rows, length = batch["input_ids"].shape
+            work = padded_work(rows, length, head_length=length - 1)
+            if trl_head_compacts(settings.device):
+                work["head_positions"] = _count(batch["completion_mask"][:, 1:])
+            return work
+
     *batches, warmup_batch = batches  # the warm-up batch was collated last
     prepared, _ = trainer._prepare_for_training(settings.total_steps, trainer.get_train_dataloader(), None)
     trainer.current_gradient_accumulation_steps = 1  # set by Trainer._run_epoch in a real run
@@ -265,7 +329,13 @@ def _trl_row(name: str, workload: Workload, settings: Settings, output_dir: str)
     fused = optimizer.defaults.get("fused")
     impl = f"{type(optimizer).__name__} {'fused' if fused else 'foreach/default'} ({args.optim})"
     return PreparedRow(
-        step, counts, lambda: step(-1, warmup_batch), impl, trainer.model, "padded [2B, T] (TRL's collator)"
+        step,
+        counts,
+        lambda: step(-1, warmup_batch),
+        impl,
+        trainer.model,
+        "padded [2B, T] (TRL's collator)",
+        executed,
     )
 
 
@@ -285,6 +355,41 @@ def check_counts(name: str, row: PreparedRow, workload: Workload, step: int) -> 
     return got
 
 
+def round_starts(
+    round_index: int, elapsed: float, now: float, deadline: float | None, min_rounds: int
+) -> bool:
+    """Whether round ``round_index`` (0-based) starts: the first ``min_rounds`` always do; a later one only if,
+    at the pace of the rounds so far (``elapsed`` seconds for ``round_index`` rounds), it ends by ``deadline``."""
+    if round_index < min_rounds or deadline is None:
+        return True
+    return now + elapsed / round_index <= deadline
+
+
+def round_order(names: list[str], round_index: int, batch: int) -> list[str]:
+    """The rows' order on one batch of one round: rotated by round and by batch, so that over two rounds each
+    row goes first on every batch once (and, for two rows, each follows the other equally often)."""
+    shift = (round_index + batch) % len(names)
+    return names[shift:] + names[:shift]
+
+
+RECORD_KEYS = (
+    "round",
+    "batch",
+    "step",
+    "step_seconds",
+    "cpu_seconds",
+    "peak_mem_mb",
+    "pairs",
+    "tokens",
+    "response_tokens",
+    "flops",
+    "flops_executed",
+    "body_positions",
+    "head_positions",
+    "attention_products",
+)
+
+
 def run_rows(
     names: list[str],
     workload: Workload,
@@ -294,34 +399,29 @@ def run_rows(
     rounds: int,
     memory: PeakMemory,
     deadline: float | None = None,
+    min_rounds: int = MIN_ROUNDS,
 ) -> dict:
     """Build every row in this process, warm each up (``warmup`` steps on the short warm-up batch), then run
-    ``rounds`` rounds of one timed step per row.
+    at most ``rounds`` rounds. A round is one timed step of every row on every batch of the workload (its
+    fixed set of timing batches), batch by batch in the same order, the rows' order rotating
+    (:func:`round_order`): so every round of every row does the same work, and the steps compared with each
+    other ran seconds apart on the same tokens. The first ``min(min_rounds, rounds)`` rounds always run; a
+    later one only if it would end by ``deadline`` (``time.time()``). Peak memory per step is recorded; it is
+    each row's own only when the process holds that row alone.
 
-    The order of the rows rotates each round and round r uses batch ``warmup + r`` for every row, so the
-    steps compared with each other ran seconds apart on the same tokens. No new round starts after
-    ``deadline`` (``time.time()``) would be passed, but one always runs. Peak memory per step is recorded;
-    it is each row's own only when the process holds that row alone.
+    Per step: ``flops`` = model FLOPs of the unpadded, unshared layout (every prompt once per response, no
+    padding, the LM head at every position: the same for every row); ``flops_executed`` = the FLOPs of what
+    the row's layout computes (``PreparedRow.executed``).
     """
     torch.set_num_threads(settings.threads)
     device, config = torch.device(settings.device), workload.model_config
     num_params = count_parameters(config)
-    records = {
-        name: {
-            key: []
-            for key in (
-                "step",
-                "step_seconds",
-                "cpu_seconds",
-                "peak_mem_mb",
-                "pairs",
-                "tokens",
-                "response_tokens",
-                "flops",
-            )
-        }
-        for name in names
-    }
+    body_params, head_params = split_parameters(
+        num_params, config.vocab_size, config.hidden_size, tied=bool(config.tie_word_embeddings)
+    )
+    layers, hidden = config.num_hidden_layers, config.hidden_size
+    timing_batches = list(range(len(workload.batches)))
+    records: dict[str, dict] = {name: {key: [] for key in RECORD_KEYS} for name in names}
     phase_started = time.monotonic()
     with tempfile.TemporaryDirectory() as output_dir:
         rows = {name: prepare_row(name, workload, settings, f"{output_dir}/{name}") for name in names}
@@ -335,36 +435,54 @@ def run_rows(
         resident_before = memory.current_mb() - memory.baseline_mb
         started = time.monotonic()
         for round_index in range(rounds):
-            per_round = (time.monotonic() - started) / max(round_index, 1)
-            if round_index and deadline is not None and time.time() + per_round > deadline:
+            now = time.monotonic()
+            if not round_starts(round_index, now - started, time.time(), deadline, min(min_rounds, rounds)):
                 break
-            k = warmup + round_index  # the batches measured before warm-ups were short
-            lengths = [
-                len(r["prompt_ids"]) + len(r[f"{side}_ids"])
-                for side in ("chosen", "rejected")
-                for r in workload.batch_rows(k)
-            ]
-            for name in names[round_index % len(names) :] + names[: round_index % len(names)]:
-                record = records[name]
-                counts = check_counts(name, rows[name], workload, k)
-                memory.reset()
-                cpu_started = time.process_time()  # this process's CPU time: what a busy host cannot inflate
-                record["step_seconds"].append(timed(lambda name=name, k=k: rows[name].step(k), device)[1])
-                record["cpu_seconds"].append(time.process_time() - cpu_started)
-                record["peak_mem_mb"].append(memory.peak_mb())
-                record["step"].append(k)
-                record["pairs"].append(len(workload.batch_rows(k)))
-                record["tokens"].append(counts["tokens"])
-                record["response_tokens"].append(counts["response_tokens"])
-                record["flops"].append(
-                    train_step_flops(
-                        num_params,
-                        lengths,
-                        config.num_hidden_layers,
-                        config.hidden_size,
-                        reference_forwards=REFERENCE_FORWARDS.get(name, 0),
+            for k in timing_batches:
+                token_rows = workload.batch_rows(k)
+                lengths = [
+                    len(r["prompt_ids"]) + len(r[f"{side}_ids"])
+                    for side in ("chosen", "rejected")
+                    for r in token_rows
+                ]
+                unshared = {
+                    "body_positions": sum(lengths),
+                    "head_positions": sum(lengths),
+                    "attention_products": sum(length**2 for length in lengths),
+                }
+                for name in round_order(names, round_index, k):
+                    record = records[name]
+                    counts = check_counts(name, rows[name], workload, k)
+                    executed_fn = rows[name].executed
+                    executed = executed_fn(k) if executed_fn is not None else None
+                    memory.reset()
+                    cpu_started = (
+                        time.process_time()
+                    )  # this process's CPU time: what a busy host cannot inflate
+                    record["step_seconds"].append(timed(lambda name=name, k=k: rows[name].step(k), device)[1])
+                    record["cpu_seconds"].append(time.process_time() - cpu_started)
+                    record["peak_mem_mb"].append(memory.peak_mb())
+                    record["round"].append(round_index)
+                    record["batch"].append(k)
+                    record["step"].append(k)  # the batch (older outputs: the batch's step number)
+                    record["pairs"].append(len(token_rows))
+                    record["tokens"].append(counts["tokens"])
+                    record["response_tokens"].append(counts["response_tokens"])
+                    refs = REFERENCE_FORWARDS.get(name, 0)
+                    record["flops"].append(
+                        step_flops(
+                            body_params, head_params, layers, hidden, **unshared, reference_forwards=refs
+                        )
                     )
-                )
+                    record["flops_executed"].append(
+                        None
+                        if executed is None
+                        else step_flops(
+                            body_params, head_params, layers, hidden, **executed, reference_forwards=refs
+                        )
+                    )
+                    for key in ("body_positions", "head_positions", "attention_products"):
+                        record[key].append(None if executed is None else executed[key])
         for name in names:
             records[name]["optimizer"] = rows[name].optimizer
             records[name]["layout"] = rows[name].layout
@@ -373,12 +491,17 @@ def run_rows(
         "rows": records,
         "threads": settings.threads,
         "threads_after_build": threads_after_build,
+        "timing_batches": timing_batches,
+        "min_rounds": min(min_rounds, rounds),
         "mem_method": memory.method,
         "baseline_mb": memory.baseline_mb,
         "resident_before_step_mb": resident_before,
         "num_params": num_params,
+        "body_params": body_params,
+        "head_params": head_params,
         "build_seconds": build_seconds,  # models, optimizers, collated batches (and precomputed references)
         "warmup_seconds": warmup_seconds,
+        "timed_seconds": time.monotonic() - started,
     }
 
 
@@ -434,7 +557,10 @@ def work(argv: list[str]) -> dict:
     workload = build_workload(args.shape, DataSize(**args.size) if args.size else None)
     memory = PeakMemory(torch.device(args.device))  # baseline: libraries and token rows, no model yet
     settings = Settings(
-        args.device, args.dtype, args.threads, total_steps=max(100, args.warmup + args.rounds)
+        args.device,
+        args.dtype,
+        args.threads,
+        total_steps=max(100, args.warmup + args.rounds * len(workload.batches)),
     )
     result = run_rows(
         names,

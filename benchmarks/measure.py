@@ -21,6 +21,8 @@ __all__ = [
     "timed",
     "matmul_peak_tflops",
     "train_step_flops",
+    "step_flops",
+    "split_parameters",
 ]
 
 
@@ -35,17 +37,53 @@ def timed(fn: Callable[[], object], device: torch.device) -> tuple[object, float
     return result, time.perf_counter() - start
 
 
+MATMUL_SIZE = {"cpu": 2048, "cuda": 8192}  # the square matmul whose best rate is the measured peak
+
+
 def matmul_peak_tflops(
     device: torch.device, dtype: torch.dtype, *, size: int | None = None, reps: int = 5
 ) -> float:
     """Best achieved TFLOP/s of a square matmul on this device and dtype (same threads as the benchmark)."""
-    size = size or (8192 if device.type == "cuda" else 2048)
+    size = size or MATMUL_SIZE["cuda" if device.type == "cuda" else "cpu"]
     generator = torch.Generator().manual_seed(0)
     a = torch.randn(size, size, generator=generator).to(device, dtype)  # [n, n]
     b = torch.randn(size, size, generator=generator).to(device, dtype)  # [n, n]
     a @ b  # warm-up
     best = min(timed(lambda: a @ b, device)[1] for _ in range(reps))
     return 2 * size**3 / best / 1e12
+
+
+def split_parameters(num_params: int, vocab_size: int, hidden_size: int, *, tied: bool) -> tuple[int, int]:
+    """(body parameters, LM-head parameters) of a causal LM with ``num_params`` parameters (a tied embedding
+    counted once). The embedding lookup costs no FLOPs: an untied input embedding is in neither part."""
+    head = vocab_size * hidden_size
+    return num_params - head - (0 if tied else head), head
+
+
+def step_flops(
+    body_params: int,
+    head_params: int,
+    num_layers: int,
+    hidden_size: int,
+    *,
+    body_positions: int,
+    head_positions: int,
+    attention_products: int,
+    reference_forwards: int = 0,
+) -> float:
+    """FLOPs of one training step as laid out (PaLM appendix B convention, ``shared/reference/performance-notes.md``).
+
+    Forward + backward of the policy: ``6 N_body`` per position through the transformer, ``6 d V`` per position
+    through the LM head, and attention ``12 L d`` per query-key product (``attention_products`` = the sum over
+    attention calls of queries x keys, counted as the full rectangle even where a causal kernel skips the
+    upper triangle); each no-grad reference forward adds a third of that.
+    """
+    policy = (
+        6 * body_params * body_positions
+        + 6 * head_params * head_positions
+        + 12 * num_layers * hidden_size * attention_products
+    )
+    return policy * (1 + reference_forwards / 3)
 
 
 def train_step_flops(
@@ -56,16 +94,23 @@ def train_step_flops(
     *,
     reference_forwards: int = 0,
 ) -> float:
-    """Model FLOPs of one training step (PaLM appendix B convention, useful tokens only).
+    """Model FLOPs of one training step on the unpadded, unshared layout (every prompt counted with each of its
+    responses, no padding, the LM head at every position): the same figure for every row of a comparison.
 
-    Forward + backward of the policy: ``6 N`` per token plus attention ``12 L d T`` per token of a length-T
-    sequence; each no-grad reference forward adds a third of that. ``N`` counts a tied embedding once: it is
-    the LM head's matmul (the embedding lookup itself is free).
+    ``6 N`` per token plus attention ``12 L d T`` per token of a length-T sequence; each no-grad reference
+    forward adds a third of that. ``N`` counts a tied embedding once: it is the LM head's matmul (the embedding
+    lookup itself is free).
     """
-    tokens = sum(sequence_lengths)
-    attention = 12 * num_layers * hidden_size * sum(length**2 for length in sequence_lengths)
-    policy = 6 * num_params * tokens + attention
-    return policy * (1 + reference_forwards / 3)
+    return step_flops(
+        num_params,
+        0,
+        num_layers,
+        hidden_size,
+        body_positions=sum(sequence_lengths),
+        head_positions=0,
+        attention_products=sum(length**2 for length in sequence_lengths),
+        reference_forwards=reference_forwards,
+    )
 
 
 def work(argv: list[str]) -> dict:
@@ -79,7 +124,12 @@ def work(argv: list[str]) -> dict:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
-    return {"tflops": matmul_peak_tflops(torch.device(args.device), dtype)}
+    return {
+        "tflops": matmul_peak_tflops(torch.device(args.device), dtype),
+        "threads": torch.get_num_threads(),
+        "dtype": args.dtype,
+        "matrix_size": MATMUL_SIZE["cuda" if args.device.startswith("cuda") else "cpu"],
+    }
 
 
 if __name__ == "__main__":
