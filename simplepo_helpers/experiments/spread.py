@@ -545,7 +545,7 @@ def overopt_run(
     ref_logps = None
     if loss.needs_reference:
         ref_logps = precompute_reference_logps(
-            reference, pairs, PreferenceCollator(tokenizer), 64, average=loss.length_normalize
+            reference, pairs, PreferenceCollator(tokenizer), 64, length_normalize=loss.length_normalize
         )
     records: list[dict] = []
     train_accuracy: list[float] = []
