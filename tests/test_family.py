@@ -370,3 +370,29 @@ def test_kl_reruns_are_the_default_recipes_on_eval_and_are_compared_with_the_rec
     reruns = [{**_spread("simpo", 0, [0.5, 0.375]), "kind": "kl"}, {**_spread("dpo", 7, [1.0]), "kind": "kl"}]
     assert spread.kl_reruns_reproduce(recorded + reruns) == {"compared": 1, "max_abs_difference": 0.125}
     assert spread.kl_reruns_reproduce(recorded) == {"compared": 0, "max_abs_difference": None}
+
+
+def test_label_noise_runs_are_offline_dpo_with_one_edit_and_their_summary_by_hand():
+    jobs = spread.label_noise_jobs()
+    assert [j[3] for j in jobs] == list(range(spread.NOISE_SEEDS)) and {j[1] for j in jobs} == {
+        "cdpo_offline"
+    }
+    dpo, cdpo = RECIPES["dpo_offline"], RECIPES["cdpo_offline"]
+    assert cdpo.loss.label_smoothing == family_losses()["cdpo"].label_smoothing == 0.1
+    assert recipe_settings(cdpo) != recipe_settings(dpo)
+    from dataclasses import replace
+
+    assert replace(cdpo, loss=replace(cdpo.loss, label_smoothing=0.0)) == dpo  # the only difference
+    records = [_baseline("eval", [0.2, 0.4, 0.6])]
+    assert spread.label_noise_summary(records) is None
+    for seed, e in enumerate([[0.3, 0.5, 0.7], [0.3, 0.4, 0.8]]):  # gains 0.1 each, and 0.1, 0, 0.2: mean 0.1
+        records.append({**_spread("dpo_offline", seed, e, length=9.0), "recipe": {"rounds": 2}})
+    assert spread.label_noise_summary(records) is None  # no cDPO yet
+    for seed, e in enumerate([[0.4, 0.5, 0.7], [0.3, 0.6, 0.8]]):  # gains 0.2, 0.1, 0.1 and 0.1, 0.2, 0.2
+        records.append({**_spread("cdpo_offline", seed, e, length=8.0), "recipe": {"rounds": 2}})
+    summary = spread.label_noise_summary(records)
+    assert summary["seeds"] == {"cdpo_offline": 2, "dpo_offline": 2}
+    assert summary["gain"]["dpo_offline"]["mean"] == pytest.approx(0.1)
+    assert summary["gain"]["cdpo_offline"]["mean"] == pytest.approx(0.15)
+    assert summary["cdpo_minus_dpo"]["mean"] == pytest.approx(0.05)
+    assert summary["mean_length"] == {"cdpo_offline": 8.0, "dpo_offline": 9.0}

@@ -145,6 +145,12 @@ RECIPES: dict[str, Recipe] = {
 RECIPES["orpo"] = Recipe(FAMILY_LOSSES["orpo"], learning_rate=1e-3, steps_per_round=120, rounds=4)
 RECIPES["rdpo"] = Recipe(FAMILY_LOSSES["rdpo"], learning_rate=5e-4, steps_per_round=120, rounds=4)
 RECIPES["cdpo"] = Recipe(FAMILY_LOSSES["cdpo"], learning_rate=5e-4, steps_per_round=120, rounds=4)
+RECIPES["ipo"] = Recipe(FAMILY_LOSSES["ipo"], learning_rate=5e-4, steps_per_round=120, rounds=4)
+# cDPO where there IS label noise: the offline DPO recipe (the annotator's pairs, about 10% of them flipped) with
+# one edit, label smoothing at that flip rate; "minus dpo_offline" isolates what the smoothing does to noisy labels.
+RECIPES["cdpo_offline"] = replace(
+    RECIPES["dpo_offline"], loss=replace(RECIPES["dpo_offline"].loss, label_smoothing=CDPO_EPSILON)
+)
 
 
 @dataclass

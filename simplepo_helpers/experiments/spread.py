@@ -1,7 +1,7 @@
 """The records behind the default recipe: the search on dev, the spread over seeds and reference builds, and
 the baselines (``make spread``; records in ``results/rounds.jsonl``).
 
-    python -m simplepo_helpers.experiments.spread {search,spread,family,overopt,kl,report} [--workers 2] [--out results]
+    python -m simplepo_helpers.experiments.spread {search,spread,family,overopt,kl,noise,report} [--workers 2] [--out results]
 
 - **baselines**: per reference build (the shipped one, ``ref_seed`` -1, and rebuilds with world-model seeds
   1 and 2 standing in for other hardware) and split: the reference's k = 8 samples per prompt, its expected
@@ -18,6 +18,7 @@ the baselines (``make spread``; records in ``results/rounds.jsonl``).
   hyper-parameters). New records carry ``kl``: KL to the reference on the policy's own samples.
 - **kl**: the default SimPO and DPO recipes trained again on a few seeds to measure their KL to the reference
   (their spread runs predate it); a rerun reproduces the recorded scores.
+- **noise**: cDPO on the offline annotator's pairs (about 10% flipped labels), against offline DPO's spread.
 - **overopt**: offline SimPO, DPO and SimPO + SFT term trained 480 steps, evaluated on dev every 60 (kind
   ``"overopt"``, one record per evaluated step): the over-optimisation curve of notebook 08.
 
@@ -281,6 +282,47 @@ KL_SEEDS = (0, 1, 2, 3)
 def kl_jobs() -> list[tuple]:
     """The default SimPO and DPO recipes trained again on ``KL_SEEDS`` (shipped reference), eval split."""
     return [("kl", m, RECIPES[m], s, SHIPPED, ("eval",)) for m in ("simpo", "dpo") for s in KL_SEEDS]
+
+
+NOISE_SEEDS = 8  # as many as the offline DPO spread runs it is compared with
+
+
+def label_noise_jobs() -> list[tuple]:
+    """cDPO on the offline annotator's noisy pairs (``RECIPES["cdpo_offline"]``) over the offline DPO spread's
+    seeds, eval and held-out: what label smoothing does where there are flipped labels to absorb."""
+    return [
+        ("spread", "cdpo_offline", RECIPES["cdpo_offline"], s, SHIPPED, ("eval", "heldout"))
+        for s in range(NOISE_SEEDS)
+    ]
+
+
+def label_noise_summary(records: Sequence[dict], split: str = "eval") -> dict[str, Any] | None:
+    """cDPO minus DPO on the offline (noisy) pairs: each method's gain and their difference (each method's seeds
+    and the prompts resampled, paired by prompt), and the mean lengths; None until both are recorded."""
+    from ..evaluation.sampling import method_difference, seed_prompt_gain
+
+    finals = {m: _final_expected(records, m, split) for m in ("cdpo_offline", "dpo_offline")}
+    if any(len(f) < 2 for f in finals.values()):
+        return None
+    reference = np.array(baselines(records)[(SHIPPED, split)]["expected"])
+    lengths = {
+        m: float(
+            np.mean(
+                [
+                    r["mean_length"]
+                    for r in _round_records(records, "spread", m, split)
+                    if r["ref_seed"] == SHIPPED
+                ]
+            )
+        )
+        for m in finals
+    }
+    return {
+        "seeds": {m: len(f) for m, f in finals.items()},
+        "gain": {m: seed_prompt_gain(f, reference).as_dict() for m, f in finals.items()},
+        "cdpo_minus_dpo": method_difference(finals["cdpo_offline"], finals["dpo_offline"]).as_dict(),
+        "mean_length": lengths,
+    }
 
 
 def kl_reruns_reproduce(records: Sequence[dict]) -> dict[str, Any]:
@@ -642,7 +684,7 @@ def run_jobs(jobs: Sequence[tuple], out: Path, workers: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("phase", choices=("search", "spread", "family", "overopt", "kl", "report"))
+    parser.add_argument("phase", choices=("search", "spread", "family", "overopt", "kl", "noise", "report"))
     parser.add_argument("--readme", type=Path, default=None, help="report: rewrite this file's spread block")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="default: the repository's results/")
@@ -674,7 +716,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.phase == "family":  # the search, and each member's dev-best recipe over seeds once searched
         run_family(args.out, args.workers, args.family_seeds, overopt=args.with_overopt)
         return
-    phases = {"search": search_jobs, "overopt": overopt_jobs, "kl": kl_jobs}
+    phases = {"search": search_jobs, "overopt": overopt_jobs, "kl": kl_jobs, "noise": label_noise_jobs}
     jobs = phases.get(args.phase, lambda: spread_jobs(args.seeds))()
     run_jobs(jobs, args.out, args.workers)
 
@@ -1134,7 +1176,7 @@ def family_markdown(records: Sequence[dict]) -> list[str]:
             "own hyper-parameter fixed beforehand, `spread.family_losses`; eval, last round). [CI] resamples "
             "training seeds and prompts; the differences resample each method's seeds and pair the prompts; "
             "KL: log pi(y|x) - log pi_ref(y|x) summed over response tokens, mean over the policy's own samples "
-            "(– : not measured by the older records).",
+            "(SimPO's and DPO's from reruns of their recorded seeds, `spread.kl_jobs`; – : not measured).",
             "",
             "| method | seeds | lr, steps/round, rounds | eval gain [CI] | minus SimPO [CI] | minus DPO [CI] | length (tokens) | KL (nats) |",
             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
@@ -1146,6 +1188,14 @@ def family_markdown(records: Sequence[dict]) -> list[str]:
                 f"{_interval(r['gain'])} | {_cell(r['minus_simpo'])} | {_cell(r['minus_dpo'])} | "
                 f"{r['mean_length']:.1f} | {kl} |"
             )
+        rerun = kl_reruns_reproduce(records)
+        if rerun["compared"]:
+            lines += [
+                "",
+                f"The KL reruns reproduce the recorded scores of the same seeds: over {rerun['compared']} "
+                "evaluations the largest per-prompt difference in expected score is "
+                f"{rerun['max_abs_difference']:.4f}.",
+            ]
     curves = overopt_summary(records)
     if curves:
         lines += [
