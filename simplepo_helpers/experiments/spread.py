@@ -1188,6 +1188,15 @@ def family_markdown(records: Sequence[dict]) -> list[str]:
                 f"{_interval(r['gain'])} | {_cell(r['minus_simpo'])} | {_cell(r['minus_dpo'])} | "
                 f"{r['mean_length']:.1f} | {kl} |"
             )
+        noise = {split: label_noise_summary(records, split) for split in ("eval", "heldout")}
+        if noise["eval"] is not None and noise["heldout"] is not None:
+            lines += [
+                "",
+                f"cDPO where labels are noisy (`spread.label_noise_jobs`: the offline DPO recipe with label smoothing "
+                f"0.1 on the offline annotator's pairs, {noise['eval']['seeds']['cdpo_offline']} seeds): cDPO minus "
+                f"offline DPO {_interval(noise['eval']['cdpo_minus_dpo'])} on eval, "
+                f"{_interval(noise['heldout']['cdpo_minus_dpo'])} on the held-out tasks.",
+            ]
         rerun = kl_reruns_reproduce(records)
         if rerun["compared"]:
             lines += [
