@@ -139,7 +139,7 @@ RECIPES: dict[str, Recipe] = {
     ),
 }
 
-# The loss family's dev-best recipes (notebook 08): `spread.dev_best` on the family search in
+# The loss family's dev-best recipes (notebook 08): `family.dev_best` on the family search in
 # results/rounds.jsonl (one seed; the highest mean dev gain at any round). tests/test_family.py checks that these
 # are the recorded choice and that the spread trained them. A member whose search has not finished has none.
 RECIPES["orpo"] = Recipe(FAMILY_LOSSES["orpo"], learning_rate=1e-3, steps_per_round=120, rounds=4)

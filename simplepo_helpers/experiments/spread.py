@@ -47,7 +47,7 @@ from dataclasses import replace
 from pathlib import Path
 
 # The modules split from this one by their full name: ``python -m simplepo_helpers.evaluation.spread`` (the
-# old path, ``_MOVED`` in simplepo_helpers/__init__.py) runs this file in ``evaluation``: no ``.family`` there.
+# old path, ``_MOVED`` in simplepo_helpers/__init__.py) runs this file in ``evaluation``: no ``.family``.
 from simplepo_helpers.experiments.family import (
     FAMILY_NAMES,
     FAMILY_SEARCH_SEEDS,
