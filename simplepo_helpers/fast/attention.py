@@ -107,7 +107,7 @@ def segment_attention(
     """
     if simplepo_pairs is None or attention_mask is not None or query.shape[0] != 1:
         raise _refuse(ATTENTION_NAME)
-    gqa = {"enable_gqa": True} if key.shape[1] != query.shape[1] else {}
+    key, value, gqa = _grouped_keys(query, key, value, repeat=False)
     common: dict[str, Any] = {"dropout_p": dropout, "scale": scaling, "is_causal": True, **gqa}
     outputs = []
     for start, p, c, r in simplepo_pairs:
