@@ -12,8 +12,9 @@ from datasets import Dataset
 from simplepo_helpers import LossConfig
 from simplepo_helpers.batching import PreferenceCollator
 from simplepo_helpers.evaluation import sampling
-from simplepo_helpers.evaluation.generation import LONG_WORK, generate_responses, show_progress
+from simplepo_helpers.evaluation.generation import generate_responses
 from simplepo_helpers.precompute import precompute_reference_logps
+from simplepo_helpers.runtime.progress import LONG_WORK, show_progress
 from simplepo_helpers.scale import cli
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

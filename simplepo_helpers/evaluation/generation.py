@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..runtime.progress import LONG_WORK, progress_bar, show_progress  # noqa: F401 (re-exported)
+from ..runtime.progress import progress_bar
 
 Prompt = str | Sequence[dict]
 
@@ -40,7 +40,7 @@ def generate_responses(
 ) -> list[str]:
     """One response per prompt (a user string or a message list), decoded without special tokens.
 
-    ``progress``: a progress bar over the prompts (None: only for `LONG_WORK` prompts or more)."""
+    ``progress``: a progress bar over the prompts (None: only for `runtime.progress.LONG_WORK` prompts or more)."""
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError("max_new_tokens and batch_size must be positive")
     if do_sample and temperature <= 0:

@@ -114,7 +114,8 @@ def sample_k(
     common random numbers (the variance-reduction lesson and ``changed_share``). ``progress``: a bar over the
     k x N samples (None: only for ``LONG_WORK`` samples or more).
     """
-    from .generation import generate_responses, progress_bar
+    from ..runtime.progress import progress_bar
+    from .generation import generate_responses
 
     columns = []  # [k][N]
     with progress_bar(k * len(prompts), progress, f"sampling {k} per prompt") as bar:

@@ -199,7 +199,7 @@ def evaluate(
     precomputed reference log-probs of ``rows`` (instead of ``ref_model``). ``progress``: a bar over this
     process's pairs (None: only for long work).
     """
-    from ..evaluation.generation import progress_bar
+    from ..runtime.progress import progress_bar
 
     rank, world = accelerator.process_index, accelerator.num_processes
     if len(rows) < world:
@@ -270,7 +270,7 @@ def shared_reference_logps(
     gets the whole ``[len(rows)]`` tensors."""
     from accelerate.utils import gather_object
 
-    from ..evaluation.generation import progress_bar
+    from ..runtime.progress import progress_bar
 
     rank, world = accelerator.process_index, accelerator.num_processes
     mine = list(range(rank, len(rows), world))
